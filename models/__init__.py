@@ -1,0 +1,1 @@
+"""Model code: which weights to load (profiles), how to build the tiny ones, and the inference steps."""

@@ -1,0 +1,241 @@
+"""AudioLDM2 inference, split into encode / denoise / decode like diffusers' pipeline.
+
+The split exists for two reasons the stock `AudioLDM2Pipeline.__call__` cannot
+serve:
+
+* batch invariance: each prompt is encoded alone and the T5 embeddings are
+  zero-padded with a zero attention mask, so a job's conditioning (and audio)
+  does not depend on the other prompts of its batch; noise comes from one
+  generator per waveform;
+* per-job handling: each job keeps its own guidance, seed, length, CLAP
+  ranking and failure (NaN) status inside a shared forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import soxr
+import torch
+from diffusers import AudioLDM2Pipeline, DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import GPT2LMHeadModel
+
+from schemas import GenerationJob, Scheduler
+
+SCHEDULERS: dict[Scheduler, type[SchedulerMixin]] = {
+    Scheduler.DPMPP: DPMSolverMultistepScheduler,
+    Scheduler.DDIM: DDIMScheduler,
+}
+
+
+def load_pipeline(path: str, device: torch.device, dtype: torch.dtype) -> AudioLDM2Pipeline:
+    """Load a diffusers AudioLDM2 folder.
+
+    The published checkpoints list their language model as `GPT2Model`, which
+    lacks the generation helpers the pipeline calls (diffusers issue 12630).
+    Loading the same weights as `GPT2LMHeadModel` fixes it; for a checkpoint
+    already saved as `GPT2LMHeadModel` this is the same load.
+    """
+    language_model = GPT2LMHeadModel.from_pretrained(path, subfolder="language_model", dtype=dtype)
+    pipe = AudioLDM2Pipeline.from_pretrained(path, language_model=language_model, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """One prompt's text conditioning; rows are [negative, positive] when guidance is on."""
+
+    prompt_embeds: torch.Tensor  # (rows, T5 tokens, T5 dim)
+    attention_mask: torch.Tensor  # (rows, T5 tokens)
+    generated_embeds: torch.Tensor  # (rows, language-model tokens, dim)
+
+
+@dataclass(frozen=True)
+class JobAudio:
+    """One job's decoded waveforms and latents, rows in seed order (see `waveform_seeds`)."""
+
+    waveforms: torch.Tensor  # (num_waveforms, samples), float32 on the CPU
+    latents: torch.Tensor  # (num_waveforms, channels, frames, bins)
+    clap_scores: list[float] | None = None  # with several waveforms: each one's similarity to the prompt
+
+    @property
+    def finite(self) -> bool:
+        return bool(torch.isfinite(self.waveforms).all() and torch.isfinite(self.latents).all())
+
+
+def uses_guidance(guidance_scale: float) -> bool:
+    """Classifier-free guidance runs only above 1, as in diffusers."""
+    return guidance_scale > 1.0
+
+
+def waveform_seeds(job: GenerationJob) -> list[int]:
+    return [job.seed + k for k in range(job.num_waveforms)]
+
+
+class AudioLDM2Engine:
+    def __init__(self, pipe: AudioLDM2Pipeline) -> None:
+        self.pipe = pipe
+        self.device = pipe._execution_device
+        self.dtype = pipe.unet.dtype
+        vocoder = pipe.vocoder.config
+        self.sample_rate: int = vocoder.sampling_rate
+        self.mel_frames_per_second = vocoder.sampling_rate / math.prod(vocoder.upsample_rates)
+        self.mel_bins: int = vocoder.model_in_dim
+
+    # ---- shapes -----------------------------------------------------------------
+
+    def mel_frames(self, duration: float) -> int:
+        """Mel frames for `duration` seconds, rounded up to what the VAE can encode (as the pipeline does)."""
+        factor = self.pipe.vae_scale_factor
+        return math.ceil(int(duration * self.mel_frames_per_second) / factor) * factor
+
+    def num_samples(self, duration: float) -> int:
+        return int(duration * self.sample_rate)
+
+    def group_key(self, job: GenerationJob) -> tuple[int, int, Scheduler, bool]:
+        """Jobs with equal keys share one forward pass: same latent shape and the same schedule."""
+        return (self.mel_frames(job.duration), job.steps, job.scheduler, uses_guidance(job.guidance_scale))
+
+    # ---- encode -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, prompt: str, negative_prompt: str, guidance: bool) -> Conditioning:
+        """Encode one prompt on its own, so its padding never depends on other prompts."""
+        embeds, mask, generated = self.pipe.encode_prompt(
+            [prompt],
+            self.device,
+            num_waveforms_per_prompt=1,
+            do_classifier_free_guidance=guidance,
+            negative_prompt=[negative_prompt] if guidance else None,
+        )
+        return Conditioning(embeds, mask, generated)
+
+    @staticmethod
+    def stack(conditionings: list[Conditioning], repeats: list[int]) -> Conditioning:
+        """Batch conditionings: pad T5 tokens with zeros (masked out), repeat per waveform.
+
+        Output rows are all negatives first, then all positives, matching the
+        `chunk(2)` of classifier-free guidance.
+        """
+        tokens = max(c.prompt_embeds.shape[1] for c in conditionings)
+        halves = conditionings[0].prompt_embeds.shape[0]  # 2 with guidance, else 1
+        embeds, masks, generated = [], [], []
+        for half in range(halves):
+            for cond, n in zip(conditionings, repeats, strict=True):
+                pad = tokens - cond.prompt_embeds.shape[1]
+                embeds.append(
+                    torch.nn.functional.pad(cond.prompt_embeds[half : half + 1], (0, 0, 0, pad)).repeat(n, 1, 1)
+                )
+                masks.append(torch.nn.functional.pad(cond.attention_mask[half : half + 1], (0, pad)).repeat(n, 1))
+                generated.append(cond.generated_embeds[half : half + 1].repeat(n, 1, 1))
+        return Conditioning(torch.cat(embeds), torch.cat(masks), torch.cat(generated))
+
+    # ---- denoise ----------------------------------------------------------------
+
+    def make_scheduler(self, name: Scheduler, steps: int) -> SchedulerMixin:
+        """A fresh scheduler per call: schedulers keep state between steps."""
+        scheduler = SCHEDULERS[name].from_config(self.pipe.scheduler.config)
+        scheduler.set_timesteps(steps, device=self.device)
+        return scheduler
+
+    def initial_noise(self, seeds: list[int], frames: int) -> torch.Tensor:
+        """One CPU generator per waveform: the same seed gives the same noise on any device and in any batch."""
+        shape = (
+            1,
+            self.pipe.unet.config.in_channels,
+            frames // self.pipe.vae_scale_factor,
+            self.mel_bins // self.pipe.vae_scale_factor,
+        )
+        return torch.cat(
+            [
+                randn_tensor(
+                    shape, generator=torch.Generator("cpu").manual_seed(s), device=self.device, dtype=self.dtype
+                )
+                for s in seeds
+            ]
+        )
+
+    @torch.no_grad()
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        cond: Conditioning,
+        scheduler: SchedulerMixin,
+        timesteps: torch.Tensor,
+        guidance_scales: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Run the UNet over `timesteps`; `guidance_scales` holds one scale per row, or None without guidance."""
+        for t in timesteps:
+            model_input = torch.cat([latents] * 2) if guidance_scales is not None else latents
+            model_input = scheduler.scale_model_input(model_input, t)
+            noise = self.pipe.unet(
+                model_input,
+                t,
+                encoder_hidden_states=cond.generated_embeds,
+                encoder_hidden_states_1=cond.prompt_embeds,
+                encoder_attention_mask_1=cond.attention_mask,
+                return_dict=False,
+            )[0]
+            if guidance_scales is not None:
+                uncond, text = noise.chunk(2)
+                noise = uncond + guidance_scales * (text - uncond)
+            latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+        return latents
+
+    # ---- decode -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
+        mel = self.pipe.vae.decode(latents / self.pipe.vae.config.scaling_factor).sample
+        return self.pipe.mel_spectrogram_to_waveform(mel)[:, :num_samples]
+
+    @torch.no_grad()
+    def clap_scores(self, prompt: str, waveforms: torch.Tensor) -> list[float]:
+        """CLAP similarity of each waveform to its own prompt (never to other prompts of the batch).
+
+        Scored on consecutive windows of the feature extractor's length and
+        averaged: longer inputs would make CLAP pick random crops.
+        """
+        extractor = self.pipe.feature_extractor
+        audio = soxr.resample(waveforms.numpy().T, self.sample_rate, extractor.sampling_rate).T
+        window = int(extractor.max_length_s * extractor.sampling_rate)
+        text = self.pipe.tokenizer([prompt], return_tensors="pt", padding=True).to(self.device)
+        scores = []
+        for start in range(0, audio.shape[1], window):
+            features = extractor(
+                list(np.ascontiguousarray(audio[:, start : start + window])),
+                return_tensors="pt",
+                sampling_rate=extractor.sampling_rate,
+            ).input_features.to(self.device, self.dtype)
+            scores.append(self.pipe.text_encoder(**text, input_features=features).logits_per_text[0].float())
+        return torch.stack(scores).mean(0).tolist()
+
+    # ---- one group of jobs ------------------------------------------------------
+
+    def generate(self, jobs: list[GenerationJob]) -> list[JobAudio]:
+        """Generate a group of jobs that share `group_key`, in one forward pass per step."""
+        frames, steps, scheduler_name, guidance = self.group_key(jobs[0])
+        repeats = [job.num_waveforms for job in jobs]
+        cond = self.stack([self.encode(j.prompt, j.negative_prompt, guidance) for j in jobs], repeats)
+        scheduler = self.make_scheduler(scheduler_name, steps)
+        noise = self.initial_noise([s for job in jobs for s in waveform_seeds(job)], frames)
+        scales = None
+        if guidance:
+            per_row = [job.guidance_scale for job in jobs for _ in range(job.num_waveforms)]
+            scales = torch.tensor(per_row, device=self.device, dtype=self.dtype).view(-1, 1, 1, 1)
+        latents = self.denoise(noise * scheduler.init_noise_sigma, cond, scheduler, scheduler.timesteps, scales)
+        waveforms = self.decode(latents, max(self.num_samples(job.duration) for job in jobs))
+        audio, row = [], 0
+        for job in jobs:
+            rows = slice(row, row + job.num_waveforms)
+            result = JobAudio(waveforms[rows, : self.num_samples(job.duration)], latents[rows].float().cpu())
+            if job.num_waveforms > 1 and result.finite:
+                result = replace(result, clap_scores=self.clap_scores(job.prompt, result.waveforms))
+            audio.append(result)
+            row += job.num_waveforms
+        return audio

@@ -1,0 +1,103 @@
+"""Which weights a runner loads, decided in one place.
+
+`full` declares the published checkpoint as a `bentoml.models.HuggingFaceModel`
+on the runner class: `bentoml build` on a connected machine then copies the
+weights into the Bento, and `bentoml serve` resolves them from the Hugging Face
+cache. `tiny` builds random-weight models of the same classes into a local
+folder once (seconds, no network) and hands back that folder. Either way the
+runner gets a directory and loads it with `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from bentoml.models import HuggingFaceModel
+
+from settings import Profile, Settings
+
+logger = logging.getLogger("bentoml.audio_studio")
+
+
+class WeightsUnavailable(RuntimeError):
+    """The `full` profile's checkpoint cannot be reached: start-up must stop, never fall back."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loadable model folder and the name it is reported under."""
+
+    path: Path
+    model_id: str
+    profile: Profile
+
+
+def declare_weights(settings: Settings, model_id: str) -> HuggingFaceModel | None:
+    """The class attribute a runner declares; `None` in the tiny profile so nothing touches the hub."""
+    if settings.profile is Profile.FULL:
+        return HuggingFaceModel(model_id)
+    return None
+
+
+def resolve_full(model_id: str, resolve: Callable[[], str]) -> Checkpoint:
+    try:
+        path = Path(resolve())
+    except Exception as exc:  # huggingface_hub raises many kinds; all mean "not reachable"
+        raise WeightsUnavailable(
+            f"Cannot load {model_id} (profile 'full'): {type(exc).__name__}: {exc}. "
+            "Run on a machine that reaches huggingface.co (set HF_TOKEN if the model is gated), "
+            "or pre-download it into the Hugging Face cache (`hf download "
+            f"{model_id}`), or serve a Bento built with `bentoml build`, which carries the weights. "
+            "For an offline demo with random weights, set AUDIO_STUDIO_PROFILE=tiny explicitly."
+        ) from exc
+    return Checkpoint(path=path, model_id=model_id, profile=Profile.FULL)
+
+
+def audioldm2_checkpoint(settings: Settings, weights: HuggingFaceModel | None) -> Checkpoint:
+    """The AudioLDM2 folder for the configured profile (built on first use for `tiny`)."""
+    if settings.profile is Profile.TINY:
+        from models import local_tokenizers, tiny_audioldm2
+
+        fingerprint = builder_fingerprint(tiny_audioldm2, local_tokenizers)
+        return ensure_tiny(settings, "audioldm2", fingerprint, tiny_audioldm2.save_tiny_audioldm2)
+    if weights is None:
+        raise WeightsUnavailable("profile 'full' needs the weights declared on the runner class")
+    return resolve_full(settings.audioldm2_checkpoint, weights.resolve)
+
+
+def builder_fingerprint(*modules: ModuleType) -> str:
+    """Hash of the builder code: changing how a tiny model is built invalidates its cache."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()[:12]
+
+
+def ensure_tiny(settings: Settings, name: str, fingerprint: str, save: Callable[[Path], None]) -> Checkpoint:
+    """Build the tiny model `name` once into the cache folder; concurrent builders are safe.
+
+    Each builder writes into its own temporary folder and renames it into place,
+    so a reader never sees a half-written model.
+    """
+    target = settings.tiny_model_dir / f"{name}-{fingerprint}"
+    if not target.is_dir():
+        settings.tiny_model_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=settings.tiny_model_dir))
+        try:
+            save(staging)
+            staging.rename(target)
+            logger.info("built tiny model %s in %s", name, target)
+        except OSError:
+            if not target.is_dir():  # not a lost race with another builder
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return Checkpoint(path=target, model_id=f"audio-studio/tiny-{name}", profile=Profile.TINY)

@@ -1,0 +1,1 @@
+"""BentoML services that each own one model and batch its requests."""

@@ -1,0 +1,85 @@
+"""The AudioLDM2 runner: one process owns the pipeline and serves adaptive batches."""
+
+from __future__ import annotations
+
+import logging
+
+import bentoml
+import torch
+
+from models.audioldm2 import AudioLDM2Engine, JobAudio, load_pipeline, waveform_seeds
+from models.device import pick_device
+from models.profiles import audioldm2_checkpoint, declare_weights
+from runners.batching import GroupRun, run_in_groups
+from schemas import GenerationJob, GenerationOutcome, JobError, Provenance, RunnerTimings, RunnerWaveform
+from settings import SETTINGS, Profile
+
+logger = logging.getLogger("bentoml.audio_studio")
+
+
+@bentoml.service(
+    name="audioldm2-runner",
+    workers=1,
+    threads=1,  # one batch at a time owns the model
+    traffic={"timeout": 900},
+)
+class AudioLDM2Runner:
+    weights = declare_weights(SETTINGS, SETTINGS.audioldm2_checkpoint)
+
+    def __init__(self) -> None:
+        self.checkpoint = audioldm2_checkpoint(SETTINGS, type(self).weights)
+        device, dtype = pick_device(torch.float16)
+        logger.info(
+            "AudioLDM2 runner: profile=%s model=%s device=%s dtype=%s%s",
+            self.checkpoint.profile.value,
+            self.checkpoint.model_id,
+            device,
+            dtype,
+            " (RANDOM WEIGHTS: test audio only)" if self.checkpoint.profile is Profile.TINY else "",
+        )
+        pipe = load_pipeline(str(self.checkpoint.path), device, dtype)
+        if SETTINGS.cpu_offload and device.type == "cuda":
+            pipe.enable_model_cpu_offload()
+        if SETTINGS.vae_slicing:
+            pipe.enable_vae_slicing()
+        self.engine = AudioLDM2Engine(pipe)
+
+    def __is_ready__(self) -> bool:
+        return hasattr(self, "engine")
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=SETTINGS.audioldm2_max_batch_size,
+        max_latency_ms=SETTINGS.audioldm2_max_latency_ms,
+    )
+    def generate(self, jobs: list[GenerationJob]) -> list[GenerationOutcome]:
+        runs = run_in_groups(jobs, self.engine.group_key, self.engine.generate)
+        return [self._outcome(job, run) for job, run in zip(jobs, runs, strict=True)]
+
+    def _outcome(self, job: GenerationJob, run: GroupRun[JobAudio]) -> GenerationOutcome:
+        provenance = Provenance(
+            model_id=self.checkpoint.model_id,
+            profile=self.checkpoint.profile.value,
+            scheduler=job.scheduler,
+            steps=job.steps,
+        )
+        timings = RunnerTimings(batch_size=run.batch_size, group_size=run.group_size, inference_s=run.inference_s)
+        outcome = GenerationOutcome(sample_rate=self.engine.sample_rate, provenance=provenance, timings=timings)
+        if run.error is not None or run.output is None:
+            outcome.error = run.error
+            return outcome
+        if not run.output.finite:
+            outcome.error = JobError(
+                kind="non_finite",
+                message="the model produced non-finite values (NaN/Inf) for this request; retry with another seed",
+            )
+            return outcome
+        scores = run.output.clap_scores or [None] * job.num_waveforms
+        waveforms = [
+            RunnerWaveform.from_array(wave.numpy(), seed, score)
+            for wave, seed, score in zip(run.output.waveforms, waveform_seeds(job), scores, strict=True)
+        ]
+        if run.output.clap_scores is not None:
+            waveforms.sort(key=lambda w: w.clap_score, reverse=True)
+        outcome.waveforms = waveforms
+        return outcome
