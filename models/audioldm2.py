@@ -3,10 +3,10 @@
 The split exists for two reasons the stock `AudioLDM2Pipeline.__call__` cannot
 serve:
 
-* batch invariance: each prompt is encoded alone and the T5 embeddings are
-  zero-padded with a zero attention mask, so a job's conditioning (and audio)
-  does not depend on the other prompts of its batch; noise comes from one
-  generator per waveform;
+* batch invariance: each prompt is encoded alone and its T5 embeddings are
+  zero-padded (attention mask 0) to one fixed length, so a job's conditioning
+  (and audio) does not depend on the other prompts of its batch; noise comes
+  from one generator per waveform; see also CPU_UNET_ROW_MULTIPLE and `decode`;
 * per-job handling: each job keeps its own guidance, seed, length, CLAP
   ranking and failure (NaN) status inside a shared forward pass.
 """
@@ -77,10 +77,28 @@ def waveform_seeds(job: GenerationJob) -> list[int]:
     return [job.seed + k for k in range(job.num_waveforms)]
 
 
+def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """Append copies of the first row until `tensor` has `rows` rows."""
+    missing = rows - tensor.shape[0]
+    if missing <= 0:
+        return tensor
+    return torch.cat([tensor, tensor[:1].expand(missing, *tensor.shape[1:])])
+
+
+# MKL's fp32 GEMM computes rows in blocks of 4 and the leftover 1-3 rows with
+# other kernels (other summation orders). The UNet's timestep projections are
+# GEMMs with one row per sample, so on the CPU the UNet always runs on a
+# multiple of this many rows (measured: every row then equals its value in a
+# 4-row batch, for batches of 4 to 64), and a job's audio is bit-identical
+# alone or batched.
+CPU_UNET_ROW_MULTIPLE = 4
+
+
 class AudioLDM2Engine:
     def __init__(self, pipe: AudioLDM2Pipeline) -> None:
         self.pipe = pipe
         self.device = pipe._execution_device
+        self.unet_row_multiple = CPU_UNET_ROW_MULTIPLE if self.device.type == "cpu" else 1
         self.dtype = pipe.unet.dtype
         vocoder = pipe.vocoder.config
         self.sample_rate: int = vocoder.sampling_rate
@@ -115,14 +133,17 @@ class AudioLDM2Engine:
         )
         return Conditioning(embeds, mask, generated)
 
-    @staticmethod
-    def stack(conditionings: list[Conditioning], repeats: list[int]) -> Conditioning:
+    def stack(self, conditionings: list[Conditioning], repeats: list[int]) -> Conditioning:
         """Batch conditionings: pad T5 tokens with zeros (masked out), repeat per waveform.
 
+        Every job is padded to the same fixed length (the T5 tokenizer's
+        truncation limit), alone or batched: masked keys still change the
+        summation order of attention, so a length that depended on the other
+        prompts of the batch would change this job's audio in the last bits.
         Output rows are all negatives first, then all positives, matching the
         `chunk(2)` of classifier-free guidance.
         """
-        tokens = max(c.prompt_embeds.shape[1] for c in conditionings)
+        tokens = self.pipe.tokenizer_2.model_max_length
         halves = conditionings[0].prompt_embeds.shape[0]  # 2 with guidance, else 1
         embeds, masks, generated = [], [], []
         for half in range(halves):
@@ -170,17 +191,22 @@ class AudioLDM2Engine:
         guidance_scales: torch.Tensor | None,
     ) -> torch.Tensor:
         """Run the UNet over `timesteps`; `guidance_scales` holds one scale per row, or None without guidance."""
+        rows = cond.prompt_embeds.shape[0]
+        padded = math.ceil(rows / self.unet_row_multiple) * self.unet_row_multiple
+        generated, embeds, mask = (
+            pad_rows(t, padded) for t in (cond.generated_embeds, cond.prompt_embeds, cond.attention_mask)
+        )
         for t in timesteps:
             model_input = torch.cat([latents] * 2) if guidance_scales is not None else latents
-            model_input = scheduler.scale_model_input(model_input, t)
+            model_input = pad_rows(scheduler.scale_model_input(model_input, t), padded)
             noise = self.pipe.unet(
                 model_input,
                 t,
-                encoder_hidden_states=cond.generated_embeds,
-                encoder_hidden_states_1=cond.prompt_embeds,
-                encoder_attention_mask_1=cond.attention_mask,
+                encoder_hidden_states=generated,
+                encoder_hidden_states_1=embeds,
+                encoder_attention_mask_1=mask,
                 return_dict=False,
-            )[0]
+            )[0][:rows]
             if guidance_scales is not None:
                 uncond, text = noise.chunk(2)
                 noise = uncond + guidance_scales * (text - uncond)
@@ -191,8 +217,17 @@ class AudioLDM2Engine:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
-        mel = self.pipe.vae.decode(latents / self.pipe.vae.config.scaling_factor).sample
-        return self.pipe.mel_spectrogram_to_waveform(mel)[:, :num_samples]
+        """VAE + vocoder, one row at a time.
+
+        Their convolutions pick batch-size-dependent kernels on the CPU, and
+        decoding runs once per waveform (not once per step), so batching it
+        buys little and would cost batch invariance.
+        """
+        waveforms = []
+        for row in latents.split(1):
+            mel = self.pipe.vae.decode(row / self.pipe.vae.config.scaling_factor).sample
+            waveforms.append(self.pipe.mel_spectrogram_to_waveform(mel)[:, :num_samples])
+        return torch.cat(waveforms)
 
     @torch.no_grad()
     def clap_scores(self, prompt: str, waveforms: torch.Tensor) -> list[float]:
