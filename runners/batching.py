@@ -82,6 +82,6 @@ def _run_group(group: list[Job], run: Callable[[list[Job]], list[Output]], batch
     except Exception as exc:  # a model fault must not take the other groups down
         logger.exception("group of %d failed", len(group))
         error = JobError(kind="internal", message=f"inference failed: {type(exc).__name__}: {exc}")
-        return [GroupRun(None, error, batch_size, len(group), time.perf_counter() - start)]
+        return [GroupRun(None, error, batch_size, len(group), time.perf_counter() - start)] * len(group)
     elapsed = time.perf_counter() - start
     return [GroupRun(output, None, batch_size, len(group), elapsed) for output in outputs]

@@ -1,0 +1,167 @@
+"""End to end over HTTP: a real `bentoml serve` (front + AudioLDM2 runner) on 127.0.0.1, tiny profile."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import soundfile
+
+FAST = {"steps": 3}
+TIMEOUT = 120
+
+
+def post(server: str, route: str, body: object) -> httpx.Response:
+    return httpx.post(f"{server}{route}", json=body, timeout=TIMEOUT)
+
+
+def read_audio(data: bytes) -> tuple[object, int, str]:
+    samples, rate = soundfile.read(io.BytesIO(data))
+    info = soundfile.info(io.BytesIO(data))
+    return samples, rate, info.format
+
+
+def test_generate_returns_a_wav_of_the_requested_length(server: str) -> None:
+    response = post(server, "/generate", {"prompt": "rain on a tin roof", "duration": 2.5, "seed": 1, **FAST})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "audio/wav"
+    samples, rate, container = read_audio(response.content)
+    assert (rate, container, samples.ndim, len(samples)) == (16_000, "WAV", 1, 40_000)
+    assert samples.std() > 0  # audible, even with random weights
+    assert response.headers["x-seed"] == "1" and response.headers["x-profile"] == "tiny"
+
+
+def test_generate_flac(server: str) -> None:
+    response = post(server, "/generate", {"prompt": "birds", "duration": 1, "format": "flac", **FAST})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "audio/flac"
+    samples, rate, container = read_audio(response.content)
+    assert (rate, container, len(samples)) == (16_000, "FLAC", 16_000)
+
+
+def test_json_form_carries_every_waveform_ranked_with_provenance(server: str) -> None:
+    body = {"prompt": "a dog barking", "duration": 1, "num_waveforms": 3, "seed": 40, **FAST}
+    response = post(server, "/generate/json", body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["sample_rate"] == 16_000 and data["duration"] == 1 and data["format"] == "wav"
+    assert sorted(w["seed"] for w in data["waveforms"]) == [40, 41, 42]
+    scores = [w["clap_score"] for w in data["waveforms"]]
+    assert scores == sorted(scores, reverse=True)
+    for waveform in data["waveforms"]:
+        samples, rate, _ = read_audio(base64.b64decode(waveform["audio_base64"]))
+        assert (rate, len(samples)) == (16_000, 16_000)
+    assert data["provenance"] == {
+        "model_id": "audio-studio/tiny-audioldm2",
+        "profile": "tiny",
+        "scheduler": "dpmpp",
+        "steps": 3,
+    }
+    assert data["timings"]["total_s"] >= data["timings"]["inference_s"] > 0
+    # The file form returns the best-ranked waveform.
+    best = post(server, "/generate", body)
+    assert best.headers["x-seed"] == str(data["waveforms"][0]["seed"])
+    assert best.content == base64.b64decode(data["waveforms"][0]["audio_base64"])
+
+
+def test_seeds_reproduce(server: str) -> None:
+    body = {"prompt": "techno", "duration": 1, "seed": 1234, **FAST}
+    first, again = post(server, "/generate", body), post(server, "/generate", body)
+    other = post(server, "/generate", {**body, "seed": 1235})
+    assert first.content == again.content
+    assert first.content != other.content
+    drawn = post(server, "/generate", {"prompt": "techno", "duration": 1, **FAST})
+    replay = post(
+        server, "/generate", {"prompt": "techno", "duration": 1, "seed": int(drawn.headers["x-seed"]), **FAST}
+    )
+    assert drawn.content == replay.content
+
+
+def _batch_histogram(server: str) -> dict[str, float]:
+    metrics = httpx.get(f"{server}/metrics", timeout=10).text
+    pattern = r'bentoml_service_adaptive_batch_size_(bucket|count)\{(?:le="([^"]+)",)?[^}]*method_name="generate"[^}]*\} (\S+)'
+    return {f"{kind}:{le}": float(value) for kind, le, value in re.findall(pattern, metrics)}
+
+
+def test_concurrent_requests_are_batched_and_match_their_solo_results(server: str) -> None:
+    bodies = [
+        {"prompt": f"sound {i}", "duration": [1, 2, 3][i % 3], "seed": 100 + i, "guidance_scale": 2 + i, **FAST}
+        for i in range(8)
+    ]
+    before = _batch_histogram(server)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(lambda b: post(server, "/generate/json", b), bodies))
+    after = _batch_histogram(server)
+    assert [r.status_code for r in concurrent] == [200] * 8
+    for body, response in zip(bodies, concurrent, strict=True):
+        samples, _, _ = read_audio(base64.b64decode(response.json()["waveforms"][0]["audio_base64"]))
+        assert len(samples) == body["duration"] * 16_000
+    batches = after["count:"] - before["count:"]
+    single = after["bucket:1.0"] - before["bucket:1.0"]
+    assert batches - single >= 1, f"no batch larger than 1 among {batches:.0f} batches"
+    assert max(r.json()["timings"]["batch_size"] for r in concurrent) > 1
+    # Batch invariance over HTTP: each request alone gives the same audio it got in the batch.
+    for body, response in zip(bodies, concurrent, strict=True):
+        solo = post(server, "/generate/json", body).json()
+        assert solo["waveforms"][0]["audio_base64"] == response.json()["waveforms"][0]["audio_base64"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"duration": 2}, "prompt", "Field required"),
+        ({"prompt": ""}, "prompt", "at least 1 character"),
+        ({"prompt": "   "}, "prompt", "not only whitespace"),
+        ({"prompt": "x" * 1001}, "prompt", "at most 1000 characters"),
+        ({"prompt": "x", "negative_prompt": "y" * 1001}, "negative_prompt", "at most 1000 characters"),
+        ({"prompt": "x", "duration": 0.5}, "duration", "greater than or equal to 1"),
+        ({"prompt": "x", "duration": 31}, "duration", "less than or equal to 30"),
+        ({"prompt": "x", "steps": 0}, "steps", "greater than or equal to 1"),
+        ({"prompt": "x", "steps": 501}, "steps", "less than or equal to 500"),
+        ({"prompt": "x", "scheduler": "euler"}, "scheduler", "'dpmpp' or 'ddim'"),
+        ({"prompt": "x", "guidance_scale": -1}, "guidance_scale", "greater than or equal to 0"),
+        ({"prompt": "x", "guidance_scale": 21}, "guidance_scale", "less than or equal to 20"),
+        ({"prompt": "x", "num_waveforms": 5}, "num_waveforms", "less than or equal to 4"),
+        ({"prompt": "x", "seed": -1}, "seed", "greater than or equal to 0"),
+        ({"prompt": "x", "seed": 2**53}, "seed", "less than or equal to 9007199254740991"),
+        ({"prompt": "x", "format": "mp3"}, "format", "'wav' or 'flac'"),
+        ({"prompt": "x", "durration": 3}, "durration", "Extra inputs are not permitted"),
+        ({"prompt": "x", "duration": "long"}, "duration", "valid number"),
+    ],
+)
+@pytest.mark.parametrize("route", ["/generate", "/generate/json"])
+def test_bad_input_gets_400_naming_the_field_and_limit(
+    server: str, route: str, body: dict, field: str, message: str
+) -> None:
+    response = post(server, route, body)
+    assert response.status_code == 400, response.text
+    errors = response.json()["detail"]
+    assert any(e["loc"] == [field] and message in e["msg"] for e in errors), errors
+
+
+def test_malformed_json_gets_400_and_the_service_keeps_serving(server: str) -> None:
+    response = httpx.post(f"{server}/generate", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert post(server, "/generate", {"prompt": "still here", "duration": 1, **FAST}).status_code == 200
+
+
+def test_health_and_metrics(server: str) -> None:
+    assert httpx.get(f"{server}/livez").status_code == 200
+    assert httpx.get(f"{server}/readyz").status_code == 200
+    assert "bentoml_service_adaptive_batch_size_bucket" in httpx.get(f"{server}/metrics").text
+
+
+def test_openapi_documents_every_knob_with_default_and_bounds(server: str) -> None:
+    spec = httpx.get(f"{server}/docs.json").json()
+    assert {"/generate", "/generate/json"} <= set(spec["paths"])
+    schema = next(v for k, v in spec["components"]["schemas"].items() if k.startswith("GenerateRequest"))
+    properties = schema["properties"]
+    for name in ("negative_prompt", "duration", "steps", "scheduler", "guidance_scale", "num_waveforms", "seed"):
+        assert "description" in properties[name] and "default" in properties[name], name
+    assert (properties["duration"]["minimum"], properties["duration"]["maximum"]) == (1, 30)
+    assert (properties["steps"]["minimum"], properties["steps"]["maximum"]) == (1, 500)
+    assert properties["prompt"]["maxLength"] == 1000 and schema["required"] == ["prompt"]

@@ -1,0 +1,93 @@
+"""Model profiles and the loader: tiny builds, the GPT2Model checkpoint bug, the full profile offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from bentoml.models import HuggingFaceModel
+from diffusers import AudioLDM2Pipeline
+
+from models.audioldm2 import load_pipeline
+from models.profiles import Checkpoint, WeightsUnavailable, audioldm2_checkpoint, ensure_tiny
+from models.tiny_audioldm2 import build_tiny_audioldm2
+from settings import Profile, Settings, load_settings
+
+
+def test_tiny_models_are_built_from_fixed_seeds() -> None:
+    first, second = build_tiny_audioldm2(), build_tiny_audioldm2()
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2", "language_model", "projection_model", "vocoder"):
+        a, b = getattr(first, name).state_dict(), getattr(second, name).state_dict()
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert first.tokenizer.get_vocab() == second.tokenizer.get_vocab()
+
+
+def test_tiny_checkpoint_has_the_published_layout(tiny_audioldm2: Checkpoint) -> None:
+    index = json.loads((tiny_audioldm2.path / "model_index.json").read_text())
+    assert index["_class_name"] == "AudioLDM2Pipeline"
+    # Saved like cvssp/audioldm2: the shape that triggers diffusers issue 12630.
+    assert index["language_model"] == ["transformers", "GPT2Model"]
+    assert tiny_audioldm2.profile is Profile.TINY
+
+
+def test_stock_loading_of_a_gpt2model_checkpoint_fails_and_our_loader_fixes_it(tiny_audioldm2: Checkpoint) -> None:
+    stock = AudioLDM2Pipeline.from_pretrained(tiny_audioldm2.path)
+    with pytest.raises(AttributeError, match="GPT2Model"):
+        stock("a dog barking", num_inference_steps=1, audio_length_in_s=1.0)
+    fixed = load_pipeline(str(tiny_audioldm2.path), torch.device("cpu"), torch.float32)
+    assert type(fixed.language_model).__name__ == "GPT2LMHeadModel"
+    audio = fixed("a dog barking", num_inference_steps=1, audio_length_in_s=1.0).audios
+    assert audio.shape == (1, 16_000)
+
+
+def test_tiny_build_is_cached_and_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUDIO_STUDIO_TINY_MODEL_DIR", str(tmp_path))
+    settings = load_settings()
+    builds: list[Path] = []
+
+    def save(path: Path) -> None:
+        builds.append(path)
+        (path / "weights").write_text("w")
+
+    first = ensure_tiny(settings, "thing", "abc", save)
+    second = ensure_tiny(settings, "thing", "abc", save)
+    assert first.path == second.path == tmp_path / "thing-abc"
+    assert len(builds) == 1 and not builds[0].exists()  # built in a staging folder, then renamed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thing-abc"]
+
+
+def test_full_profile_without_reachable_weights_fails_with_instructions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDIO_STUDIO_PROFILE", "full")
+    monkeypatch.setenv("BENTOML_HF_CACHE_DIR", str(tmp_path))  # an empty Hugging Face cache
+    settings = load_settings()
+    unreachable = HuggingFaceModel("cvssp/audioldm2", endpoint="http://127.0.0.1:9")
+    with pytest.raises(WeightsUnavailable) as failure:
+        audioldm2_checkpoint(settings, unreachable)
+    message = str(failure.value)
+    assert "cvssp/audioldm2" in message and "AUDIO_STUDIO_PROFILE=tiny" in message and "bentoml build" in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("AUDIO_STUDIO_PROFILE", "huge", "must be one of full, tiny"),
+        ("AUDIO_STUDIO_AUDIOLDM2_CHECKPOINT", "someone/else", "must be one of cvssp/audioldm2"),
+        ("AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE", "1", "between 2 and 64"),
+        ("AUDIO_STUDIO_CPU_OFFLOAD", "maybe", "expected true/false"),
+    ],
+)
+def test_bad_settings_fail_loudly(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=message):
+        load_settings()
+
+
+def test_default_profile_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUDIO_STUDIO_PROFILE")
+    settings: Settings = load_settings()
+    assert settings.profile is Profile.FULL and settings.audioldm2_checkpoint == "cvssp/audioldm2"
