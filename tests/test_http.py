@@ -83,7 +83,10 @@ def test_seeds_reproduce(server: str) -> None:
 
 def _batch_histogram(server: str) -> dict[str, float]:
     metrics = httpx.get(f"{server}/metrics", timeout=10).text
-    pattern = r'bentoml_service_adaptive_batch_size_(bucket|count)\{(?:le="([^"]+)",)?[^}]*method_name="generate"[^}]*\} (\S+)'
+    pattern = (
+        r"bentoml_service_adaptive_batch_size_(bucket|count)"
+        r'\{(?:le="([^"]+)",)?[^}]*method_name="generate"[^}]*\} (\S+)'
+    )
     return {f"{kind}:{le}": float(value) for kind, le, value in re.findall(pattern, metrics)}
 
 

@@ -22,7 +22,7 @@ def jobs(n: int) -> list[GenerationJob]:
 
 
 def test_results_come_back_in_order_with_provenance(runner: AudioLDM2Runner) -> None:
-    batch = jobs(3) + [GenerationJob(prompt="longer", seed=7, steps=3, duration=2.0, num_waveforms=2)]
+    batch = [*jobs(3), GenerationJob(prompt="longer", seed=7, steps=3, duration=2.0, num_waveforms=2)]
     outcomes = runner.generate(batch)
     assert [o.waveforms[0].seed for o in outcomes[:3]] == [0, 1, 2]
     assert [len(o.waveforms[0].samples) for o in outcomes] == [16_000] * 3 + [32_000]
