@@ -7,6 +7,7 @@ schema at /docs.json is the reference a client needs.
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -14,6 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_PROMPT_CHARS = 1000
 MAX_SEED = 2**53 - 1  # exact in every JSON client, JavaScript included
+
+
+def samples_to_bytes(samples: np.ndarray) -> bytes:
+    """Audio between services travels as float32 little-endian bytes (raw in BentoML's pickle transport)."""
+    return np.asarray(samples, dtype="<f4").tobytes()
+
+
+def samples_from_bytes(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<f4")
 
 
 class Scheduler(str, enum.Enum):
@@ -26,8 +36,8 @@ class AudioFormat(str, enum.Enum):
     FLAC = "flac"
 
 
-class GenerationParams(BaseModel):
-    """What shapes one text-to-audio generation (shared by the public request and the runner job)."""
+class DiffusionParams(BaseModel):
+    """Knobs shared by every AudioLDM2 request: the text conditioning and the sampler."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,7 +52,6 @@ class GenerationParams(BaseModel):
         max_length=MAX_PROMPT_CHARS,
         description=f"What to steer away from (used when guidance_scale > 1). Up to {MAX_PROMPT_CHARS} characters.",
     )
-    duration: float = Field(10.0, ge=1.0, le=30.0, description="Length of the audio in seconds, 1 to 30.")
     steps: int = Field(25, ge=1, le=500, description="Denoising steps, 1 to 500. 25 suits dpmpp, 200 suits ddim.")
     scheduler: Scheduler = Field(Scheduler.DPMPP, description="Sampler: `dpmpp` (DPM-Solver++) or `ddim`.")
     guidance_scale: float = Field(
@@ -50,12 +59,6 @@ class GenerationParams(BaseModel):
         ge=0.0,
         le=20.0,
         description="Classifier-free guidance, 0 to 20. Higher follows the prompt more closely; <= 1 turns it off.",
-    )
-    num_waveforms: int = Field(
-        1,
-        ge=1,
-        le=4,
-        description="Candidates to generate, 1 to 4. With more than one they are ranked best first by CLAP score.",
     )
 
     @field_validator("prompt")
@@ -66,8 +69,38 @@ class GenerationParams(BaseModel):
         return value
 
 
-class GenerateRequest(GenerationParams):
-    """POST /generate and /generate/json."""
+class GenerationParams(DiffusionParams):
+    """What shapes one text-to-audio generation (shared by the public request and the runner job)."""
+
+    duration: float = Field(10.0, ge=1.0, le=30.0, description="Length of the audio in seconds, 1 to 30.")
+    num_waveforms: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="Candidates to generate, 1 to 4. With more than one they are ranked best first by CLAP score.",
+    )
+
+
+AUDIOLDM2_SAMPLE_RATE = 16_000  # what the front resamples uploads to, and what the runner returns
+MIN_TRANSFORM_SECONDS = 1.0
+MAX_TRANSFORM_SECONDS = 30.0
+
+
+class TransformParams(DiffusionParams):
+    """What shapes one audio-to-audio re-synthesis."""
+
+    strength: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="How far to move from the input, 0 to 1: 0 returns the input through the model's "
+        "autoencoder and vocoder, ~0.3 keeps most of the sound, ~0.8 keeps little more than the rhythm, "
+        "1 ignores the input (plain text-to-audio of the same length).",
+    )
+
+
+class DeliveryParams(BaseModel):
+    """Seed and file format of a public audio request."""
 
     seed: int | None = Field(
         None,
@@ -79,10 +112,36 @@ class GenerateRequest(GenerationParams):
     format: AudioFormat = Field(AudioFormat.WAV, description="Audio container: `wav` or `flac` (16-bit PCM, mono).")
 
 
+class GenerateRequest(GenerationParams, DeliveryParams):
+    """POST /generate and /generate/json."""
+
+
+class TransformRequest(TransformParams, DeliveryParams):
+    """POST /transform and /transform/json (multipart/form-data)."""
+
+    audio: Path = Field(
+        description=f"The clip to re-synthesise: WAV, FLAC, MP3 or OGG, {MIN_TRANSFORM_SECONDS:g} to "
+        f"{MAX_TRANSFORM_SECONDS:g} s, any sample rate and channel count (down-mixed to mono, resampled to 16 kHz)."
+    )
+
+
 class GenerationJob(GenerationParams):
     """One generation as the AudioLDM2 runner receives it: the seed is always fixed by the front."""
 
     seed: int = Field(ge=0, le=MAX_SEED)
+
+
+class TransformJob(TransformParams):
+    """One transform as the AudioLDM2 runner receives it: decoded 16 kHz mono samples and a fixed seed."""
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    seed: int = Field(ge=0, le=MAX_SEED)
+    samples_f32le: bytes = Field(description="Input clip: mono float32 little-endian samples at 16 kHz.")
+
+    @property
+    def samples(self) -> np.ndarray:
+        return samples_from_bytes(self.samples_f32le)
 
 
 class RunnerWaveform(BaseModel):
@@ -96,11 +155,11 @@ class RunnerWaveform(BaseModel):
 
     @classmethod
     def from_array(cls, samples: np.ndarray, seed: int, clap_score: float | None) -> RunnerWaveform:
-        return cls(samples_f32le=np.asarray(samples, dtype="<f4").tobytes(), seed=seed, clap_score=clap_score)
+        return cls(samples_f32le=samples_to_bytes(samples), seed=seed, clap_score=clap_score)
 
     @property
     def samples(self) -> np.ndarray:
-        return np.frombuffer(self.samples_f32le, dtype="<f4")
+        return samples_from_bytes(self.samples_f32le)
 
 
 class JobError(BaseModel):
@@ -144,7 +203,7 @@ class Timings(RunnerTimings):
 
 
 class GenerateResponse(BaseModel):
-    """POST /generate/json."""
+    """POST /generate/json and /transform/json."""
 
     format: AudioFormat
     sample_rate: int

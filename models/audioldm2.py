@@ -14,6 +14,7 @@ serve:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -23,8 +24,16 @@ from diffusers import AudioLDM2Pipeline, DDIMScheduler, DPMSolverMultistepSchedu
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import GPT2LMHeadModel
+from transformers.audio_utils import mel_filter_bank
 
-from schemas import GenerationJob, Scheduler
+from schemas import DiffusionParams, GenerationJob, Scheduler, TransformJob
+
+# AudioLDM2's mel features (its training STFT): 1024-point FFT and window, hop 160 at
+# 16 kHz, Slaney mel filters over 0-8 kHz, natural log of magnitudes clamped at 1e-5.
+MEL_FFT = 1024
+MEL_HOP = 160
+MEL_MAX_HZ = 8000.0
+LOG_FLOOR = 1e-5
 
 SCHEDULERS: dict[Scheduler, type[SchedulerMixin]] = {
     Scheduler.DPMPP: DPMSolverMultistepScheduler,
@@ -73,6 +82,11 @@ def uses_guidance(guidance_scale: float) -> bool:
     return guidance_scale > 1.0
 
 
+def first_step(steps: int, strength: float) -> int:
+    """Index of the first denoising step a transform runs (diffusers' img2img convention)."""
+    return steps - min(int(steps * strength), steps)
+
+
 def waveform_seeds(job: GenerationJob) -> list[int]:
     return [job.seed + k for k in range(job.num_waveforms)]
 
@@ -104,6 +118,17 @@ class AudioLDM2Engine:
         self.sample_rate: int = vocoder.sampling_rate
         self.mel_frames_per_second = vocoder.sampling_rate / math.prod(vocoder.upsample_rates)
         self.mel_bins: int = vocoder.model_in_dim
+        self.mel_filters = torch.from_numpy(
+            mel_filter_bank(
+                num_frequency_bins=MEL_FFT // 2 + 1,
+                num_mel_filters=self.mel_bins,
+                min_frequency=0.0,
+                max_frequency=MEL_MAX_HZ,
+                sampling_rate=self.sample_rate,
+                norm="slaney",
+                mel_scale="slaney",
+            ).T
+        ).float()
 
     # ---- shapes -----------------------------------------------------------------
 
@@ -117,7 +142,17 @@ class AudioLDM2Engine:
 
     def group_key(self, job: GenerationJob) -> tuple[int, int, Scheduler, bool]:
         """Jobs with equal keys share one forward pass: same latent shape and the same schedule."""
-        return (self.mel_frames(job.duration), job.steps, job.scheduler, uses_guidance(job.guidance_scale))
+        return self._shape_and_schedule(job.duration, job)
+
+    def transform_key(self, job: TransformJob) -> tuple[int, int, Scheduler, bool, int]:
+        """As `group_key`, plus the step the denoising starts at (which `strength` sets)."""
+        duration = len(job.samples) / self.sample_rate
+        return (*self._shape_and_schedule(duration, job), first_step(job.steps, job.strength))
+
+    def _shape_and_schedule(
+        self, duration: float, job: GenerationJob | TransformJob
+    ) -> tuple[int, int, Scheduler, bool]:
+        return (self.mel_frames(duration), job.steps, job.scheduler, uses_guidance(job.guidance_scale))
 
     # ---- encode -----------------------------------------------------------------
 
@@ -250,27 +285,88 @@ class AudioLDM2Engine:
             scores.append(self.pipe.text_encoder(**text, input_features=features).logits_per_text[0].float())
         return torch.stack(scores).mean(0).tolist()
 
+    # ---- audio in (transform) ---------------------------------------------------
+
+    def log_mel(self, samples: np.ndarray, frames: int) -> torch.Tensor:
+        """AudioLDM2's input features for one clip: (1, 1, frames, mel bins), silence-padded to `frames`."""
+        wave = torch.tensor(samples, dtype=torch.float32)
+        wave = wave - wave.mean()
+        peak = wave.abs().max()
+        if peak > 0:
+            wave = 0.5 * wave / peak
+        edge = (MEL_FFT - MEL_HOP) // 2
+        wave = torch.nn.functional.pad(wave[None, None], (edge, edge), mode="reflect")[0, 0]
+        spectrum = torch.stft(
+            wave, MEL_FFT, MEL_HOP, MEL_FFT, window=torch.hann_window(MEL_FFT), center=False, return_complex=True
+        ).abs()
+        mel = torch.log(torch.clamp(self.mel_filters @ spectrum, min=LOG_FLOOR)).T[:frames]
+        mel = torch.nn.functional.pad(mel, (0, 0, 0, frames - mel.shape[0]), value=math.log(LOG_FLOOR))
+        return mel[None, None].to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def encode_audio(self, samples: np.ndarray, frames: int) -> torch.Tensor:
+        """Clip -> VAE latent (the distribution's mean: deterministic), scaled for the UNet."""
+        vae = self.pipe.vae
+        return vae.encode(self.log_mel(samples, frames)).latent_dist.mean * vae.config.scaling_factor
+
     # ---- one group of jobs ------------------------------------------------------
 
     def generate(self, jobs: list[GenerationJob]) -> list[JobAudio]:
         """Generate a group of jobs that share `group_key`, in one forward pass per step."""
         frames, steps, scheduler_name, guidance = self.group_key(jobs[0])
-        repeats = [job.num_waveforms for job in jobs]
-        cond = self.stack([self.encode(j.prompt, j.negative_prompt, guidance) for j in jobs], repeats)
         scheduler = self.make_scheduler(scheduler_name, steps)
+        repeats = [job.num_waveforms for job in jobs]
         noise = self.initial_noise([s for job in jobs for s in waveform_seeds(job)], frames)
-        scales = None
-        if guidance:
-            per_row = [job.guidance_scale for job in jobs for _ in range(job.num_waveforms)]
-            scales = torch.tensor(per_row, device=self.device, dtype=self.dtype).view(-1, 1, 1, 1)
+        cond = self.stack([self.encode(j.prompt, j.negative_prompt, guidance) for j in jobs], repeats)
+        scales = self.guidance_scales(jobs, repeats, guidance)
         latents = self.denoise(noise * scheduler.init_noise_sigma, cond, scheduler, scheduler.timesteps, scales)
-        waveforms = self.decode(latents, max(self.num_samples(job.duration) for job in jobs))
+        return self.finish(jobs, repeats, latents, [self.num_samples(job.duration) for job in jobs])
+
+    def transform(self, jobs: list[TransformJob]) -> list[JobAudio]:
+        """Re-synthesise a group of clips that share `transform_key`: noise each clip's latent to the
+        step `strength` gives, then denoise the remaining steps under its prompt.
+
+        strength 0 runs no step (the autoencoder + vocoder round trip); strength 1
+        starts from pure noise, exactly as text-to-audio does.
+        """
+        frames, steps, scheduler_name, guidance, start = self.transform_key(jobs[0])
+        scheduler = self.make_scheduler(scheduler_name, steps)
+        timesteps = scheduler.timesteps[start * scheduler.order :]
+        noise = self.initial_noise([job.seed for job in jobs], frames)
+        if start == 0:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            latents = torch.cat([self.encode_audio(job.samples, frames) for job in jobs])
+            if len(timesteps):
+                if hasattr(scheduler, "set_begin_index"):
+                    scheduler.set_begin_index(start * scheduler.order)
+                latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(len(jobs)))
+        if len(timesteps):
+            cond = self.stack([self.encode(j.prompt, j.negative_prompt, guidance) for j in jobs], [1] * len(jobs))
+            scales = self.guidance_scales(jobs, [1] * len(jobs), guidance)
+            latents = self.denoise(latents, cond, scheduler, timesteps, scales)
+        return self.finish(jobs, [1] * len(jobs), latents, [len(job.samples) for job in jobs])
+
+    def guidance_scales(
+        self, jobs: Sequence[DiffusionParams], repeats: list[int], guidance: bool
+    ) -> torch.Tensor | None:
+        """One guidance scale per latent row (a job's waveforms share its scale); None without guidance."""
+        if not guidance:
+            return None
+        per_row = [job.guidance_scale for job, n in zip(jobs, repeats, strict=True) for _ in range(n)]
+        return torch.tensor(per_row, device=self.device, dtype=self.dtype).view(-1, 1, 1, 1)
+
+    def finish(
+        self, jobs: Sequence[DiffusionParams], repeats: list[int], latents: torch.Tensor, lengths: list[int]
+    ) -> list[JobAudio]:
+        """Decode, cut each job's rows to its own length, and rank jobs with several waveforms by CLAP."""
+        waveforms = self.decode(latents, max(lengths))
         audio, row = [], 0
-        for job in jobs:
-            rows = slice(row, row + job.num_waveforms)
-            result = JobAudio(waveforms[rows, : self.num_samples(job.duration)], latents[rows].float().cpu())
-            if job.num_waveforms > 1 and result.finite:
+        for job, count, length in zip(jobs, repeats, lengths, strict=True):
+            rows = slice(row, row + count)
+            result = JobAudio(waveforms[rows, :length], latents[rows].float().cpu())
+            if count > 1 and result.finite:
                 result = replace(result, clap_scores=self.clap_scores(job.prompt, result.waveforms))
             audio.append(result)
-            row += job.num_waveforms
+            row += count
         return audio

@@ -11,7 +11,17 @@ from models.audioldm2 import AudioLDM2Engine, JobAudio, load_pipeline, waveform_
 from models.device import pick_device
 from models.profiles import audioldm2_checkpoint, declare_weights
 from runners.batching import GroupRun, run_in_groups
-from schemas import GenerationJob, GenerationOutcome, JobError, Provenance, RunnerTimings, RunnerWaveform
+from schemas import (
+    AUDIOLDM2_SAMPLE_RATE,
+    DiffusionParams,
+    GenerationJob,
+    GenerationOutcome,
+    JobError,
+    Provenance,
+    RunnerTimings,
+    RunnerWaveform,
+    TransformJob,
+)
 from settings import SETTINGS, Profile
 
 logger = logging.getLogger("bentoml.audio_studio")
@@ -43,6 +53,8 @@ class AudioLDM2Runner:
         if SETTINGS.vae_slicing:
             pipe.enable_vae_slicing()
         self.engine = AudioLDM2Engine(pipe)
+        if self.engine.sample_rate != AUDIOLDM2_SAMPLE_RATE:
+            raise RuntimeError(f"{self.checkpoint.model_id} outputs {self.engine.sample_rate} Hz, not 16 kHz")
 
     def __is_ready__(self) -> bool:
         return hasattr(self, "engine")
@@ -54,9 +66,18 @@ class AudioLDM2Runner:
     )
     def generate(self, jobs: list[GenerationJob]) -> list[GenerationOutcome]:
         runs = run_in_groups(jobs, self.engine.group_key, self.engine.generate)
-        return [self._outcome(job, run) for job, run in zip(jobs, runs, strict=True)]
+        return [self._outcome(job, waveform_seeds(job), run) for job, run in zip(jobs, runs, strict=True)]
 
-    def _outcome(self, job: GenerationJob, run: GroupRun[JobAudio]) -> GenerationOutcome:
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=SETTINGS.audioldm2_max_batch_size,
+        max_latency_ms=SETTINGS.audioldm2_max_latency_ms,
+    )
+    def transform(self, jobs: list[TransformJob]) -> list[GenerationOutcome]:
+        runs = run_in_groups(jobs, self.engine.transform_key, self.engine.transform)
+        return [self._outcome(job, [job.seed], run) for job, run in zip(jobs, runs, strict=True)]
+
+    def _outcome(self, job: DiffusionParams, seeds: list[int], run: GroupRun[JobAudio]) -> GenerationOutcome:
         provenance = Provenance(
             model_id=self.checkpoint.model_id,
             profile=self.checkpoint.profile.value,
@@ -74,10 +95,10 @@ class AudioLDM2Runner:
                 message="the model produced non-finite values (NaN/Inf) for this request; retry with another seed",
             )
             return outcome
-        scores = run.output.clap_scores or [None] * job.num_waveforms
+        scores = run.output.clap_scores or [None] * len(seeds)
         waveforms = [
             RunnerWaveform.from_array(wave.numpy(), seed, score)
-            for wave, seed, score in zip(run.output.waveforms, waveform_seeds(job), scores, strict=True)
+            for wave, seed, score in zip(run.output.waveforms, seeds, scores, strict=True)
         ]
         if run.output.clap_scores is not None:
             waveforms.sort(key=lambda w: w.clap_score, reverse=True)
