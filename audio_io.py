@@ -52,12 +52,8 @@ def encode_audio(samples: np.ndarray, sample_rate: int, audio_format: AudioForma
     return buffer.getvalue()
 
 
-def decode_upload(path: Path, field: str, sample_rate: int, max_seconds: float, *, truncate: bool) -> DecodedAudio:
-    """Decode an uploaded WAV/FLAC/MP3/OGG file to mono float32 at `sample_rate`.
-
-    Longer than `max_seconds`: with `truncate`, only the first `max_seconds`
-    are decoded; otherwise the upload is refused before decoding.
-    """
+def probe_upload(path: Path, field: str) -> soundfile._SoundFileInfo:
+    """Check an upload from its size and header alone: container, sample rate, length."""
     size = path.stat().st_size
     if size == 0:
         raise AudioInputError(field, "the uploaded file is empty")
@@ -75,6 +71,16 @@ def decode_upload(path: Path, field: str, sample_rate: int, max_seconds: float, 
         )
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioInputError(field, "the file holds no audio samples")
+    return info
+
+
+def decode_upload(path: Path, field: str, sample_rate: int, max_seconds: float, *, truncate: bool) -> DecodedAudio:
+    """Decode an uploaded WAV/FLAC/MP3/OGG file to mono float32 at `sample_rate`.
+
+    Longer than `max_seconds`: with `truncate`, only the first `max_seconds`
+    are decoded; otherwise the upload is refused before decoding.
+    """
+    info = probe_upload(path, field)
     if info.duration > max_seconds and not truncate:
         raise AudioInputError(field, f"the clip is {info.duration:.2f} s long; the limit is {max_seconds:g} s")
     frames = min(info.frames, int(max_seconds * info.samplerate))

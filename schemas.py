@@ -13,6 +13,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from presets import Preset
+
 MAX_PROMPT_CHARS = 1000
 MAX_SEED = 2**53 - 1  # exact in every JSON client, JavaScript included
 
@@ -165,8 +167,9 @@ class RunnerWaveform(BaseModel):
 class JobError(BaseModel):
     """Why one job of a batch failed; the other jobs of the batch are unaffected."""
 
-    kind: Literal["non_finite", "out_of_memory", "internal"]
+    kind: Literal["invalid_input", "non_finite", "out_of_memory", "internal"]
     message: str
+    field: str | None = Field(None, description="The request field at fault, for `invalid_input`.")
 
 
 class Provenance(BaseModel):
@@ -210,4 +213,117 @@ class GenerateResponse(BaseModel):
     duration: float = Field(description="Seconds of audio in each waveform.")
     waveforms: list[GeneratedWaveform] = Field(description="Best first when ranked.")
     provenance: Provenance
+    timings: Timings
+
+
+# ---- critique (Music Flamingo) -------------------------------------------------
+
+MUSIC_FLAMINGO_SAMPLE_RATE = 16_000
+MAX_CRITIQUE_PROMPT_CHARS = 20_000
+MAX_TOTAL_AUDIO_SECONDS = 20 * 60
+MAX_PROMPT_TOKENS = 24_000
+
+
+class GenerationSettings(BaseModel):
+    """Text generation knobs of one critique."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(512, ge=1, le=2048, description="Most tokens to write, 1 to 2048.")
+    do_sample: bool = Field(False, description="Sample (with temperature and top_p) instead of greedy decoding.")
+    temperature: float = Field(
+        0.7, gt=0.0, le=2.0, description="Sampling temperature, above 0 up to 2 (sampling only)."
+    )
+    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass, above 0 up to 1 (sampling only).")
+
+
+class CritiqueParams(GenerationSettings):
+    prompt: str | None = Field(
+        None,
+        max_length=MAX_CRITIQUE_PROMPT_CHARS,
+        description=f"Your question or instruction, up to {MAX_CRITIQUE_PROMPT_CHARS} characters. With a preset it is "
+        "added after the preset's prompt; alone it replaces it.",
+    )
+    preset: Preset | None = Field(
+        None,
+        description="A prepared prompt: `describe`, `caption`, `key`, `tempo`, `feedback` (teaching feedback) or "
+        "`compare` (needs `reference`). All need `audio`.",
+    )
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description=f"Sampling seed, 0 to {MAX_SEED}; drawn and returned when absent."
+    )
+
+
+class CritiqueRequest(CritiqueParams):
+    """POST /critique (multipart/form-data).
+
+    Each upload is a list of at most one file: BentoML 1.4.39 cannot build an input spec for an optional
+    file (`Path | None` is not turned into a file, `Optional[Path]` fails to hash its file schema).
+    """
+
+    audio: list[Path] = Field(
+        [],
+        max_length=1,
+        description="The recording to listen to (zero or one file): WAV, FLAC, MP3 or OGG, any rate and channels. "
+        "Longer than the model's per-clip limit is cut to it (the response says so).",
+    )
+    reference: list[Path] = Field(
+        [],
+        max_length=1,
+        description="A reference recording to compare `audio` against (zero or one file, same formats).",
+    )
+
+    @property
+    def uploads(self) -> list[tuple[Literal["audio", "reference"], Path]]:
+        """The uploaded clips in model order: performance first, then reference."""
+        return [("audio", path) for path in self.audio] + [("reference", path) for path in self.reference]
+
+
+class CritiqueJob(GenerationSettings):
+    """One critique as the Music Flamingo runner receives it."""
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    prompt: str | None = Field(description="The user turn's text (preset and prompt composed), or None.")
+    clips_f32le: list[bytes] = Field(description="0 to 2 clips, mono float32 little-endian at 16 kHz, in order.")
+    seed: int = Field(ge=0, le=MAX_SEED)
+
+    @property
+    def clips(self) -> list[np.ndarray]:
+        return [samples_from_bytes(clip) for clip in self.clips_f32le]
+
+
+class RunnerLimits(BaseModel):
+    """What the loaded checkpoint accepts; the front asks once and checks uploads against it."""
+
+    max_clip_seconds: float
+    sample_rate: int
+
+
+class CritiqueOutcome(BaseModel):
+    text: str | None = None
+    tokens_generated: int = 0
+    prompt_tokens: int = 0
+    error: JobError | None = None
+    provenance: Provenance
+    timings: RunnerTimings | None = None
+
+
+class ClipUsage(BaseModel):
+    field: Literal["audio", "reference"]
+    seconds: float = Field(description="Seconds of this clip the model heard.")
+    source_seconds: float = Field(description="Length of the uploaded file.")
+    truncated: bool = Field(description="True when the clip was cut to the model's per-clip limit.")
+
+
+class CritiqueResponse(BaseModel):
+    """POST /critique."""
+
+    text: str
+    preset: Preset | None
+    model: Provenance
+    audio_seconds: list[ClipUsage] = Field(description="One entry per uploaded clip, in order.")
+    truncated: bool = Field(description="True when any clip was cut to the model's per-clip limit.")
+    tokens_generated: int
+    seed: int
     timings: Timings

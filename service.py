@@ -13,21 +13,28 @@ import logging
 import secrets
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 import bentoml
 from bentoml.validators import ContentType
 from starlette.responses import JSONResponse, Response
 
-from audio_io import MEDIA_TYPES, AudioInputError, decode_upload, encode_audio
+from audio_io import MEDIA_TYPES, AudioInputError, DecodedAudio, decode_upload, encode_audio, probe_upload
+from presets import NEEDS_AUDIO, NEEDS_REFERENCE, compose_prompt
 from runners.audioldm2 import AudioLDM2Runner
+from runners.music_flamingo import MusicFlamingoRunner
 from schemas import (
     AUDIOLDM2_SAMPLE_RATE,
     MAX_SEED,
+    MAX_TOTAL_AUDIO_SECONDS,
     MAX_TRANSFORM_SECONDS,
     MIN_TRANSFORM_SECONDS,
     AudioFormat,
+    ClipUsage,
+    CritiqueJob,
+    CritiqueRequest,
+    CritiqueResponse,
     DeliveryParams,
     GeneratedWaveform,
     GenerateRequest,
@@ -35,6 +42,7 @@ from schemas import (
     GenerationJob,
     GenerationOutcome,
     JobError,
+    RunnerLimits,
     Timings,
     TransformJob,
     TransformRequest,
@@ -45,27 +53,29 @@ from settings import SETTINGS
 logger = logging.getLogger("bentoml.audio_studio")
 
 # HTTP status for each way a job can fail inside a runner.
-ERROR_STATUS = {"out_of_memory": 503, "non_finite": 500, "internal": 500}
+ERROR_STATUS = {"invalid_input": 400, "out_of_memory": 503, "non_finite": 500, "internal": 500}
 
 AudioFile = Annotated[Path, ContentType("audio/wav")]
 
 
+def field_error_response(field: str, message: str, status: int = 400) -> JSONResponse:
+    """Same body shape as BentoML's validation errors: one entry naming the field and the limit."""
+    return JSONResponse(
+        {"error": f"{field}: {message}", "detail": [{"loc": [field], "msg": message, "type": "invalid_input"}]},
+        status_code=status,
+    )
+
+
 def job_error_response(error: JobError) -> JSONResponse:
+    if error.kind == "invalid_input":
+        return field_error_response(error.field or "request", error.message)
     headers = {"Retry-After": "10"} if error.kind == "out_of_memory" else None
     return JSONResponse(
         {"error": error.message, "kind": error.kind}, status_code=ERROR_STATUS[error.kind], headers=headers
     )
 
 
-def input_error_response(error: AudioInputError) -> JSONResponse:
-    """Same body shape as BentoML's validation errors: one entry per field, naming it and the limit."""
-    return JSONResponse(
-        {"error": str(error), "detail": [{"loc": [error.field], "msg": error.message, "type": "audio_input"}]},
-        status_code=error.status,
-    )
-
-
-def draw_seed(request: DeliveryParams) -> int:
+def draw_seed(request: DeliveryParams | CritiqueRequest) -> int:
     return request.seed if request.seed is not None else secrets.randbelow(MAX_SEED - 4)
 
 
@@ -111,12 +121,19 @@ def audio_json_response(outcome: GenerationOutcome, audio_format: AudioFormat, t
     endpoints={"livez": "/livez", "readyz": "/readyz"},
 )
 class AudioStudio:
-    """Text-to-audio and audio-to-audio with AudioLDM2."""
+    """Text-to-audio and audio-to-audio with AudioLDM2; music critique with Music Flamingo."""
 
     audioldm2 = bentoml.depends(AudioLDM2Runner)
+    music_flamingo = bentoml.depends(MusicFlamingoRunner)
 
     def __init__(self) -> None:
         logger.info("audio-studio front: profile=%s", SETTINGS.profile.value)
+        self._flamingo_limits: RunnerLimits | None = None
+
+    async def flamingo_limits(self) -> RunnerLimits:
+        if self._flamingo_limits is None:
+            self._flamingo_limits = await self.music_flamingo.to_async.limits()
+        return self._flamingo_limits
 
     async def _generate(self, request: GenerateRequest) -> GenerationOutcome:
         job = GenerationJob(**request.model_dump(exclude={"seed", "format"}), seed=draw_seed(request))
@@ -135,7 +152,7 @@ class AudioStudio:
                     "audio", f"the clip is {clip.seconds:.2f} s long; the minimum is {MIN_TRANSFORM_SECONDS:g} s"
                 )
         except AudioInputError as error:
-            return input_error_response(error)
+            return field_error_response(error.field, error.message, error.status)
         job = TransformJob(
             **request.model_dump(exclude={"audio", "seed", "format"}),
             seed=draw_seed(request),
@@ -184,3 +201,71 @@ class AudioStudio:
         if outcome.error is not None:
             return job_error_response(outcome.error)
         return audio_json_response(outcome, request.format, time.perf_counter() - started)
+
+    @bentoml.api(route="/critique")
+    async def critique(self, request: CritiqueRequest, /) -> CritiqueResponse:
+        """Listen to a recording (and optionally a reference) and answer in text: teaching feedback,
+        description, key, tempo, comparison (multipart/form-data)."""
+        started = time.perf_counter()
+        uploads = request.uploads
+        problem = self._critique_problem(request)
+        if problem is not None:
+            return field_error_response(*problem)
+        limits = await self.flamingo_limits()
+        try:
+            clips = await anyio.to_thread.run_sync(lambda: self._decode_clips(uploads, limits))
+        except AudioInputError as error:
+            return field_error_response(error.field, error.message, error.status)
+        seed = draw_seed(request)
+        job = CritiqueJob(
+            **request.model_dump(include={"max_new_tokens", "do_sample", "temperature", "top_p"}),
+            prompt=compose_prompt(request.preset, request.prompt),
+            clips_f32le=[samples_to_bytes(clip.samples) for clip in clips],
+            seed=seed,
+        )
+        [outcome] = await self.music_flamingo.to_async.critique([job])
+        if outcome.error is not None:
+            return job_error_response(outcome.error)
+        assert outcome.timings is not None and outcome.text is not None
+        usage = [
+            ClipUsage(field=field, seconds=clip.seconds, source_seconds=clip.source_seconds, truncated=clip.truncated)
+            for (field, _), clip in zip(uploads, clips, strict=True)
+        ]
+        return CritiqueResponse(
+            text=outcome.text,
+            preset=request.preset,
+            model=outcome.provenance,
+            audio_seconds=usage,
+            truncated=any(u.truncated for u in usage),
+            tokens_generated=outcome.tokens_generated,
+            seed=seed,
+            timings=Timings(**outcome.timings.model_dump(), total_s=time.perf_counter() - started),
+        )
+
+    @staticmethod
+    def _critique_problem(request: CritiqueRequest) -> tuple[str, str] | None:
+        """The field at fault and why, for combinations pydantic's per-field bounds cannot express."""
+        if request.reference and not request.audio:
+            return "reference", "a reference needs `audio` (the performance to compare with it)"
+        if request.preset in NEEDS_AUDIO and not request.audio:
+            return "audio", f"preset `{request.preset.value}` needs an audio upload"
+        if request.preset in NEEDS_REFERENCE and not request.reference:
+            return "reference", f"preset `{request.preset.value}` needs a reference recording"
+        if not request.audio and not (request.prompt and request.prompt.strip()):
+            return "prompt", "send audio, a prompt, or both"
+        return None
+
+    @staticmethod
+    def _decode_clips(
+        uploads: list[tuple[Literal["audio", "reference"], Path]], limits: RunnerLimits
+    ) -> list[DecodedAudio]:
+        """Check every upload's header (the total length too) before decoding any of them."""
+        total = sum(probe_upload(path, field).duration for field, path in uploads)
+        if total > MAX_TOTAL_AUDIO_SECONDS:
+            raise AudioInputError(
+                uploads[0][0], f"the uploads hold {total:.1f} s of audio; the limit is {MAX_TOTAL_AUDIO_SECONDS} s"
+            )
+        return [
+            decode_upload(path, field, limits.sample_rate, limits.max_clip_seconds, truncate=True)
+            for field, path in uploads
+        ]

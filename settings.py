@@ -21,6 +21,11 @@ class Profile(str, enum.Enum):
 
 
 AUDIOLDM2_CHECKPOINTS = ("cvssp/audioldm2", "cvssp/audioldm2-large", "cvssp/audioldm2-music")
+MUSIC_FLAMINGO_CHECKPOINTS = (
+    "nvidia/music-flamingo-hf",
+    "nvidia/music-flamingo-2601-hf",
+    "nvidia/music-flamingo-think-2601-hf",
+)
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -58,6 +63,9 @@ class Settings:
     vae_slicing: bool
     audioldm2_max_batch_size: int
     audioldm2_max_latency_ms: int
+    music_flamingo_checkpoint: str
+    music_flamingo_max_batch_size: int
+    music_flamingo_max_latency_ms: int
 
 
 def load_settings() -> Settings:
@@ -75,6 +83,11 @@ def load_settings() -> Settings:
         vae_slicing=_bool("AUDIO_STUDIO_VAE_SLICING", False),
         audioldm2_max_batch_size=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE", 8, 2, 64),
         audioldm2_max_latency_ms=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_LATENCY_MS", 600_000, 1_000, 3_600_000),
+        music_flamingo_checkpoint=_choice(
+            "AUDIO_STUDIO_MUSIC_FLAMINGO_CHECKPOINT", MUSIC_FLAMINGO_CHECKPOINTS[0], MUSIC_FLAMINGO_CHECKPOINTS
+        ),
+        music_flamingo_max_batch_size=_int("AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_BATCH_SIZE", 8, 2, 64),
+        music_flamingo_max_latency_ms=_int("AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_LATENCY_MS", 600_000, 1_000, 3_600_000),
     )
 
 

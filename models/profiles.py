@@ -73,6 +73,21 @@ def audioldm2_checkpoint(settings: Settings, weights: HuggingFaceModel | None) -
     return resolve_full(settings.audioldm2_checkpoint, weights.resolve)
 
 
+def music_flamingo_checkpoint(settings: Settings, weights: HuggingFaceModel | None) -> Checkpoint:
+    """The Music Flamingo folder for the configured profile and checkpoint (tiny: same class and limits)."""
+    if settings.profile is Profile.TINY:
+        from models import local_tokenizers, tiny_music_flamingo
+
+        variant = settings.music_flamingo_checkpoint.split("/")[1]
+        fingerprint = builder_fingerprint(tiny_music_flamingo, local_tokenizers)
+        return ensure_tiny(
+            settings, variant, fingerprint, lambda path: tiny_music_flamingo.save_tiny_music_flamingo(path, variant)
+        )
+    if weights is None:
+        raise WeightsUnavailable("profile 'full' needs the weights declared on the runner class")
+    return resolve_full(settings.music_flamingo_checkpoint, weights.resolve)
+
+
 def builder_fingerprint(*modules: ModuleType) -> str:
     """Hash of the builder code: changing how a tiny model is built invalidates its cache."""
     digest = hashlib.sha256()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 import soundfile
+
+from tests.metrics import batch_counts
 
 FAST = {"steps": 3}
 TIMEOUT = 120
@@ -81,30 +82,20 @@ def test_seeds_reproduce(server: str) -> None:
     assert drawn.content == replay.content
 
 
-def _batch_histogram(server: str) -> dict[str, float]:
-    metrics = httpx.get(f"{server}/metrics", timeout=10).text
-    pattern = (
-        r"bentoml_service_adaptive_batch_size_(bucket|count)"
-        r'\{(?:le="([^"]+)",)?[^}]*method_name="generate"[^}]*\} (\S+)'
-    )
-    return {f"{kind}:{le}": float(value) for kind, le, value in re.findall(pattern, metrics)}
-
-
 def test_concurrent_requests_are_batched_and_match_their_solo_results(server: str) -> None:
     bodies = [
         {"prompt": f"sound {i}", "duration": [1, 2, 3][i % 3], "seed": 100 + i, "guidance_scale": 2 + i, **FAST}
         for i in range(8)
     ]
-    before = _batch_histogram(server)
+    before = batch_counts(server, "generate")
     with ThreadPoolExecutor(max_workers=8) as pool:
         concurrent = list(pool.map(lambda b: post(server, "/generate/json", b), bodies))
-    after = _batch_histogram(server)
+    after = batch_counts(server, "generate")
     assert [r.status_code for r in concurrent] == [200] * 8
     for body, response in zip(bodies, concurrent, strict=True):
         samples, _, _ = read_audio(base64.b64decode(response.json()["waveforms"][0]["audio_base64"]))
         assert len(samples) == body["duration"] * 16_000
-    batches = after["count:"] - before["count:"]
-    single = after["bucket:1.0"] - before["bucket:1.0"]
+    batches, single = after[0] - before[0], after[1] - before[1]
     assert batches - single >= 1, f"no batch larger than 1 among {batches:.0f} batches"
     assert max(r.json()["timings"]["batch_size"] for r in concurrent) > 1
     # Batch invariance over HTTP: each request alone gives the same audio it got in the batch.

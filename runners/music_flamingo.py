@@ -1,0 +1,125 @@
+"""The Music Flamingo runner: one process owns the model and serves adaptive batches of critiques."""
+
+from __future__ import annotations
+
+import logging
+
+import bentoml
+import torch
+
+from models.device import pick_device
+from models.music_flamingo import CritiqueJob as EngineJob
+from models.music_flamingo import CritiqueOutput, MusicFlamingoEngine, load_music_flamingo
+from models.profiles import declare_weights, music_flamingo_checkpoint
+from runners.batching import GroupRun, run_in_groups
+from schemas import (
+    MAX_PROMPT_TOKENS,
+    MUSIC_FLAMINGO_SAMPLE_RATE,
+    CritiqueJob,
+    CritiqueOutcome,
+    JobError,
+    Provenance,
+    RunnerLimits,
+    RunnerTimings,
+)
+from settings import SETTINGS, Profile
+
+logger = logging.getLogger("bentoml.audio_studio")
+
+
+def engine_job(job: CritiqueJob) -> EngineJob:
+    return EngineJob(
+        prompt=job.prompt,
+        clips=job.clips,
+        max_new_tokens=job.max_new_tokens,
+        do_sample=job.do_sample,
+        temperature=job.temperature,
+        top_p=job.top_p,
+        seed=job.seed,
+    )
+
+
+@bentoml.service(
+    name="music-flamingo-runner",
+    workers=1,
+    threads=1,  # one batch at a time owns the model
+    traffic={"timeout": 900},
+)
+class MusicFlamingoRunner:
+    weights = declare_weights(SETTINGS, SETTINGS.music_flamingo_checkpoint)
+
+    def __init__(self) -> None:
+        self.checkpoint = music_flamingo_checkpoint(SETTINGS, type(self).weights)
+        device, dtype = pick_device(torch.bfloat16)
+        logger.info(
+            "Music Flamingo runner: profile=%s model=%s device=%s dtype=%s%s",
+            self.checkpoint.profile.value,
+            self.checkpoint.model_id,
+            device,
+            dtype,
+            " (RANDOM WEIGHTS: test text only)" if self.checkpoint.profile is Profile.TINY else "",
+        )
+        model, processor = load_music_flamingo(str(self.checkpoint.path), device, dtype)
+        self.engine = MusicFlamingoEngine(model, processor)
+        if self.engine.sample_rate != MUSIC_FLAMINGO_SAMPLE_RATE:
+            raise RuntimeError(f"{self.checkpoint.model_id} expects {self.engine.sample_rate} Hz, not 16 kHz")
+
+    def __is_ready__(self) -> bool:
+        return hasattr(self, "engine")
+
+    @bentoml.api
+    def limits(self) -> RunnerLimits:
+        """What the loaded checkpoint accepts, so the front can check uploads before sending them."""
+        return RunnerLimits(max_clip_seconds=self.engine.max_audio_seconds, sample_rate=self.engine.sample_rate)
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=SETTINGS.music_flamingo_max_batch_size,
+        max_latency_ms=SETTINGS.music_flamingo_max_latency_ms,
+    )
+    def critique(self, jobs: list[CritiqueJob]) -> list[CritiqueOutcome]:
+        outcomes: list[CritiqueOutcome | None] = [None] * len(jobs)
+        accepted: list[int] = []
+        for index, job in enumerate(jobs):
+            error = self._refusal(job)
+            if error is None:
+                accepted.append(index)
+            else:
+                outcomes[index] = CritiqueOutcome(error=error, provenance=self._provenance())
+        engine_jobs = [engine_job(jobs[i]) for i in accepted]
+        runs = run_in_groups(engine_jobs, self.engine.group_key, self.engine.generate)
+        for index, run in zip(accepted, runs, strict=True):
+            outcomes[index] = self._outcome(run, len(jobs))
+        return [o for o in outcomes if o is not None]
+
+    def _provenance(self) -> Provenance:
+        return Provenance(model_id=self.checkpoint.model_id, profile=self.checkpoint.profile.value)
+
+    def _refusal(self, job: CritiqueJob) -> JobError | None:
+        """Per-job input checks the front cannot make (they need the tokenizer); one bad job never runs."""
+        try:
+            self.engine.check(engine_job(job))
+        except ValueError as exc:
+            return JobError(kind="invalid_input", message=str(exc))
+        tokens = self.engine.count_prompt_tokens(engine_job(job))
+        if tokens > MAX_PROMPT_TOKENS:
+            return JobError(
+                kind="invalid_input",
+                field="prompt",
+                message=f"the prompt is {tokens} tokens with its audio (about 25 per second of audio); "
+                f"the limit is {MAX_PROMPT_TOKENS}",
+            )
+        return None
+
+    def _outcome(self, run: GroupRun[CritiqueOutput], batch_size: int) -> CritiqueOutcome:
+        outcome = CritiqueOutcome(
+            provenance=self._provenance(),
+            timings=RunnerTimings(batch_size=batch_size, group_size=run.group_size, inference_s=run.inference_s),
+        )
+        if run.error is not None or run.output is None:
+            outcome.error = run.error
+            return outcome
+        outcome.text = run.output.text
+        outcome.tokens_generated = run.output.tokens_generated
+        outcome.prompt_tokens = run.output.prompt_tokens
+        return outcome
