@@ -78,7 +78,7 @@ def music_flamingo_checkpoint(settings: Settings, weights: HuggingFaceModel | No
     if settings.profile is Profile.TINY:
         from models import local_tokenizers, tiny_music_flamingo
 
-        variant = settings.music_flamingo_checkpoint.split("/")[1]
+        variant = tiny_music_flamingo.TINY_LAYOUT_OF[settings.music_flamingo_checkpoint]
         fingerprint = builder_fingerprint(tiny_music_flamingo, local_tokenizers)
         return ensure_tiny(
             settings, variant, fingerprint, lambda path: tiny_music_flamingo.save_tiny_music_flamingo(path, variant)

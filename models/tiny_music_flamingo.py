@@ -47,6 +47,12 @@ TEXT_DIM = 32
 AF3_VARIANT = "music-flamingo-hf"
 MF_VARIANT = "music-flamingo-2601-hf"
 VARIANTS = (AF3_VARIANT, MF_VARIANT)
+# Published checkpoint -> the tiny layout of the same classes and limits (the "think" model differs in weights only).
+TINY_LAYOUT_OF = {
+    "nvidia/music-flamingo-hf": AF3_VARIANT,
+    "nvidia/music-flamingo-2601-hf": MF_VARIANT,
+    "nvidia/music-flamingo-think-2601-hf": MF_VARIANT,
+}
 
 # Seconds of audio each processor accepts: the processor classes' defaults, which the published checkpoints keep.
 MAX_AUDIO_SECONDS = {AF3_VARIANT: 600, MF_VARIANT: 1200}

@@ -11,7 +11,14 @@ from bentoml.models import HuggingFaceModel
 from diffusers import AudioLDM2Pipeline
 
 from models.audioldm2 import load_pipeline
-from models.profiles import Checkpoint, WeightsUnavailable, audioldm2_checkpoint, ensure_tiny
+from models.music_flamingo import load_music_flamingo
+from models.profiles import (
+    Checkpoint,
+    WeightsUnavailable,
+    audioldm2_checkpoint,
+    ensure_tiny,
+    music_flamingo_checkpoint,
+)
 from models.tiny_audioldm2 import build_tiny_audioldm2
 from settings import Profile, Settings, load_settings
 
@@ -91,3 +98,21 @@ def test_default_profile_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AUDIO_STUDIO_PROFILE")
     settings: Settings = load_settings()
     assert settings.profile is Profile.FULL and settings.audioldm2_checkpoint == "cvssp/audioldm2"
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "model_class", "max_seconds"),
+    [
+        ("nvidia/music-flamingo-hf", "AudioFlamingo3ForConditionalGeneration", 600),
+        ("nvidia/music-flamingo-2601-hf", "MusicFlamingoForConditionalGeneration", 1200),
+        ("nvidia/music-flamingo-think-2601-hf", "MusicFlamingoForConditionalGeneration", 1200),
+    ],
+)
+def test_every_music_flamingo_checkpoint_has_a_tiny_twin_of_its_class_and_limits(
+    monkeypatch: pytest.MonkeyPatch, checkpoint: str, model_class: str, max_seconds: int
+) -> None:
+    monkeypatch.setenv("AUDIO_STUDIO_MUSIC_FLAMINGO_CHECKPOINT", checkpoint)
+    tiny = music_flamingo_checkpoint(load_settings(), None)
+    model, processor = load_music_flamingo(str(tiny.path), torch.device("cpu"), torch.float32)
+    assert type(model).__name__ == model_class
+    assert processor.max_audio_len == max_seconds
