@@ -59,6 +59,7 @@ class Settings:
     profile: Profile
     audioldm2_checkpoint: str
     tiny_model_dir: Path
+    batching: bool
     cpu_offload: bool
     vae_slicing: bool
     audioldm2_max_batch_size: int
@@ -79,6 +80,7 @@ def load_settings() -> Settings:
         tiny_model_dir=Path(
             os.environ.get("AUDIO_STUDIO_TINY_MODEL_DIR") or cache_home / "audio-studio" / "tiny-models"
         ),
+        batching=_bool("AUDIO_STUDIO_BATCHING", True),
         cpu_offload=_bool("AUDIO_STUDIO_CPU_OFFLOAD", False),
         vae_slicing=_bool("AUDIO_STUDIO_VAE_SLICING", False),
         audioldm2_max_batch_size=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE", 8, 2, 64),

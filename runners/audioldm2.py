@@ -60,7 +60,7 @@ class AudioLDM2Runner:
         return hasattr(self, "engine")
 
     @bentoml.api(
-        batchable=True,
+        batchable=SETTINGS.batching,
         max_batch_size=SETTINGS.audioldm2_max_batch_size,
         max_latency_ms=SETTINGS.audioldm2_max_latency_ms,
     )
@@ -69,7 +69,7 @@ class AudioLDM2Runner:
         return [self._outcome(job, waveform_seeds(job), run) for job, run in zip(jobs, runs, strict=True)]
 
     @bentoml.api(
-        batchable=True,
+        batchable=SETTINGS.batching,
         max_batch_size=SETTINGS.audioldm2_max_batch_size,
         max_latency_ms=SETTINGS.audioldm2_max_latency_ms,
     )

@@ -73,7 +73,7 @@ class MusicFlamingoRunner:
         return RunnerLimits(max_clip_seconds=self.engine.max_audio_seconds, sample_rate=self.engine.sample_rate)
 
     @bentoml.api(
-        batchable=True,
+        batchable=SETTINGS.batching,
         max_batch_size=SETTINGS.music_flamingo_max_batch_size,
         max_latency_ms=SETTINGS.music_flamingo_max_latency_ms,
     )
