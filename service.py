@@ -9,14 +9,18 @@ the runner's answer into an audio file or JSON.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, ParamSpec, TypeVar
 
+import aiohttp
 import anyio
 import bentoml
+from bentoml.exceptions import ServiceUnavailable
 from bentoml.validators import ContentType
 from starlette.responses import JSONResponse, Response
 
@@ -51,6 +55,9 @@ from schemas import (
 from settings import SETTINGS
 
 logger = logging.getLogger("bentoml.audio_studio")
+T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 # HTTP status for each way a job can fail inside a runner.
 ERROR_STATUS = {"invalid_input": 400, "out_of_memory": 503, "non_finite": 500, "internal": 500}
@@ -73,6 +80,39 @@ def job_error_response(error: JobError) -> JSONResponse:
     return JSONResponse(
         {"error": error.message, "kind": error.kind}, status_code=ERROR_STATUS[error.kind], headers=headers
     )
+
+
+class RunnerUnavailable(Exception):
+    """A runner process or pod cannot be reached; the request is answered 503, the front keeps serving."""
+
+    def __init__(self, runner: str, cause: Exception) -> None:
+        super().__init__(f"the {runner} runner is unavailable ({type(cause).__name__}); retry later")
+
+
+async def call_runner(runner: str, call: Awaitable[T]) -> T:
+    """Await a runner API; connection failures (runner down, restarting, unreachable) become RunnerUnavailable."""
+    try:
+        return await call
+    except (TimeoutError, aiohttp.ClientConnectionError, ServiceUnavailable) as exc:
+        logger.warning("%s runner unavailable: %s", runner, exc)
+        raise RunnerUnavailable(runner, exc) from exc
+
+
+def unavailable_response(error: RunnerUnavailable) -> JSONResponse:
+    return JSONResponse({"error": str(error), "kind": "unavailable"}, status_code=503, headers={"Retry-After": "5"})
+
+
+def answers_503_when_a_runner_is_down(api: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | JSONResponse]]:
+    """Wrap a public API: a RunnerUnavailable anywhere inside becomes a clear 503 instead of a 500."""
+
+    @functools.wraps(api)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | JSONResponse:
+        try:
+            return await api(*args, **kwargs)
+        except RunnerUnavailable as error:
+            return unavailable_response(error)
+
+    return wrapper
 
 
 def draw_seed(request: DeliveryParams | CritiqueRequest) -> int:
@@ -123,8 +163,9 @@ def audio_json_response(outcome: GenerationOutcome, audio_format: AudioFormat, t
 class AudioStudio:
     """Text-to-audio and audio-to-audio with AudioLDM2; music critique with Music Flamingo."""
 
-    audioldm2 = bentoml.depends(AudioLDM2Runner)
-    music_flamingo = bentoml.depends(MusicFlamingoRunner)
+    # In the same `bentoml serve` by default; a separate process or pod when its URL is configured.
+    audioldm2 = bentoml.depends(AudioLDM2Runner, url=SETTINGS.audioldm2_url)
+    music_flamingo = bentoml.depends(MusicFlamingoRunner, url=SETTINGS.music_flamingo_url)
 
     def __init__(self) -> None:
         logger.info("audio-studio front: profile=%s", SETTINGS.profile.value)
@@ -132,12 +173,12 @@ class AudioStudio:
 
     async def flamingo_limits(self) -> RunnerLimits:
         if self._flamingo_limits is None:
-            self._flamingo_limits = await self.music_flamingo.to_async.limits()
+            self._flamingo_limits = await call_runner("music-flamingo", self.music_flamingo.to_async.limits())
         return self._flamingo_limits
 
     async def _generate(self, request: GenerateRequest) -> GenerationOutcome:
         job = GenerationJob(**request.model_dump(exclude={"seed", "format"}), seed=draw_seed(request))
-        [outcome] = await self.audioldm2.to_async.generate([job])
+        [outcome] = await call_runner("audioldm2", self.audioldm2.to_async.generate([job]))
         return outcome
 
     async def _transform(self, request: TransformRequest) -> GenerationOutcome | JSONResponse:
@@ -158,10 +199,11 @@ class AudioStudio:
             seed=draw_seed(request),
             samples_f32le=samples_to_bytes(clip.samples),
         )
-        [outcome] = await self.audioldm2.to_async.transform([job])
+        [outcome] = await call_runner("audioldm2", self.audioldm2.to_async.transform([job]))
         return outcome
 
     @bentoml.api(route="/generate")
+    @answers_503_when_a_runner_is_down
     async def generate(self, request: GenerateRequest, /) -> AudioFile:
         """Generate audio from text; the response body is the audio file (the best-ranked waveform).
 
@@ -173,6 +215,7 @@ class AudioStudio:
         return audio_file_response(outcome, request.format)
 
     @bentoml.api(route="/generate/json")
+    @answers_503_when_a_runner_is_down
     async def generate_json(self, request: GenerateRequest, /) -> GenerateResponse:
         """Generate audio from text; every waveform comes back base64-encoded with its seed, score and timings."""
         started = time.perf_counter()
@@ -182,6 +225,7 @@ class AudioStudio:
         return audio_json_response(outcome, request.format, time.perf_counter() - started)
 
     @bentoml.api(route="/transform")
+    @answers_503_when_a_runner_is_down
     async def transform(self, request: TransformRequest, /) -> AudioFile:
         """Re-synthesise an uploaded clip toward a prompt (multipart/form-data); the response is the audio file."""
         outcome = await self._transform(request)
@@ -192,6 +236,7 @@ class AudioStudio:
         return audio_file_response(outcome, request.format)
 
     @bentoml.api(route="/transform/json")
+    @answers_503_when_a_runner_is_down
     async def transform_json(self, request: TransformRequest, /) -> GenerateResponse:
         """Re-synthesise an uploaded clip toward a prompt; JSON with the audio base64-encoded and metadata."""
         started = time.perf_counter()
@@ -203,6 +248,7 @@ class AudioStudio:
         return audio_json_response(outcome, request.format, time.perf_counter() - started)
 
     @bentoml.api(route="/critique")
+    @answers_503_when_a_runner_is_down
     async def critique(self, request: CritiqueRequest, /) -> CritiqueResponse:
         """Listen to a recording (and optionally a reference) and answer in text: teaching feedback,
         description, key, tempo, comparison (multipart/form-data)."""
@@ -223,7 +269,7 @@ class AudioStudio:
             clips_f32le=[samples_to_bytes(clip.samples) for clip in clips],
             seed=seed,
         )
-        [outcome] = await self.music_flamingo.to_async.critique([job])
+        [outcome] = await call_runner("music-flamingo", self.music_flamingo.to_async.critique([job]))
         if outcome.error is not None:
             return job_error_response(outcome.error)
         assert outcome.timings is not None and outcome.text is not None

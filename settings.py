@@ -65,6 +65,8 @@ class Settings:
     audioldm2_max_batch_size: int
     audioldm2_max_latency_ms: int
     music_flamingo_checkpoint: str
+    audioldm2_url: str | None
+    music_flamingo_url: str | None
     music_flamingo_max_batch_size: int
     music_flamingo_max_latency_ms: int
 
@@ -88,6 +90,8 @@ def load_settings() -> Settings:
         music_flamingo_checkpoint=_choice(
             "AUDIO_STUDIO_MUSIC_FLAMINGO_CHECKPOINT", MUSIC_FLAMINGO_CHECKPOINTS[0], MUSIC_FLAMINGO_CHECKPOINTS
         ),
+        audioldm2_url=os.environ.get("AUDIO_STUDIO_AUDIOLDM2_URL") or None,
+        music_flamingo_url=os.environ.get("AUDIO_STUDIO_MUSIC_FLAMINGO_URL") or None,
         music_flamingo_max_batch_size=_int("AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_BATCH_SIZE", 8, 2, 64),
         music_flamingo_max_latency_ms=_int("AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_LATENCY_MS", 600_000, 1_000, 3_600_000),
     )

@@ -47,52 +47,78 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(tiny_audioldm2: Checkpoint, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `bentoml serve` of the front service and its runner on 127.0.0.1, tiny profile."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml_home"))}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                "service:AudioStudio",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
+class Served:
+    """One `bentoml serve` process (and its workers) on 127.0.0.1, started and stopped by tests."""
+
+    def __init__(self, target: str, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+        self.target, self.env, self.log_path = target, env, log_path
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Served:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bentoml",
+                    "serve",
+                    self.target,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_ready(self, path: str = "/readyz") -> Served:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.target} exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
+                if httpx.get(f"{self.url}{path}", timeout=2).status_code == 200:
+                    return self
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"bentoml serve not ready in {SERVER_START_TIMEOUT_S}s:\n{log_path.read_text()[-4000:]}"
-                )
+                raise RuntimeError(f"{self.target} not ready in {SERVER_START_TIMEOUT_S}s:\n{self.log_tail()}")
             time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="session")
+def serve_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return {**os.environ, "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml_home"))}
+
+
+@pytest.fixture(scope="session")
+def server(
+    tiny_audioldm2: Checkpoint, serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real `bentoml serve` of the front service and its runners on 127.0.0.1, tiny profile."""
+    served = Served("service:AudioStudio", serve_env, tmp_path_factory.mktemp("serve") / "serve.log").start()
+    try:
+        yield served.wait_ready().url
+    finally:
+        served.stop()

@@ -1,0 +1,77 @@
+"""Distributed topology: each runner in its own process, the front reaching them by URL (as pods on Kubernetes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.audio_files import audio_file
+from tests.conftest import Served
+
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def topology(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
+    logs = tmp_path_factory.mktemp("topology")
+    runners = {
+        "audioldm2": Served("runners.audioldm2:AudioLDM2Runner", serve_env, logs / "audioldm2.log"),
+        "music_flamingo": Served("runners.music_flamingo:MusicFlamingoRunner", serve_env, logs / "flamingo.log"),
+    }
+    front_env = {
+        **serve_env,
+        "AUDIO_STUDIO_AUDIOLDM2_URL": runners["audioldm2"].url,
+        "AUDIO_STUDIO_MUSIC_FLAMINGO_URL": runners["music_flamingo"].url,
+    }
+    front = Served("service:AudioStudio", front_env, logs / "front.log")
+    processes = {**runners, "front": front}
+    try:
+        for served in processes.values():
+            served.start()
+        for served in processes.values():
+            served.wait_ready()
+        yield processes
+    finally:
+        for served in processes.values():
+            served.stop()
+
+
+def generate(front: Served) -> httpx.Response:
+    body = {"prompt": "rain", "duration": 1, "steps": 2, "seed": 1}
+    return httpx.post(f"{front.url}/generate", json=body, timeout=TIMEOUT)
+
+
+def test_every_api_through_runners_in_their_own_processes(topology: dict[str, Served]) -> None:
+    front = topology["front"]
+    assert generate(front).status_code == 200
+    transform = httpx.post(
+        f"{front.url}/transform",
+        data={"prompt": "jazz drums", "steps": "2"},
+        files={"audio": ("clip.wav", audio_file("wav", 1.0), "audio/wav")},
+        timeout=TIMEOUT,
+    )
+    assert transform.status_code == 200, transform.text
+    critique = httpx.post(
+        f"{front.url}/critique",
+        data={"preset": "key", "max_new_tokens": "4"},
+        files={"audio": ("clip.wav", audio_file("wav", 1.0), "audio/wav")},
+        timeout=TIMEOUT,
+    )
+    assert critique.status_code == 200, critique.text
+    # The front process started no runner of its own.
+    assert "audioldm2-runner" not in Path(front.log_path).read_text()
+
+
+def test_a_stopped_runner_gives_503_and_the_front_recovers(topology: dict[str, Served]) -> None:
+    front, runner = topology["front"], topology["audioldm2"]
+    runner.stop()
+    down = generate(front)
+    assert down.status_code == 503, down.text
+    assert "audioldm2 runner is unavailable" in down.json()["error"] and down.headers["retry-after"]
+    other = httpx.post(f"{front.url}/critique", data={"prompt": "hello", "max_new_tokens": "2"}, timeout=TIMEOUT)
+    assert other.status_code == 200, other.text  # the other runner still serves
+    runner.start().wait_ready()
+    assert generate(front).status_code == 200
