@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import bentoml
 import torch
 
@@ -11,6 +9,7 @@ from models.audioldm2 import AudioLDM2Engine, JobAudio, load_pipeline, waveform_
 from models.device import pick_device
 from models.profiles import audioldm2_checkpoint, declare_weights
 from runners.batching import GroupRun, run_in_groups
+from runners.startup import RUNNER_CONFIG, log_model_choice
 from schemas import (
     AUDIOLDM2_SAMPLE_RATE,
     DiffusionParams,
@@ -22,31 +21,17 @@ from schemas import (
     RunnerWaveform,
     TransformJob,
 )
-from settings import SETTINGS, Profile
-
-logger = logging.getLogger("bentoml.audio_studio")
+from settings import SETTINGS
 
 
-@bentoml.service(
-    name="audioldm2-runner",
-    workers=1,
-    threads=1,  # one batch at a time owns the model
-    traffic={"timeout": 900},
-)
+@bentoml.service(name="audioldm2-runner", **RUNNER_CONFIG)
 class AudioLDM2Runner:
     weights = declare_weights(SETTINGS, SETTINGS.audioldm2_checkpoint)
 
     def __init__(self) -> None:
         self.checkpoint = audioldm2_checkpoint(SETTINGS, type(self).weights)
         device, dtype = pick_device(torch.float16)
-        logger.info(
-            "AudioLDM2 runner: profile=%s model=%s device=%s dtype=%s%s",
-            self.checkpoint.profile.value,
-            self.checkpoint.model_id,
-            device,
-            dtype,
-            " (RANDOM WEIGHTS: test audio only)" if self.checkpoint.profile is Profile.TINY else "",
-        )
+        log_model_choice("AudioLDM2", self.checkpoint, device, dtype)
         pipe = load_pipeline(str(self.checkpoint.path), device, dtype)
         if SETTINGS.cpu_offload and device.type == "cuda":
             pipe.enable_model_cpu_offload()

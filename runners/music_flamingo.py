@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import bentoml
 import torch
 
@@ -12,6 +10,7 @@ from models.music_flamingo import CritiqueJob as EngineJob
 from models.music_flamingo import CritiqueOutput, MusicFlamingoEngine, load_music_flamingo
 from models.profiles import declare_weights, music_flamingo_checkpoint
 from runners.batching import GroupRun, run_in_groups
+from runners.startup import RUNNER_CONFIG, log_model_choice
 from schemas import (
     MAX_PROMPT_TOKENS,
     MUSIC_FLAMINGO_SAMPLE_RATE,
@@ -22,9 +21,7 @@ from schemas import (
     RunnerLimits,
     RunnerTimings,
 )
-from settings import SETTINGS, Profile
-
-logger = logging.getLogger("bentoml.audio_studio")
+from settings import SETTINGS
 
 
 def engine_job(job: CritiqueJob) -> EngineJob:
@@ -39,26 +36,14 @@ def engine_job(job: CritiqueJob) -> EngineJob:
     )
 
 
-@bentoml.service(
-    name="music-flamingo-runner",
-    workers=1,
-    threads=1,  # one batch at a time owns the model
-    traffic={"timeout": 900},
-)
+@bentoml.service(name="music-flamingo-runner", **RUNNER_CONFIG)
 class MusicFlamingoRunner:
     weights = declare_weights(SETTINGS, SETTINGS.music_flamingo_checkpoint)
 
     def __init__(self) -> None:
         self.checkpoint = music_flamingo_checkpoint(SETTINGS, type(self).weights)
         device, dtype = pick_device(torch.bfloat16)
-        logger.info(
-            "Music Flamingo runner: profile=%s model=%s device=%s dtype=%s%s",
-            self.checkpoint.profile.value,
-            self.checkpoint.model_id,
-            device,
-            dtype,
-            " (RANDOM WEIGHTS: test text only)" if self.checkpoint.profile is Profile.TINY else "",
-        )
+        log_model_choice("Music Flamingo", self.checkpoint, device, dtype)
         model, processor = load_music_flamingo(str(self.checkpoint.path), device, dtype)
         self.engine = MusicFlamingoEngine(model, processor)
         if self.engine.sample_rate != MUSIC_FLAMINGO_SAMPLE_RATE:

@@ -61,8 +61,11 @@ def test_every_api_through_runners_in_their_own_processes(topology: dict[str, Se
         timeout=TIMEOUT,
     )
     assert critique.status_code == 200, critique.text
-    # The front process started no runner of its own.
+    # The front process started no runner of its own; each runner says which weights it runs.
     assert "audioldm2-runner" not in Path(front.log_path).read_text()
+    for name, label in (("audioldm2", "AudioLDM2"), ("music_flamingo", "Music Flamingo")):
+        log = Path(topology[name].log_path).read_text()
+        assert f"{label} runner: profile=tiny" in log and "RANDOM WEIGHTS" in log
 
 
 def test_a_stopped_runner_gives_503_and_the_front_recovers(topology: dict[str, Served]) -> None:

@@ -1,0 +1,29 @@
+"""What every runner does the same way: its service configuration and the start-up line naming its weights."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from models.profiles import Checkpoint
+from settings import Profile
+
+logger = logging.getLogger("bentoml.audio_studio")
+
+# One worker, one thread: one batch at a time owns the model (and the GPU).
+RUNNER_CONFIG: dict[str, Any] = {"workers": 1, "threads": 1, "traffic": {"timeout": 900}}
+
+
+def log_model_choice(runner: str, checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype) -> None:
+    """The start-up line that says which profile runs; random weights are never silent."""
+    logger.info(
+        "%s runner: profile=%s model=%s device=%s dtype=%s%s",
+        runner,
+        checkpoint.profile.value,
+        checkpoint.model_id,
+        device,
+        dtype,
+        " (RANDOM WEIGHTS: for tests and demos only)" if checkpoint.profile is Profile.TINY else "",
+    )
