@@ -1,0 +1,1 @@
+"""Benchmarks: serving overhead and batching (serving.py), full-size model speed (fullsize.py)."""

@@ -1,0 +1,780 @@
+"""Serving benchmark: adaptive batching on vs off, and the cost of the HTTP path, on the tiny profile.
+
+Starts a real `bentoml serve service:AudioStudio` on 127.0.0.1 twice (AUDIO_STUDIO_BATCHING=true, then
+false), drives POST /generate/json and POST /critique with a fixed request mix at several concurrency
+levels (closed loop: each of `c` clients sends its next request when the previous one answered), and
+reads the realised runner batch sizes from /metrics. Then compares the HTTP latency at concurrency 1
+with the same jobs run in-process through the runners' own code (engine + run_in_groups).
+
+Tiny-profile numbers measure the serving path (HTTP, validation, transport, batching), not model speed:
+see bench/fullsize.py for that.
+
+    .venv/bin/python bench/serving.py            # full run, ~15 min on 2 CPU cores
+    .venv/bin/python bench/serving.py --quick    # ~3 min smoke of the same code
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# Before any project import: settings are read once, at import (as in tests/conftest.py).
+os.environ["AUDIO_STUDIO_PROFILE"] = "tiny"
+os.environ.setdefault("AUDIO_STUDIO_TINY_MODEL_DIR", str(ROOT / ".cache" / "tiny-models"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+
+from bench.common import DEFAULT_OUT, fmt, header, header_markdown, percentiles, write_json  # noqa: E402
+from models.local_tokenizers import CORPUS  # noqa: E402
+from presets import Preset  # noqa: E402
+from schemas import CritiqueRequest, GenerateRequest  # noqa: E402
+from tests.audio_files import audio_file  # noqa: E402
+from tests.metrics import PATTERN  # noqa: E402
+
+SERVER_START_TIMEOUT_S = 180
+REQUEST_TIMEOUT_S = 600
+CRITIQUE_CLIP_SECONDS = 30.0
+# BentoML's dispatcher spends its first 11 calls fitting its latency model (2 skipped + 6 + 1 + 1 + 1 in
+# bentoml/_internal/marshal/dispatcher.py), and in the last of them holds a lone request back waiting for
+# a second and third one. Warm-up sends light requests one at a time until all 11 are done.
+WARMUP_REQUESTS = 14
+WARMUP_CONCURRENCY = 1
+DISPATCHER_TRAINING_CALLS = 11
+
+# ---- the request mix ---------------------------------------------------------------
+
+SOUND_PROMPTS = [line for line in CORPUS if not line.startswith(("Describe", "Give", "Compare", "What", "Low"))]
+GENERATE_DURATIONS = (2.0, 5.0, 10.0, 5.0)  # seconds, cycled: 25% 2 s, 50% 5 s, 25% 10 s
+TEXT_QUESTIONS = [
+    "What instruments usually play a walking bass line?",
+    "Suggest a practice routine for playing scales evenly at 120 BPM.",
+    "What is the relative minor of E flat major?",
+    "How do I count a bar of 7/8?",
+]
+
+
+@dataclass(frozen=True)
+class Mix:
+    """A fixed, documented request mix: request i of a level is always the same request."""
+
+    steps: int  # AudioLDM2 denoising steps (DPM++)
+    max_new_tokens: int  # Music Flamingo answer length budget
+
+    def generate_body(self, i: int) -> dict[str, Any]:
+        return {
+            "prompt": SOUND_PROMPTS[i % len(SOUND_PROMPTS)],
+            "duration": GENERATE_DURATIONS[i % len(GENERATE_DURATIONS)],
+            "steps": self.steps,
+            "scheduler": "dpmpp",
+            "seed": 1000 + i,
+        }
+
+    def critique_fields(self, i: int) -> dict[str, Any]:
+        """Even requests: a 30 s clip with the `feedback` preset; odd: a text-only question."""
+        common = {"max_new_tokens": self.max_new_tokens, "seed": 2000 + i}
+        if i % 2 == 0:
+            return {**common, "preset": Preset.FEEDBACK.value}
+        return {**common, "prompt": TEXT_QUESTIONS[(i // 2) % len(TEXT_QUESTIONS)]}
+
+    def critique_has_audio(self, i: int) -> bool:
+        return i % 2 == 0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "generate": f"POST /generate/json; prompt i cycles {len(SOUND_PROMPTS)} sound prompts; duration cycles "
+            f"{list(GENERATE_DURATIONS)} s; {self.steps} DPM++ steps; guidance 3.5 (default); 1 waveform; seed 1000+i",
+            "critique": f"POST /critique multipart; even i: a {CRITIQUE_CLIP_SECONDS:g} s 44.1 kHz stereo WAV "
+            f"(5.3 MB) with preset `feedback`; odd i: text-only question; max_new_tokens {self.max_new_tokens}; "
+            "greedy; seed 2000+i",
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    concurrency: tuple[int, ...]
+    mix: Mix
+    warmup_mix: Mix
+    level_deadline_s: float  # a level stops sending new requests after this long
+
+    def requests_at(self, concurrency: int) -> int:
+        """A fixed number of requests per level, so a level's length is bounded and comparable on/off."""
+        return max(8, 2 * concurrency) if self.quick else max(16, 4 * concurrency)
+
+
+def make_plan(quick: bool) -> Plan:
+    if quick:
+        return Plan(True, (1, 8), Mix(steps=5, max_new_tokens=16), Mix(steps=2, max_new_tokens=4), 120.0)
+    return Plan(False, (1, 4, 8, 16), Mix(steps=25, max_new_tokens=64), Mix(steps=2, max_new_tokens=4), 600.0)
+
+
+def validate_plan(plan: Plan) -> None:
+    """Every body of the mix is a valid request of the public schemas (a mix that rots fails here, not at 400)."""
+    for i in range(plan.requests_at(max(plan.concurrency))):
+        GenerateRequest.model_validate(plan.mix.generate_body(i))
+        fields = plan.mix.critique_fields(i)
+        CritiqueRequest.model_validate(
+            {**fields, "audio": [Path("clip.wav")] if plan.mix.critique_has_audio(i) else []}
+        )
+
+
+# ---- the server ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port nobody listens on now (other sessions serve on 3000-3200 too)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve(batching: bool, workdir: Path) -> Iterator[str]:
+    """A real `bentoml serve` of the front and both runners, tiny profile; always stopped on exit."""
+    port = free_port()
+    label = "on" if batching else "off"
+    log_path = workdir / f"serve-batching-{label}.log"
+    env = {
+        **os.environ,
+        "AUDIO_STUDIO_PROFILE": "tiny",
+        "AUDIO_STUDIO_BATCHING": "true" if batching else "false",
+        "BENTOML_HOME": str(workdir / f"bentoml-home-{label}"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    command = [sys.executable, "-m", "bentoml", "serve", "service:AudioStudio", "--host", "127.0.0.1"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready in {SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+# ---- /metrics ------------------------------------------------------------------------
+
+HISTOGRAM = PATTERN.replace("(bucket|count)", "(bucket|count|sum)")
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """bentoml_service_adaptive_batch_size for one runner method: batches, requests in them, cumulative buckets."""
+
+    count: float
+    total: float
+    buckets: dict[float, float]
+
+    def minus(self, before: Histogram) -> Histogram:
+        return Histogram(
+            self.count - before.count,
+            self.total - before.total,
+            {le: n - before.buckets.get(le, 0.0) for le, n in self.buckets.items()},
+        )
+
+    def max_bucket(self) -> float | None:
+        """Upper bound of the largest batch: the smallest `le` whose bucket holds every batch."""
+        if self.count <= 0:
+            return None
+        return min(le for le, n in self.buckets.items() if n >= self.count)
+
+
+def read_histogram(url: str, method: str) -> Histogram:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    pattern = HISTOGRAM.replace("{method}", re.escape(method))
+    count, total, buckets = 0.0, 0.0, {}
+    for kind, le, value in re.findall(pattern, text):
+        if kind == "count":
+            count = float(value)
+        elif kind == "sum":
+            total = float(value)
+        else:
+            buckets[float(le)] = float(value)  # "+Inf" parses as inf
+    return Histogram(count, total, buckets)
+
+
+# ---- load generation -----------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    index: int
+    status: int
+    latency_s: float
+    timings: dict[str, float] = field(default_factory=dict)
+    tokens: int | None = None
+    error: str | None = None
+
+
+class Client:
+    """Sends request i of the mix for one API; one httpx.Client per thread."""
+
+    def __init__(self, url: str, api: str, mix: Mix, clip: bytes) -> None:
+        self.url, self.api, self.mix, self.clip = url, api, mix, clip
+        self.local = threading.local()
+
+    def _http(self) -> httpx.Client:
+        if not hasattr(self.local, "client"):
+            self.local.client = httpx.Client(timeout=REQUEST_TIMEOUT_S)
+        return self.local.client
+
+    def send(self, i: int) -> Sample:
+        started = time.perf_counter()
+        try:
+            if self.api == "generate":
+                response = self._http().post(f"{self.url}/generate/json", json=self.mix.generate_body(i))
+            else:
+                data = {k: str(v) for k, v in self.mix.critique_fields(i).items()}
+                files = {"audio": ("clip.wav", self.clip, "audio/wav")} if self.mix.critique_has_audio(i) else None
+                response = self._http().post(f"{self.url}/critique", data=data, files=files)
+        except httpx.HTTPError as exc:
+            return Sample(i, 0, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
+        latency = time.perf_counter() - started
+        if response.status_code != 200:
+            return Sample(i, response.status_code, latency, error=response.text[:300])
+        body = response.json()
+        return Sample(i, 200, latency, body["timings"], body.get("tokens_generated"))
+
+
+def drive(client: Client, requests: int, concurrency: int, deadline_s: float) -> tuple[list[Sample], float, bool]:
+    """Closed loop: `concurrency` workers take the next request index until all are sent or the deadline passes."""
+    counter = itertools.count()
+    lock = threading.Lock()
+    samples: list[Sample] = []
+    stop_at = time.monotonic() + deadline_s
+    cut = threading.Event()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(counter)
+            if i >= requests:
+                return
+            if time.monotonic() > stop_at:
+                cut.set()
+                return
+            sample = client.send(i)
+            with lock:
+                samples.append(sample)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for _ in range(concurrency):
+            pool.submit(worker)
+    wall = time.perf_counter() - started
+    return sorted(samples, key=lambda s: s.index), wall, cut.is_set()
+
+
+RUNNER_METHOD = {"generate": "generate", "critique": "critique"}
+
+
+class CpuShare:
+    """CPU time that processes outside this benchmark (other sessions on a shared machine) used meanwhile.
+
+    A benchmark on 2 cores is only as good as the machine is quiet: every level records it, and the
+    report flags levels where others used more than a fifth of a core on average.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.system, self.ours = self._system(), self._ours()
+
+    @staticmethod
+    def _system() -> float:
+        times = psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    @staticmethod
+    def _ours() -> float:
+        total = 0.0
+        me = psutil.Process()
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+        return total
+
+    def foreign(self) -> dict[str, float | bool]:
+        wall = time.monotonic() - self.started
+        others = max(0.0, (self._system() - self.system) - (self._ours() - self.ours))
+        cores = others / wall if wall > 0 else 0.0
+        return {"cpu_s": round(others, 2), "cores": round(cores, 3), "contended": cores > 0.2}
+
+
+def measure_level(client: Client, concurrency: int, requests: int, deadline_s: float) -> dict[str, Any]:
+    before = read_histogram(client.url, RUNNER_METHOD[client.api])
+    cpu = CpuShare()
+    samples, wall, cut = drive(client, requests, concurrency, deadline_s)
+    contention = cpu.foreign()
+    delta = read_histogram(client.url, RUNNER_METHOD[client.api]).minus(before)
+    ok = [s for s in samples if s.status == 200]
+    seen_batches = [s.timings["batch_size"] for s in ok]
+    groups = [s.timings["group_size"] for s in ok]
+    return {
+        "concurrency": concurrency,
+        "requests": len(samples),
+        "ok": len(ok),
+        "errors": [f"#{s.index} {s.status}: {s.error}" for s in samples if s.status != 200][:5],
+        "error_statuses": dict(Counter(str(s.status) for s in samples if s.status != 200)),  # 0: client-side
+        "cut_by_deadline": cut,
+        "wall_s": wall,
+        "foreign_cpu": contention,
+        "throughput_rps": len(ok) / wall if wall > 0 else None,
+        "latency_ms": {k: None if v is None else 1000 * v for k, v in percentiles([s.latency_s for s in ok]).items()},
+        "latencies_s": [round(s.latency_s, 4) for s in ok],
+        "runner_inference_s": [round(s.timings["inference_s"], 4) for s in ok],
+        "tokens_generated": sum(s.tokens or 0 for s in ok) if client.api == "critique" else None,
+        "batches": {
+            # From BentoML's histogram (runner side); no adaptive batcher, no histogram, when batching is off.
+            "metrics_batches": delta.count,
+            "metrics_mean_size": delta.total / delta.count if delta.count > 0 else None,
+            "metrics_max_bucket": delta.max_bucket(),
+            # From each response's timings: the batch it was served in, and its group within that batch.
+            "request_weighted_mean_size": sum(seen_batches) / len(seen_batches) if seen_batches else None,
+            "max_size_seen": max(seen_batches, default=None),
+            "mean_group_size": sum(groups) / len(groups) if groups else None,
+        },
+    }
+
+
+def warm_up(client: Client, warmup_mix: Mix) -> float:
+    """Light requests one at a time: first calls, and BentoML's dispatcher training; returns runner batches so far."""
+    light = Client(client.url, client.api, warmup_mix, client.clip)
+    samples, _, _ = drive(light, WARMUP_REQUESTS, WARMUP_CONCURRENCY, SERVER_START_TIMEOUT_S)
+    bad = [s for s in samples if s.status != 200]
+    if bad:
+        raise RuntimeError(f"warm-up of {client.api} failed: {bad[0].status} {bad[0].error}")
+    return read_histogram(client.url, RUNNER_METHOD[client.api]).count
+
+
+# BentoML 1.4.39's runner proxy (_bentoml_impl/client/proxy2.py, SessionManager) replaces its aiohttp session
+# after 100 calls or 300 s and closes the old one with calls still in flight: those calls fail ("Server
+# disconnected", a 503 from this service) or hang until a timeout. Measured in the first full run: at
+# concurrency 16, 13-15 of 64 requests failed in every (api, batching) pair, some generate ones after hanging
+# for the client's full 600 s timeout. A fresh
+# server for each group of levels that fits under 100 calls per runner keeps the levels about batching;
+# --keep-server runs every level on one server and shows the bug.
+SESSION_REFRESH_CALLS = 100
+
+
+def server_epochs(plan: Plan, keep_server: bool) -> list[tuple[int, ...]]:
+    """Concurrency levels grouped per server so that no runner proxy reaches its session refresh."""
+    if keep_server:
+        return [plan.concurrency]
+    budget = SESSION_REFRESH_CALLS - WARMUP_REQUESTS - 1  # -1: the front's `limits` call on the critique runner
+    epochs: list[tuple[int, ...]] = []
+    current: list[int] = []
+    used = 0
+    for concurrency in plan.concurrency:
+        requests = plan.requests_at(concurrency)
+        if current and used + requests > budget:
+            epochs.append(tuple(current))
+            current, used = [], 0
+        current.append(concurrency)
+        used += requests
+    return [*epochs, tuple(current)]
+
+
+def run_server(
+    batching: bool, levels: tuple[int, ...], plan: Plan, clip: bytes, workdir: Path, log: Callable[[str], None]
+) -> list[dict]:
+    """One fresh `bentoml serve`: per API, warm up, then the given concurrency levels."""
+    rows = []
+    with serve(batching, workdir) as url:
+        for api in ("generate", "critique"):
+            client = Client(url, api, plan.mix, clip)
+            batches = warm_up(client, plan.warmup_mix)
+            if batching and batches < DISPATCHER_TRAINING_CALLS:
+                log(f"WARNING: only {batches:.0f} runner batches after warm-up; the dispatcher may still be training")
+            log(f"batching={batching} {api}: warmed up ({batches:.0f} runner batches so far)")
+            for concurrency in levels:
+                row = measure_level(client, concurrency, plan.requests_at(concurrency), plan.level_deadline_s)
+                row |= {"api": api, "batching": batching, "server_levels": list(levels)}
+                rows.append(row)
+                log(
+                    f"batching={batching} {api} c={concurrency}: {row['ok']}/{row['requests']} ok, "
+                    f"{fmt(row['throughput_rps'])} req/s, p50 {fmt(row['latency_ms']['p50'], 0)} ms, "
+                    f"mean batch {fmt(row['batches']['metrics_mean_size'])}, "
+                    f"others' CPU {row['foreign_cpu']['cores']:.2f} cores"
+                )
+    return rows
+
+
+# ---- the same jobs in-process ----------------------------------------------------------
+
+
+def measure_direct(plan: Plan, clip: bytes, workdir: Path, requests: int) -> dict[str, Any]:
+    """Concurrency-1 jobs of the mix through the runners' model code in this process, no HTTP.
+
+    Same jobs and seeds as the HTTP level at concurrency 1, three ways, in this order:
+    * `same_thread_s`: models loaded and run on one worker thread, before the main thread touches torch
+      (what a runner would do if it loaded its model on the thread that serves it);
+    * `main_thread_s`: models loaded and run on the main thread (the plain in-process call, the baseline);
+    * `worker_thread_s`: those main-thread models run from a fresh worker thread, which is how a BentoML
+      runner calls them today (model loaded in `__init__`, the sync API run in a thread pool).
+    """
+    import torch
+
+    from audio_io import decode_upload
+    from models.audioldm2 import AudioLDM2Engine, load_pipeline
+    from models.device import pick_device
+    from models.music_flamingo import MusicFlamingoEngine, load_music_flamingo
+    from models.profiles import audioldm2_checkpoint, music_flamingo_checkpoint
+    from presets import compose_prompt
+    from runners.batching import group_indices, run_in_groups
+    from runners.music_flamingo import engine_job
+    from schemas import CritiqueJob, GenerationJob, samples_to_bytes
+    from settings import SETTINGS
+
+    def load() -> tuple[AudioLDM2Engine, MusicFlamingoEngine]:
+        """Both engines exactly as the runners build them."""
+        device, dtype = pick_device(torch.float16)
+        audioldm2 = AudioLDM2Engine(load_pipeline(str(audioldm2_checkpoint(SETTINGS, None).path), device, dtype))
+        path = str(music_flamingo_checkpoint(SETTINGS, None).path)
+        return audioldm2, MusicFlamingoEngine(*load_music_flamingo(path, *pick_device(torch.bfloat16)))
+
+    def generation_job(i: int) -> GenerationJob:
+        body = GenerateRequest.model_validate(plan.mix.generate_body(i))
+        return GenerationJob(**body.model_dump(exclude={"seed", "format"}), seed=body.seed)
+
+    clip_path = workdir / "clip.wav"
+    clip_path.write_bytes(clip)
+
+    def decode(engine: MusicFlamingoEngine) -> bytes:
+        decoded = decode_upload(clip_path, "audio", engine.sample_rate, engine.max_audio_seconds, truncate=True)
+        return samples_to_bytes(decoded.samples)
+
+    decoded: list[bytes] = []
+
+    def critique_job(i: int) -> CritiqueJob:
+        fields = plan.mix.critique_fields(i)
+        preset = Preset(fields["preset"]) if "preset" in fields else None
+        return CritiqueJob(
+            prompt=compose_prompt(preset, fields.get("prompt")),
+            clips_f32le=decoded[:1] if plan.mix.critique_has_audio(i) else [],
+            max_new_tokens=fields["max_new_tokens"],
+            seed=fields["seed"],
+        )
+
+    def one_generate(engines: tuple[AudioLDM2Engine, MusicFlamingoEngine], i: int) -> float:
+        audioldm2, job = engines[0], generation_job(i)
+        started = time.perf_counter()
+        [run] = run_in_groups([job], audioldm2.group_key, audioldm2.generate)
+        assert run.error is None, run.error
+        return time.perf_counter() - started
+
+    def one_critique(engines: tuple[AudioLDM2Engine, MusicFlamingoEngine], i: int) -> float:
+        flamingo, job = engines[1], engine_job(critique_job(i))
+        started = time.perf_counter()
+        [run] = run_in_groups([job], flamingo.group_key, flamingo.generate)
+        assert run.error is None, run.error
+        return time.perf_counter() - started
+
+    apis = (("generate", one_generate), ("critique", one_critique))
+
+    def run_all(engines: tuple[AudioLDM2Engine, MusicFlamingoEngine]) -> dict[str, list[float]]:
+        if not decoded:
+            decoded.append(decode(engines[1]))
+        times = {}
+        for api, one in apis:
+            for i in range(2):  # warm-up, not recorded
+                one(engines, i)
+            times[api] = [one(engines, i) for i in range(requests)]
+        return times
+
+    cpu = CpuShare()
+    with ThreadPoolExecutor(1) as pool:
+        same_thread = pool.submit(lambda: run_all(load())).result()
+    engines = load()
+    audioldm2, flamingo = engines
+    main = run_all(engines)
+    with ThreadPoolExecutor(1) as pool:  # a fresh thread, models loaded on the main thread: like a runner
+        threaded = {api: [pool.submit(one, engines, i).result() for i in range(requests)] for api, one in apis}
+    result: dict[str, Any] = {
+        "torch_threads": torch.get_num_threads(),
+        **{
+            api: {"main_thread_s": main[api], "worker_thread_s": threaded[api], "same_thread_s": same_thread[api]}
+            for api, _ in apis
+        },
+    }
+
+    def front_work(i: int) -> float:
+        """What the HTTP path does per critique besides the model: decode the upload, the runner's checks."""
+        started = time.perf_counter()
+        job = critique_job(i)
+        if plan.mix.critique_has_audio(i):
+            decode(flamingo)
+        flamingo.check(engine_job(job))
+        flamingo.count_prompt_tokens(engine_job(job))
+        return time.perf_counter() - started
+
+    def scaling(jobs: list[Any], engine: Any) -> dict[str, Any]:
+        """The same jobs one by one, then as one runner batch (main thread): what batching can give at most."""
+        singles = []
+        for job in jobs:
+            started = time.perf_counter()
+            run_in_groups([job], engine.group_key, engine.generate)
+            singles.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        run_in_groups(jobs, engine.group_key, engine.generate)
+        batch = time.perf_counter() - started
+        return {
+            "jobs": len(jobs),
+            "groups": len(group_indices(jobs, engine.group_key)),
+            "sum_of_singles_s": sum(singles),
+            "one_batch_s": batch,
+            "speedup": sum(singles) / batch,
+        }
+
+    result["critique"]["front_and_checks_s"] = [front_work(i) for i in range(requests)]
+
+    batch = 8
+    five_seconds = [job.model_copy(update={"duration": 5.0}) for job in map(generation_job, range(batch))]
+    critiques = [engine_job(critique_job(i)) for i in range(2 * batch)]
+    result["batch_scaling"] = {
+        "generate mix (8 jobs, 2/5/10 s)": scaling([generation_job(i) for i in range(batch)], audioldm2),
+        "generate, all 5 s (8 jobs)": scaling(five_seconds, audioldm2),
+        "critique mix (8 jobs)": scaling(critiques[:batch], flamingo),
+        "critique, all 30 s clips (8 jobs)": scaling(critiques[0::2], flamingo),
+        "critique, all text-only (8 jobs)": scaling(critiques[1::2], flamingo),
+    }
+    result["foreign_cpu"] = cpu.foreign()
+    return result
+
+
+def overhead(rows: list[dict], direct: dict[str, Any], api: str) -> dict[str, Any]:
+    """HTTP at concurrency 1 (batching on, the default) against the same jobs in-process."""
+    [http] = [r for r in rows if r["api"] == api and r["batching"] and r["concurrency"] == 1]
+    http_s, runner_s = http["latencies_s"], http["runner_inference_s"]
+    main_s, worker_s = direct[api]["main_thread_s"], direct[api]["worker_thread_s"]
+    n = min(len(http_s), len(main_s))
+    p50 = {name: 1000 * percentiles(values)["p50"] for name, values in (("http", http_s), ("direct", main_s))}
+    over_ms = p50["http"] - p50["direct"]
+    budget_ms = max(15.0, 0.03 * p50["direct"])
+    paired = sorted(1000 * (h - d) for h, d in zip(http_s[:n], main_s[:n], strict=True))
+    return {
+        "http_p50_ms": p50["http"],
+        "direct_p50_ms": p50["direct"],
+        "overhead_ms": over_ms,
+        "overhead_pct": 100 * over_ms / p50["direct"],
+        "target_ms": budget_ms,
+        "target_met": over_ms <= budget_ms,
+        "paired_median_overhead_ms": paired[len(paired) // 2],
+        # Where the difference goes:
+        "direct_worker_thread_p50_ms": 1000 * percentiles(worker_s)["p50"],
+        "direct_same_thread_p50_ms": 1000 * percentiles(direct[api]["same_thread_s"])["p50"],
+        "runner_inference_p50_ms": 1000 * percentiles(runner_s)["p50"],
+        "http_minus_runner_inference_p50_ms": 1000
+        * percentiles([h - r for h, r in zip(http_s, runner_s, strict=True)])["p50"],
+        "front_and_checks_p50_ms": (
+            1000 * percentiles(direct[api]["front_and_checks_s"])["p50"]
+            if "front_and_checks_s" in direct[api]
+            else None
+        ),
+    }
+
+
+# ---- report ------------------------------------------------------------------------------
+
+
+def summarise(rows: list[dict], plan: Plan) -> dict[str, Any]:
+    ratios: dict[str, dict[str, float | None]] = {}
+    for api in ("generate", "critique"):
+        ratios[api] = {}
+        for c in plan.concurrency:
+            on = [r for r in rows if r["api"] == api and r["batching"] and r["concurrency"] == c]
+            off = [r for r in rows if r["api"] == api and not r["batching"] and r["concurrency"] == c]
+            if on and off and on[0]["throughput_rps"] and off[0]["throughput_rps"]:
+                ratios[api][str(c)] = on[0]["throughput_rps"] / off[0]["throughput_rps"]
+    return ratios
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["# Serving benchmark (tiny profile)", "", *header_markdown(report), ""]
+    lines += [f"- {api} mix: {text}" for api, text in report["mix"].items()]
+    lines += [
+        f"- requests per level: {report['requests_per_level']}; closed loop (each client sends its next request when "
+        "the previous one answered); latency = client send to full response",
+        "",
+        "| api | batching | concurrency | requests | throughput (req/s) | p50 ms | p95 ms | p99 ms "
+        "| batches (metrics) | mean batch | max bucket | max batch seen | mean group | others' CPU (cores) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["levels"]:
+        b, lat = r["batches"], r["latency_ms"]
+        lines.append(
+            f"| {r['api']} | {'on' if r['batching'] else 'off'} | {r['concurrency']} | {r['ok']}/{r['requests']} "
+            f"| {fmt(r['throughput_rps'])} | {fmt(lat['p50'], 0)} | {fmt(lat['p95'], 0)} | {fmt(lat['p99'], 0)} "
+            f"| {b['metrics_batches']:.0f} | {fmt(b['metrics_mean_size'])} | {fmt(b['metrics_max_bucket'], 0)} "
+            f"| {b['max_size_seen']} | {fmt(b['mean_group_size'])} "
+            f"| {r['foreign_cpu']['cores']:.2f}{' (contended)' if r['foreign_cpu']['contended'] else ''} |"
+        )
+    failed = [r for r in report["levels"] if r["errors"]]
+    if failed:
+        lines += ["", "Failed requests (first of each level):", ""]
+        lines += [
+            f"- {r['api']} batching {'on' if r['batching'] else 'off'} c={r['concurrency']}: "
+            f"{r['requests'] - r['ok']} failed; {r['errors'][0][:160]}"
+            for r in failed
+        ]
+    servers = report.get("servers")
+    if servers:
+        lines += [
+            "",
+            f"Servers: a fresh `bentoml serve` per batching mode and per level group {servers['levels_per_server']} "
+            "(BentoML 1.4.39 closes its runner session after 100 calls with calls in flight; see bench/README.md).",
+        ]
+    lines += ["", "Batching on / off throughput:", ""]
+    for api, by_c in report["throughput_ratio_on_off"].items():
+        lines.append(f"- {api}: " + ", ".join(f"c={c}: {v:.2f}x" for c, v in by_c.items()))
+    lines += [
+        "",
+        "HTTP path vs the same jobs in-process (concurrency 1, batching on):",
+        "",
+        "| api | HTTP p50 ms | direct p50 ms | overhead ms | overhead % | target ms | met | paired median ms "
+        "| direct, runner-like thread p50 ms | direct, loaded on its own thread p50 ms | runner inference p50 ms "
+        "| HTTP - runner inference p50 ms |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for api, o in report["overhead"].items():
+        lines.append(
+            f"| {api} | {o['http_p50_ms']:.1f} | {o['direct_p50_ms']:.1f} | {o['overhead_ms']:.1f} "
+            f"| {o['overhead_pct']:.1f} | {o['target_ms']:.1f} | {'yes' if o['target_met'] else 'no'} "
+            f"| {o['paired_median_overhead_ms']:.1f} | {o['direct_worker_thread_p50_ms']:.1f} "
+            f"| {o['direct_same_thread_p50_ms']:.1f} "
+            f"| {o['runner_inference_p50_ms']:.1f} | {o['http_minus_runner_inference_p50_ms']:.1f} |"
+        )
+    lines += [
+        "",
+        "The same jobs in-process on the main thread, one by one vs as one runner batch (run_in_groups), "
+        "the most batching can give on this machine:",
+        "",
+        "| jobs | groups | sum of singles s | one batch s | speedup |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, b in report["direct"]["batch_scaling"].items():
+        lines.append(
+            f"| {name} | {b['groups']} | {b['sum_of_singles_s']:.2f} | {b['one_batch_s']:.2f} | {b['speedup']:.2f}x |"
+        )
+    foreign = report["direct"]["foreign_cpu"]
+    lines.append(f"\nOther processes' CPU during the in-process runs: {foreign['cores']:.2f} cores on average.")
+    t = report["targets"]
+    lines += [
+        "",
+        "Targets (reported, not asserted):",
+        "",
+        *[f"- {api}: batched throughput at c=8 >= 3x batching off: {v}" for api, v in t["batching_3x_at_c8"].items()],
+        *[f"- {api}: overhead <= max(15 ms, 3%) at c=1: {v}" for api, v in t["overhead"].items()],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for serving.json and serving.md")
+    parser.add_argument("--quick", action="store_true", help="concurrency 1 and 8, fewer and lighter requests")
+    parser.add_argument("--dry-run", action="store_true", help="validate and print the plan; start nothing")
+    parser.add_argument(
+        "--keep-server",
+        action="store_true",
+        help="all levels on one server per batching mode (shows BentoML's session-refresh failures)",
+    )
+    args = parser.parse_args(argv)
+    plan = make_plan(args.quick)
+    validate_plan(plan)
+    requests = {str(c): plan.requests_at(c) for c in plan.concurrency}
+    if args.dry_run:
+        epochs = [list(e) for e in server_epochs(plan, args.keep_server)]
+        plan_json = {"concurrency": list(plan.concurrency), "requests_per_level": requests, "servers": epochs}
+        print(json.dumps(plan_json | {"mix": plan.mix.describe()}, indent=2))
+        return 0
+
+    def log(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    report: dict[str, Any] = header(None if argv is None else ["bench/serving.py", *argv])
+    report |= {"quick": args.quick, "mix": plan.mix.describe(), "requests_per_level": requests}
+    clip = audio_file("wav", CRITIQUE_CLIP_SECONDS)
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        workdir = Path(tmp)
+        # In-process first, while no server competes for the CPU cores.
+        log("in-process runs of the concurrency-1 jobs")
+        direct = measure_direct(plan, clip, workdir, plan.requests_at(1))
+        rows = []
+        epochs = server_epochs(plan, args.keep_server)
+        report["servers"] = {"levels_per_server": [list(e) for e in epochs], "keep_server": args.keep_server}
+        for batching in (True, False):
+            for levels in epochs:
+                rows += run_server(batching, levels, plan, clip, workdir, log)
+    report["levels"] = rows
+    report["direct"] = direct
+    report["throughput_ratio_on_off"] = summarise(rows, plan)
+    report["overhead"] = {api: overhead(rows, direct, api) for api in ("generate", "critique")}
+    at8 = {api: by_c.get("8") for api, by_c in report["throughput_ratio_on_off"].items()}
+    report["targets"] = {
+        "batching_3x_at_c8": {
+            api: "n/a" if v is None else f"{v:.2f}x ({'met' if v >= 3 else 'missed'})" for api, v in at8.items()
+        },
+        "overhead": {
+            api: f"{o['overhead_ms']:.1f} ms = {o['overhead_pct']:.1f}% vs budget {o['target_ms']:.1f} ms "
+            f"({'met' if o['target_met'] else 'missed'})"
+            for api, o in report["overhead"].items()
+        },
+    }
+    write_json(args.out / "serving.json", report)
+    (args.out / "serving.md").write_text(markdown(report))
+    log(f"wrote {args.out / 'serving.json'} and {args.out / 'serving.md'}")
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

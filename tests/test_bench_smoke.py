@@ -1,0 +1,86 @@
+"""The benchmarks must not rot: the full-size benchmark's CPU smoke form runs, the serving plan validates.
+
+Timing targets live in bench/ (reported, not asserted); here only shapes, keys and parameter counts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE_TIMEOUT_S = 300  # ~20 s on 2 idle CPU cores; generous for a loaded CI machine
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench")
+    completed = subprocess.run(
+        [sys.executable, "bench/fullsize.py", "--smoke", "--device", "cpu", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT_S,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert (out / "fullsize-smoke.md").is_file()
+    return json.loads((out / "fullsize-smoke.json").read_text())
+
+
+def test_smoke_report_has_every_section(smoke_report: dict) -> None:
+    assert {"command", "date", "machine", "smoke", "device", "param_counts", "published_checks"} <= set(smoke_report)
+    assert smoke_report["smoke"] is True and smoke_report["machine"]["cores"] >= 1
+    assert "--smoke" in smoke_report["command"]
+    rows = smoke_report["audioldm2"]
+    assert {r["scheduler"] for r in rows} == {"dpmpp", "ddim"}
+    assert {r["compiled"] for r in rows} == {False, True}
+    assert {r["dtype"] for r in rows} >= {"float32"} and len({r["dtype"] for r in rows}) == 2
+    assert {r["batch"] for r in rows} >= {1, 2}
+    for row in rows:
+        assert row["errors"] == [] and row["finite"], row
+        assert row["s_per_clip"] > 0 and row["clips_per_s"] > 0
+    flamingo = smoke_report["music_flamingo"]
+    assert flamingo["attention"] == "sdpa" and flamingo["bandwidth"]["measured_bytes_per_s"] > 0
+    assert [r["batch"] for r in flamingo["runs"]] == [1, 2]
+    for run in flamingo["runs"]:
+        assert run["errors"] == [] and run["prefill_s"] > 0
+        # No end token: every row decodes its whole budget, so tokens/s is over a known count.
+        assert run["tokens_generated"] == [run["new_tokens"]] * run["batch"]
+        assert run["prompt_tokens"] > 750  # a 30 s clip alone is 750 audio tokens
+
+
+@pytest.mark.parametrize(
+    ("model", "part", "low", "high"),
+    [
+        ("audioldm2-base", "unet", 330e6, 370e6),  # published ~350M
+        ("audioldm2-base", "total", 1.0e9, 1.2e9),  # ~1.1B
+        ("audioldm2-large", "unet", 680e6, 800e6),  # ~750M (712M in the AudioLDM2 paper)
+        ("audioldm2-large", "total", 1.35e9, 1.6e9),  # ~1.5B
+        ("music-flamingo", "language_model", 7.5e9, 7.7e9),  # Qwen2.5-7B: 7.61B
+        ("music-flamingo", "audio_encoder", 0.6e9, 0.67e9),  # Whisper-large-v3 encoder: ~635M
+        ("music-flamingo", "total", 8.1e9, 8.4e9),
+    ],
+)
+def test_full_size_parameter_counts_match_published_sizes(
+    smoke_report: dict, model: str, part: str, low: float, high: float
+) -> None:
+    assert low <= smoke_report["param_counts"][model][part] <= high
+    assert all(check["ok"] for check in smoke_report["published_checks"]), smoke_report["published_checks"]
+
+
+def test_serving_benchmark_plan_validates() -> None:
+    """`--dry-run` checks every request of the mix against the public schemas and starts no server."""
+    completed = subprocess.run(
+        [sys.executable, "bench/serving.py", "--quick", "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    plan = json.loads(completed.stdout)
+    assert plan["concurrency"] == [1, 8] and set(plan["mix"]) == {"generate", "critique"}
