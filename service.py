@@ -89,10 +89,24 @@ class RunnerUnavailable(Exception):
         super().__init__(f"the {runner} runner is unavailable ({type(cause).__name__}); retry later")
 
 
-async def call_runner(runner: str, call: Awaitable[T]) -> T:
-    """Await a runner API; connection failures (runner down, restarting, unreachable) become RunnerUnavailable."""
+DROPPED_CONNECTION_RETRIES = 2
+
+
+async def call_runner(runner: str, call: Callable[[], Awaitable[T]]) -> T:
+    """Call a runner API; connection failures (runner down, restarting, unreachable) become RunnerUnavailable.
+
+    A call whose connection is dropped mid-flight is sent again (twice at most): BentoML 1.4.39's proxy replaces its
+    connection session every 100 calls and closes the old one under in-flight requests (measured in
+    bench/results/serving-one-server.md). Runner calls are idempotent (the seed is fixed before the call),
+    so the retry returns exactly what the first attempt would have.
+    """
     try:
-        return await call
+        for _ in range(DROPPED_CONNECTION_RETRIES):
+            try:
+                return await call()
+            except aiohttp.ServerDisconnectedError as exc:
+                logger.warning("%s runner connection dropped (%s); sending the request again", runner, exc)
+        return await call()
     except (TimeoutError, aiohttp.ClientConnectionError, ServiceUnavailable) as exc:
         logger.warning("%s runner unavailable: %s", runner, exc)
         raise RunnerUnavailable(runner, exc) from exc
@@ -173,12 +187,12 @@ class AudioStudio:
 
     async def flamingo_limits(self) -> RunnerLimits:
         if self._flamingo_limits is None:
-            self._flamingo_limits = await call_runner("music-flamingo", self.music_flamingo.to_async.limits())
+            self._flamingo_limits = await call_runner("music-flamingo", self.music_flamingo.to_async.limits)
         return self._flamingo_limits
 
     async def _generate(self, request: GenerateRequest) -> GenerationOutcome:
         job = GenerationJob(**request.model_dump(exclude={"seed", "format"}), seed=draw_seed(request))
-        [outcome] = await call_runner("audioldm2", self.audioldm2.to_async.generate([job]))
+        [outcome] = await call_runner("audioldm2", lambda: self.audioldm2.to_async.generate([job]))
         return outcome
 
     async def _transform(self, request: TransformRequest) -> GenerationOutcome | JSONResponse:
@@ -199,7 +213,7 @@ class AudioStudio:
             seed=draw_seed(request),
             samples_f32le=samples_to_bytes(clip.samples),
         )
-        [outcome] = await call_runner("audioldm2", self.audioldm2.to_async.transform([job]))
+        [outcome] = await call_runner("audioldm2", lambda: self.audioldm2.to_async.transform([job]))
         return outcome
 
     @bentoml.api(route="/generate")
@@ -269,7 +283,7 @@ class AudioStudio:
             clips_f32le=[samples_to_bytes(clip.samples) for clip in clips],
             seed=seed,
         )
-        [outcome] = await call_runner("music-flamingo", self.music_flamingo.to_async.critique([job]))
+        [outcome] = await call_runner("music-flamingo", lambda: self.music_flamingo.to_async.critique([job]))
         if outcome.error is not None:
             return job_error_response(outcome.error)
         assert outcome.timings is not None and outcome.text is not None

@@ -131,3 +131,11 @@ def test_oversize_inputs_get_4xx_and_the_service_keeps_serving(server: str) -> N
     [error] = too_many_tokens.json()["detail"]
     assert error["loc"] == ["prompt"] and "the limit is 24000" in error["msg"]
     assert critique(server, audio_file("wav", 1.0)).status_code == 200
+
+
+def test_no_request_is_lost_when_bentoml_recycles_its_runner_connections(server: str) -> None:
+    """BentoML 1.4.39's front->runner proxy replaces its session every 100 calls, dropping calls in flight
+    (bench/results/serving-one-server.md); the front sends such a call again, so every request succeeds."""
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(lambda i: critique(server, prompt=f"question {i}", max_new_tokens="1"), range(240)))
+    assert [r.status_code for r in responses] == [200] * 240, {r.text for r in responses if r.status_code != 200}
