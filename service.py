@@ -92,6 +92,13 @@ class RunnerUnavailable(Exception):
 DROPPED_CONNECTION_RETRIES = 2
 
 
+def dropped_connection(exc: Exception) -> bool:
+    """A connection failure worth one more try: refused, reset, closed under us, or on a closed session."""
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        return True
+    return isinstance(exc, RuntimeError) and "Session is closed" in str(exc)
+
+
 async def call_runner(runner: str, call: Callable[[], Awaitable[T]]) -> T:
     """Call a runner API; connection failures (runner down, restarting, unreachable) become RunnerUnavailable.
 
@@ -104,7 +111,9 @@ async def call_runner(runner: str, call: Callable[[], Awaitable[T]]) -> T:
         for _ in range(DROPPED_CONNECTION_RETRIES):
             try:
                 return await call()
-            except aiohttp.ServerDisconnectedError as exc:
+            except (aiohttp.ClientConnectionError, RuntimeError) as exc:
+                if not dropped_connection(exc):
+                    raise
                 logger.warning("%s runner connection dropped (%s); sending the request again", runner, exc)
         return await call()
     except (TimeoutError, aiohttp.ClientConnectionError, ServiceUnavailable) as exc:
