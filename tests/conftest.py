@@ -50,13 +50,19 @@ def _free_port() -> int:
 class Served:
     """One `bentoml serve` process (and its workers) on 127.0.0.1, started and stopped by tests."""
 
-    def __init__(self, target: str, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+    def __init__(self, target: str, env: dict[str, str], log_path: Path) -> None:
         self.target, self.env, self.log_path = target, env, log_path
-        self.port = port or _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port: int | None = None  # chosen at the first start, kept for restarts
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def url(self) -> str:
+        assert self.port is not None, "start() first"
+        return f"http://127.0.0.1:{self.port}"
+
     def start(self) -> Served:
+        if self.port is None:
+            self.port = _free_port()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -80,9 +86,16 @@ class Served:
 
     def wait_ready(self, path: str = "/readyz") -> Served:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        attempts = 0
         while True:
             assert self.process is not None
             if self.process.poll() is not None:
+                if "Could not bind" in self.log_tail() and attempts < 3:
+                    # Another process (BentoML's own workers bind ports too) took the free port first.
+                    attempts += 1
+                    self.port = None
+                    self.start()
+                    continue
                 raise RuntimeError(f"{self.target} exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}{path}", timeout=2).status_code == 200:

@@ -21,18 +21,18 @@ def topology(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
         "audioldm2": Served("runners.audioldm2:AudioLDM2Runner", serve_env, logs / "audioldm2.log"),
         "music_flamingo": Served("runners.music_flamingo:MusicFlamingoRunner", serve_env, logs / "flamingo.log"),
     }
-    front_env = {
-        **serve_env,
-        "AUDIO_STUDIO_AUDIOLDM2_URL": runners["audioldm2"].url,
-        "AUDIO_STUDIO_MUSIC_FLAMINGO_URL": runners["music_flamingo"].url,
-    }
-    front = Served("service:AudioStudio", front_env, logs / "front.log")
-    processes = {**runners, "front": front}
+    processes: dict[str, Served] = {}
     try:
-        for served in processes.values():
-            served.start()
-        for served in processes.values():
-            served.wait_ready()
+        for name, runner in runners.items():  # one at a time: each picks its port just before it binds
+            processes[name] = runner
+            runner.start().wait_ready()
+        front_env = {
+            **serve_env,
+            "AUDIO_STUDIO_AUDIOLDM2_URL": runners["audioldm2"].url,
+            "AUDIO_STUDIO_MUSIC_FLAMINGO_URL": runners["music_flamingo"].url,
+        }
+        front = processes["front"] = Served("service:AudioStudio", front_env, logs / "front.log")
+        front.start().wait_ready()
         yield processes
     finally:
         for served in processes.values():
