@@ -65,13 +65,14 @@ class MusicFlamingoRunner:
     def critique(self, jobs: list[CritiqueJob]) -> list[CritiqueOutcome]:
         outcomes: list[CritiqueOutcome | None] = [None] * len(jobs)
         accepted: list[int] = []
-        for index, job in enumerate(jobs):
+        engine_jobs: list[EngineJob] = []
+        for index, job in enumerate(map(engine_job, jobs)):
             error = self._refusal(job)
             if error is None:
                 accepted.append(index)
+                engine_jobs.append(job)
             else:
                 outcomes[index] = CritiqueOutcome(error=error, provenance=self._provenance())
-        engine_jobs = [engine_job(jobs[i]) for i in accepted]
         runs = run_in_groups(engine_jobs, self.engine.group_key, self.engine.generate)
         for index, run in zip(accepted, runs, strict=True):
             outcomes[index] = self._outcome(run, len(jobs))
@@ -80,13 +81,13 @@ class MusicFlamingoRunner:
     def _provenance(self) -> Provenance:
         return Provenance(model_id=self.checkpoint.model_id, profile=self.checkpoint.profile.value)
 
-    def _refusal(self, job: CritiqueJob) -> JobError | None:
+    def _refusal(self, job: EngineJob) -> JobError | None:
         """Per-job input checks the front cannot make (they need the tokenizer); one bad job never runs."""
         try:
-            self.engine.check(engine_job(job))
+            self.engine.check(job)
         except ValueError as exc:
             return JobError(kind="invalid_input", message=str(exc))
-        tokens = self.engine.count_prompt_tokens(engine_job(job))
+        tokens = self.engine.count_prompt_tokens(job)
         if tokens > MAX_PROMPT_TOKENS:
             return JobError(
                 kind="invalid_input",
