@@ -1,8 +1,10 @@
 """Audio files in and out of the service (libsndfile through `soundfile`, resampling with `soxr`).
 
 Shared by every API that takes or returns audio: uploads are checked (size,
-container, duration from the header) before the samples are decoded, then
-down-mixed to mono and resampled to the model's rate.
+container, channels, sample rate, duration from the header) before the samples
+are decoded, then decoded a block at a time, each block down-mixed to mono and
+resampled to the model's rate, so that memory follows the mono output, not the
+channels x rate x length a small compressed file can declare.
 """
 
 from __future__ import annotations
@@ -20,6 +22,16 @@ from schemas import AudioFormat
 MEDIA_TYPES = {AudioFormat.WAV: "audio/wav", AudioFormat.FLAC: "audio/flac"}
 UPLOAD_CONTAINERS = ("WAV", "FLAC", "MP3", "OGG")
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+# Up to third-order Ambisonics (16) and 22.2 surround (24) with room to spare; FLAC and MP3 stop at 8 and 2
+# anyway. More is no recording a model listens to, only work: every channel is decoded to be down-mixed.
+MAX_CHANNELS = 32
+# 8 kHz is telephony, the lowest rate in common use; 384 kHz is the highest that studio converters record
+# (DXD is 352.8 kHz). Beyond them lie only hostile files: decoding cost grows with the rate, and soxr with
+# the ratio to the model's 16 kHz.
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 384_000
+# Samples (all channels together) decoded per block: 1 MiB of float32, whatever the channel count.
+DECODE_BLOCK_SAMPLES = 1 << 18
 
 
 class AudioInputError(ValueError):
@@ -53,7 +65,11 @@ def encode_audio(samples: np.ndarray, sample_rate: int, audio_format: AudioForma
 
 
 def probe_upload(path: Path, field: str) -> soundfile._SoundFileInfo:
-    """Check an upload from its size and header alone: container, sample rate, length."""
+    """Check an upload from its size and header alone: container, channels, sample rate, length.
+
+    Messages name the field and the problem only: libsndfile's own text holds the server's path to the
+    upload, whose name the client chose.
+    """
     size = path.stat().st_size
     if size == 0:
         raise AudioInputError(field, "the uploaded file is empty")
@@ -63,7 +79,7 @@ def probe_upload(path: Path, field: str) -> soundfile._SoundFileInfo:
         info = soundfile.info(str(path))
     except (soundfile.LibsndfileError, RuntimeError) as exc:
         raise AudioInputError(
-            field, f"not a readable audio file (expected {', '.join(UPLOAD_CONTAINERS)}): {exc}", status=415
+            field, f"not a readable audio file (expected {', '.join(UPLOAD_CONTAINERS)})", status=415
         ) from exc
     if info.format not in UPLOAD_CONTAINERS:
         raise AudioInputError(
@@ -71,32 +87,64 @@ def probe_upload(path: Path, field: str) -> soundfile._SoundFileInfo:
         )
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioInputError(field, "the file holds no audio samples")
+    if info.channels > MAX_CHANNELS:
+        raise AudioInputError(field, f"the file has {info.channels} channels; the limit is {MAX_CHANNELS}")
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        raise AudioInputError(
+            field,
+            f"the sample rate is {info.samplerate} Hz; accepted rates are {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz",
+        )
     return info
+
+
+def _resampled_length(frames: int, rate: int, sample_rate: int) -> int:
+    """How many samples soxr makes of `frames` at `rate` (one-shot and streamed alike)."""
+    return int(frames * sample_rate / rate + 0.5)
 
 
 def decode_upload(path: Path, field: str, sample_rate: int, max_seconds: float, *, truncate: bool) -> DecodedAudio:
     """Decode an uploaded WAV/FLAC/MP3/OGG file to mono float32 at `sample_rate`.
 
     Longer than `max_seconds`: with `truncate`, only the first `max_seconds`
-    are decoded; otherwise the upload is refused before decoding.
+    are decoded; otherwise the upload is refused before decoding. Blocks of
+    `DECODE_BLOCK_SAMPLES` are read, down-mixed and resampled into the output
+    one at a time, so memory is the output plus one block.
     """
     info = probe_upload(path, field)
     if info.duration > max_seconds and not truncate:
         raise AudioInputError(field, f"the clip is {info.duration:.2f} s long; the limit is {max_seconds:g} s")
     frames = min(info.frames, int(max_seconds * info.samplerate))
+    rate = info.samplerate
+    stream = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32") if rate != sample_rate else None
+    mono = np.empty(_resampled_length(frames, rate, sample_rate), dtype=np.float32)
+    written = decoded = 0
+
+    def put(chunk: np.ndarray) -> None:
+        nonlocal written
+        if not np.isfinite(chunk).all():
+            raise AudioInputError(field, "the audio contains non-finite samples (NaN/Inf)")
+        kept = min(len(chunk), len(mono) - written)  # never past the preallocated length, whatever soxr returns
+        mono[written : written + kept] = chunk[:kept]
+        written += kept
+
     try:
-        samples, rate = soundfile.read(str(path), frames=frames, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(str(path)) as upload:
+            block = np.empty((DECODE_BLOCK_SAMPLES // upload.channels, upload.channels), dtype=np.float32)
+            while decoded < frames:
+                samples = upload.read(dtype="float32", always_2d=True, out=block[: frames - decoded])
+                if len(samples) == 0:
+                    break
+                decoded += len(samples)
+                down_mixed = samples.mean(axis=1)
+                put(down_mixed if stream is None else stream.resample_chunk(down_mixed))
     except (soundfile.LibsndfileError, RuntimeError) as exc:
-        raise AudioInputError(field, f"the audio could not be decoded: {exc}") from exc
-    if len(samples) == 0:
+        raise AudioInputError(field, "the audio could not be decoded") from exc
+    if decoded == 0:
         raise AudioInputError(field, "the file holds no audio samples")
-    mono = samples.mean(axis=1)
-    if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate)
-    if not np.isfinite(mono).all():
-        raise AudioInputError(field, "the audio contains non-finite samples (NaN/Inf)")
+    if stream is not None:
+        put(stream.resample_chunk(np.empty(0, dtype=np.float32), last=True))
     return DecodedAudio(
-        samples=np.ascontiguousarray(mono, dtype=np.float32),
+        samples=mono[:written],
         sample_rate=sample_rate,
         source_seconds=float(info.duration),
         truncated=info.frames > frames,
