@@ -14,7 +14,7 @@ serve:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -224,14 +224,19 @@ class AudioLDM2Engine:
         scheduler: SchedulerMixin,
         timesteps: torch.Tensor,
         guidance_scales: torch.Tensor | None,
+        before_step: Callable[[], None] = lambda: None,
     ) -> torch.Tensor:
-        """Run the UNet over `timesteps`; `guidance_scales` holds one scale per row, or None without guidance."""
+        """Run the UNet over `timesteps`; `guidance_scales` holds one scale per row, or None without guidance.
+
+        `before_step` runs before every step: the runner's hook to stop work nobody waits for any more.
+        """
         rows = cond.prompt_embeds.shape[0]
         padded = math.ceil(rows / self.unet_row_multiple) * self.unet_row_multiple
         generated, embeds, mask = (
             pad_rows(t, padded) for t in (cond.generated_embeds, cond.prompt_embeds, cond.attention_mask)
         )
         for t in timesteps:
+            before_step()
             model_input = torch.cat([latents] * 2) if guidance_scales is not None else latents
             model_input = pad_rows(scheduler.scale_model_input(model_input, t), padded)
             noise = self.pipe.unet(
@@ -311,7 +316,7 @@ class AudioLDM2Engine:
 
     # ---- one group of jobs ------------------------------------------------------
 
-    def generate(self, jobs: list[GenerationJob]) -> list[JobAudio]:
+    def generate(self, jobs: list[GenerationJob], before_step: Callable[[], None] = lambda: None) -> list[JobAudio]:
         """Generate a group of jobs that share `group_key`, in one forward pass per step."""
         frames, steps, scheduler_name, guidance = self.group_key(jobs[0])
         scheduler = self.make_scheduler(scheduler_name, steps)
@@ -319,10 +324,12 @@ class AudioLDM2Engine:
         noise = self.initial_noise([s for job in jobs for s in waveform_seeds(job)], frames)
         cond = self.stack([self.encode(j.prompt, j.negative_prompt, guidance) for j in jobs], repeats)
         scales = self.guidance_scales(jobs, repeats, guidance)
-        latents = self.denoise(noise * scheduler.init_noise_sigma, cond, scheduler, scheduler.timesteps, scales)
+        latents = self.denoise(
+            noise * scheduler.init_noise_sigma, cond, scheduler, scheduler.timesteps, scales, before_step
+        )
         return self.finish(jobs, repeats, latents, [self.num_samples(job.duration) for job in jobs])
 
-    def transform(self, jobs: list[TransformJob]) -> list[JobAudio]:
+    def transform(self, jobs: list[TransformJob], before_step: Callable[[], None] = lambda: None) -> list[JobAudio]:
         """Re-synthesise a group of clips that share `transform_key`: noise each clip's latent to the
         step `strength` gives, then denoise the remaining steps under its prompt.
 
@@ -344,7 +351,7 @@ class AudioLDM2Engine:
         if len(timesteps):
             cond = self.stack([self.encode(j.prompt, j.negative_prompt, guidance) for j in jobs], [1] * len(jobs))
             scales = self.guidance_scales(jobs, [1] * len(jobs), guidance)
-            latents = self.denoise(latents, cond, scheduler, timesteps, scales)
+            latents = self.denoise(latents, cond, scheduler, timesteps, scales, before_step)
         return self.finish(jobs, [1] * len(jobs), latents, [len(job.samples) for job in jobs])
 
     def guidance_scales(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,7 @@ class CritiqueJob:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    job_id: str = ""  # the caller's name for the job (the runner cancels by it)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class CritiqueOutput:
     tokens_generated: int  # new tokens, the end-of-turn token included when it came
     prompt_tokens: int  # chat template + audio placeholders, without padding
     token_ids: tuple[int, ...] = ()  # the `tokens_generated` new token ids, for exact comparisons
+    non_finite: bool = False  # sampling met NaN/Inf probabilities; the row was ended there
 
 
 # ---- loading -------------------------------------------------------------------
@@ -152,13 +155,17 @@ class PerRowSampler(LogitsProcessor):
     greedy step picks it. Warpers are transformers' own, in `generate`'s order
     (temperature, top-k, top-p); top-k comes from the checkpoint's generation
     config, as with `generate(do_sample=True)`. Draws use CPU generators, so a
-    seed gives the same tokens on any device and in any batch.
+    seed gives the same tokens on any device and in any batch. A row whose
+    probabilities are not finite is ended with `end_token` and remembered in
+    `failed`: one job's bad numbers never raise inside the shared call.
     """
 
-    def __init__(self, rows: list[Sampling | None], top_k: int | None) -> None:
+    def __init__(self, rows: list[Sampling | None], top_k: int | None, end_token: int) -> None:
         self.rows = rows
         self.generators = [None if row is None else torch.Generator("cpu").manual_seed(row.seed) for row in rows]
         self.top_k = TopKLogitsWarper(top_k) if top_k else None
+        self.end_token = end_token
+        self.failed: set[int] = set()
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.clone()
@@ -172,10 +179,24 @@ class PerRowSampler(LogitsProcessor):
             if row.top_p < 1.0:
                 logits = TopPLogitsWarper(row.top_p)(ids, logits)
             probs = torch.softmax(logits, dim=-1).cpu()
-            token = int(torch.multinomial(probs[0], 1, generator=generator))
+            if i in self.failed or not bool(torch.isfinite(probs).all()):
+                self.failed.add(i)
+                token = self.end_token
+            else:
+                token = int(torch.multinomial(probs[0], 1, generator=generator))
             scores[i] = -math.inf
             scores[i, token] = 0.0
         return scores
+
+
+class RowsStopped(StoppingCriteria):
+    """Finish the rows `stopped()` names (their client is gone); when every row is finished, `generate` ends."""
+
+    def __init__(self, stopped: Callable[[], list[bool]], device: torch.device) -> None:
+        self.stopped, self.device = stopped, device
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.tensor(self.stopped(), device=self.device)
 
 
 class PerRowBudget(StoppingCriteria):
@@ -240,6 +261,7 @@ class MusicFlamingoEngine:
         eos = model.generation_config.eos_token_id
         self.eos_token_ids: set[int] = set() if eos is None else set(eos) if isinstance(eos, list) else {eos}
         self.pad_token_id: int = processor.tokenizer.pad_token_id
+        self.end_token: int = min(self.eos_token_ids) if self.eos_token_ids else self.pad_token_id
 
     def group_key(self, job: CritiqueJob) -> tuple[()]:
         """Jobs with equal keys may share one `generate` call: here every job can.
@@ -305,8 +327,13 @@ class MusicFlamingoEngine:
         return int(self.process([self.conversation(job)], None)["attention_mask"].sum())
 
     @torch.no_grad()
-    def generate(self, jobs: list[CritiqueJob]) -> list[CritiqueOutput]:
-        """Answer all `jobs` with one `generate` call; each job gets only its own new tokens."""
+    def generate(
+        self, jobs: list[CritiqueJob], stopped: Callable[[], list[bool]] | None = None
+    ) -> list[CritiqueOutput]:
+        """Answer all `jobs` with one `generate` call; each job gets only its own new tokens.
+
+        `stopped` names, per job, the rows to finish early (checked at every token).
+        """
         for job in jobs:
             self.check(job)
         inputs = self.prepare([self.conversation(job) for job in jobs])
@@ -314,14 +341,18 @@ class MusicFlamingoEngine:
         budgets = [job.max_new_tokens for job in jobs]
         sampling = [Sampling(j.temperature, j.top_p, j.seed) if j.do_sample else None for j in jobs]
         logits_processor = LogitsProcessorList()
+        sampler = PerRowSampler(sampling, self.model.generation_config.top_k, self.end_token)
         if any(sampling):
-            logits_processor.append(PerRowSampler(sampling, self.model.generation_config.top_k))
+            logits_processor.append(sampler)
+        stopping = StoppingCriteriaList([PerRowBudget(prompt_length, budgets, self.device)])
+        if stopped is not None:
+            stopping.append(RowsStopped(stopped, self.device))
         sequences = self.model.generate(
             **inputs,
             max_new_tokens=max(budgets),
             do_sample=False,
             logits_processor=logits_processor,
-            stopping_criteria=StoppingCriteriaList([PerRowBudget(prompt_length, budgets, self.device)]),
+            stopping_criteria=stopping,
             pad_token_id=self.pad_token_id,
         )
         new_tokens = sequences[:, prompt_length:].cpu()
@@ -335,6 +366,7 @@ class MusicFlamingoEngine:
                     tokens_generated=len(tokens),
                     prompt_tokens=int(prompt_tokens[i]),
                     token_ids=tuple(tokens),
+                    non_finite=i in sampler.failed,
                 )
             )
         return outputs

@@ -9,6 +9,7 @@ from models.audioldm2 import AudioLDM2Engine, JobAudio, load_pipeline, waveform_
 from models.device import pick_device
 from models.profiles import audioldm2_checkpoint, declare_weights
 from runners.batching import GroupRun, run_in_groups
+from runners.cancellation import CancelledJobs
 from runners.startup import RUNNER_CONFIG, log_model_choice
 from schemas import (
     AUDIOLDM2_SAMPLE_RATE,
@@ -38,6 +39,7 @@ class AudioLDM2Runner:
         if SETTINGS.vae_slicing:
             pipe.enable_vae_slicing()
         self.engine = AudioLDM2Engine(pipe)
+        self.cancelled = CancelledJobs()
         if self.engine.sample_rate != AUDIOLDM2_SAMPLE_RATE:
             raise RuntimeError(f"{self.checkpoint.model_id} outputs {self.engine.sample_rate} Hz, not 16 kHz")
 
@@ -50,7 +52,12 @@ class AudioLDM2Runner:
         max_latency_ms=SETTINGS.audioldm2_max_latency_ms,
     )
     def generate(self, jobs: list[GenerationJob]) -> list[GenerationOutcome]:
-        runs = run_in_groups(jobs, self.engine.group_key, self.engine.generate)
+        runs = run_in_groups(
+            jobs,
+            self.engine.group_key,
+            lambda group: self.engine.generate(group, self.cancelled.stop_check([j.job_id for j in group])),
+            dropped=lambda job: job.job_id in self.cancelled,
+        )
         return [self._outcome(job, waveform_seeds(job), run) for job, run in zip(jobs, runs, strict=True)]
 
     @bentoml.api(
@@ -59,8 +66,21 @@ class AudioLDM2Runner:
         max_latency_ms=SETTINGS.audioldm2_max_latency_ms,
     )
     def transform(self, jobs: list[TransformJob]) -> list[GenerationOutcome]:
-        runs = run_in_groups(jobs, self.engine.transform_key, self.engine.transform)
+        runs = run_in_groups(
+            jobs,
+            self.engine.transform_key,
+            lambda group: self.engine.transform(group, self.cancelled.stop_check([j.job_id for j in group])),
+            dropped=lambda job: job.job_id in self.cancelled,
+        )
         return [self._outcome(job, [job.seed], run) for job, run in zip(jobs, runs, strict=True)]
+
+    @bentoml.api
+    async def cancel(self, job_ids: list[str]) -> None:
+        """Forget these jobs: dropped if still queued, stopped at the next step if all of their group's are.
+
+        Async, so it is served on the event loop while a batch holds the model thread.
+        """
+        self.cancelled.add(job_ids)
 
     def _outcome(self, job: DiffusionParams, seeds: list[int], run: GroupRun[JobAudio]) -> GenerationOutcome:
         provenance = Provenance(

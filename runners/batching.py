@@ -3,9 +3,10 @@
 Shared by every runner. A batch from BentoML mixes requests that may differ
 in every knob; `run_in_groups` runs each group of compatible jobs through the
 model together and maps results back to the caller's order. A failure never
-leaves the group it happened in: an out-of-memory group is retried one job at
-a time, any other exception fails that group's jobs with a message, and the
-other groups still run.
+reaches a job that did not cause it: a group that runs out of memory or raises
+is run again one job at a time, so only the job at fault fails (with a
+message), and the other groups still run. A group whose jobs were all
+cancelled stops and reports them cancelled.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Generic, TypeVar
 
 import torch
 
+from runners.cancellation import JobsCancelled
 from schemas import JobError
 
 logger = logging.getLogger("bentoml.audio_studio")
@@ -54,34 +56,53 @@ def run_in_groups(
     jobs: Sequence[Job],
     key: Callable[[Job], Hashable],
     run: Callable[[list[Job]], list[Output]],
+    dropped: Callable[[Job], bool] = lambda job: False,
 ) -> list[GroupRun[Output]]:
-    """Run `run` once per group of jobs with equal `key`; return one GroupRun per job, in order."""
+    """Run `run` once per group of jobs with equal `key`; return one GroupRun per job, in order.
+
+    Jobs for which `dropped` is true (cancelled while queued) do not run and are reported cancelled.
+    """
     results: list[GroupRun[Output] | None] = [None] * len(jobs)
-    for indices in group_indices(jobs, key):
+    live = [index for index, job in enumerate(jobs) if not dropped(job)]
+    for index in set(range(len(jobs))) - set(live):
+        results[index] = GroupRun(None, CANCELLED_WHILE_QUEUED, len(jobs), 0, 0.0)
+    for group in group_indices([jobs[i] for i in live], key):
+        indices = [live[i] for i in group]
         for index, result in zip(indices, _run_group([jobs[i] for i in indices], run, len(jobs)), strict=True):
             results[index] = result
     return [r for r in results if r is not None]
 
 
+CANCELLED_WHILE_QUEUED = JobError(kind="cancelled", message="cancelled before it ran: the client is gone")
+
+
 def _run_group(group: list[Job], run: Callable[[list[Job]], list[Output]], batch_size: int) -> list[GroupRun[Output]]:
     start = time.perf_counter()
+
+    def failed(kind: str, message: str) -> list[GroupRun[Output]]:
+        error = JobError(kind=kind, message=message)
+        return [GroupRun(None, error, batch_size, len(group), time.perf_counter() - start)] * len(group)
+
     try:
         outputs = run(group)
+    except JobsCancelled:
+        return failed("cancelled", "cancelled: the client is gone")
     except torch.OutOfMemoryError:
         _free_accelerator_memory()
         if len(group) == 1:
             logger.warning("job ran out of accelerator memory alone")
-            error = JobError(
-                kind="out_of_memory",
-                message="the model ran out of memory for this request; "
-                "retry later or ask for less (shorter audio, fewer waveforms)",
+            return failed(
+                "out_of_memory",
+                "the model ran out of memory for this request; retry later or ask for less "
+                "(shorter audio, fewer waveforms)",
             )
-            return [GroupRun(None, error, batch_size, 1, time.perf_counter() - start)]
         logger.warning("group of %d ran out of accelerator memory; retrying one job at a time", len(group))
         return [r for job in group for r in _run_group([job], run, batch_size)]
-    except Exception as exc:  # a model fault must not take the other groups down
-        logger.exception("group of %d failed", len(group))
-        error = JobError(kind="internal", message=f"inference failed: {type(exc).__name__}: {exc}")
-        return [GroupRun(None, error, batch_size, len(group), time.perf_counter() - start)] * len(group)
+    except Exception as exc:  # a model fault must not take the other jobs down
+        if len(group) > 1:
+            logger.warning("group of %d failed (%s); retrying one job at a time", len(group), type(exc).__name__)
+            return [r for job in group for r in _run_group([job], run, batch_size)]
+        logger.exception("job failed")
+        return failed("internal", f"inference failed ({type(exc).__name__}); the error is in the runner's log")
     elapsed = time.perf_counter() - start
     return [GroupRun(output, None, batch_size, len(group), elapsed) for output in outputs]

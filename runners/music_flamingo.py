@@ -6,10 +6,11 @@ import bentoml
 import torch
 
 from models.device import pick_device
+from models.music_flamingo import MIN_CLIP_SECONDS, CritiqueOutput, MusicFlamingoEngine, load_music_flamingo
 from models.music_flamingo import CritiqueJob as EngineJob
-from models.music_flamingo import CritiqueOutput, MusicFlamingoEngine, load_music_flamingo
 from models.profiles import declare_weights, music_flamingo_checkpoint
 from runners.batching import GroupRun, run_in_groups
+from runners.cancellation import CancelledJobs
 from runners.startup import RUNNER_CONFIG, log_model_choice
 from schemas import (
     MAX_PROMPT_TOKENS,
@@ -33,6 +34,7 @@ def engine_job(job: CritiqueJob) -> EngineJob:
         temperature=job.temperature,
         top_p=job.top_p,
         seed=job.seed,
+        job_id=job.job_id,
     )
 
 
@@ -46,6 +48,7 @@ class MusicFlamingoRunner:
         log_model_choice("Music Flamingo", self.checkpoint, device, dtype)
         model, processor = load_music_flamingo(str(self.checkpoint.path), device, dtype)
         self.engine = MusicFlamingoEngine(model, processor)
+        self.cancelled = CancelledJobs()
         if self.engine.sample_rate != MUSIC_FLAMINGO_SAMPLE_RATE:
             raise RuntimeError(f"{self.checkpoint.model_id} expects {self.engine.sample_rate} Hz, not 16 kHz")
 
@@ -55,7 +58,19 @@ class MusicFlamingoRunner:
     @bentoml.api
     def limits(self) -> RunnerLimits:
         """What the loaded checkpoint accepts, so the front can check uploads before sending them."""
-        return RunnerLimits(max_clip_seconds=self.engine.max_audio_seconds, sample_rate=self.engine.sample_rate)
+        return RunnerLimits(
+            max_clip_seconds=self.engine.max_audio_seconds,
+            min_clip_seconds=MIN_CLIP_SECONDS,
+            sample_rate=self.engine.sample_rate,
+        )
+
+    @bentoml.api
+    async def cancel(self, job_ids: list[str]) -> None:
+        """Forget these jobs: dropped if still queued, their rows finished at the next token if running.
+
+        Async, so it is served on the event loop while a batch holds the model thread.
+        """
+        self.cancelled.add(job_ids)
 
     @bentoml.api(
         batchable=SETTINGS.batching,
@@ -67,15 +82,19 @@ class MusicFlamingoRunner:
         accepted: list[int] = []
         engine_jobs: list[EngineJob] = []
         for index, job in enumerate(map(engine_job, jobs)):
-            error = self._refusal(job)
+            error = None if jobs[index].job_id in self.cancelled else self._refusal(job)
             if error is None:
                 accepted.append(index)
                 engine_jobs.append(job)
             else:
                 outcomes[index] = CritiqueOutcome(error=error, provenance=self._provenance())
-        runs = run_in_groups(engine_jobs, self.engine.group_key, self.engine.generate)
-        for index, run in zip(accepted, runs, strict=True):
-            outcomes[index] = self._outcome(run, len(jobs))
+
+        def run(group: list[EngineJob]) -> list[CritiqueOutput]:
+            return self.engine.generate(group, stopped=lambda: [job.job_id in self.cancelled for job in group])
+
+        runs = run_in_groups(engine_jobs, self.engine.group_key, run, dropped=lambda job: job.job_id in self.cancelled)
+        for index, run_result in zip(accepted, runs, strict=True):
+            outcomes[index] = self._outcome(run_result, len(jobs), jobs[index].job_id)
         return [o for o in outcomes if o is not None]
 
     def _provenance(self) -> Provenance:
@@ -97,13 +116,23 @@ class MusicFlamingoRunner:
             )
         return None
 
-    def _outcome(self, run: GroupRun[CritiqueOutput], batch_size: int) -> CritiqueOutcome:
+    def _outcome(self, run: GroupRun[CritiqueOutput], batch_size: int, job_id: str) -> CritiqueOutcome:
         outcome = CritiqueOutcome(
             provenance=self._provenance(),
             timings=RunnerTimings(batch_size=batch_size, group_size=run.group_size, inference_s=run.inference_s),
         )
         if run.error is not None or run.output is None:
             outcome.error = run.error
+            return outcome
+        if job_id in self.cancelled:
+            outcome.error = JobError(kind="cancelled", message="cancelled while running: the client is gone")
+            return outcome
+        if run.output.non_finite:
+            outcome.error = JobError(
+                kind="non_finite",
+                message="sampling met non-finite probabilities (NaN/Inf) for this request; "
+                "retry with another seed or a higher temperature",
+            )
             return outcome
         outcome.text = run.output.text
         outcome.tokens_generated = run.output.tokens_generated

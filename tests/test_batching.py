@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from runners.batching import group_indices, run_in_groups
+from runners.cancellation import JobsCancelled
 
 
 def test_groups_keep_first_appearance_order() -> None:
@@ -24,15 +25,27 @@ def test_results_map_back_to_input_order() -> None:
     assert [(r.batch_size, r.group_size) for r in runs] == [(3, 2), (3, 1), (3, 2)]
 
 
-def test_an_exception_fails_its_group_only() -> None:
+def test_an_exception_fails_only_the_job_that_raises_it() -> None:
+    """A group that raises is run again job by job: the job at fault fails alone, its group-mates succeed."""
+
     def run(group: list[str]) -> list[str]:
-        if group[0].startswith("b"):
-            raise ValueError("boom")
+        if "b-bad" in group:
+            raise ValueError("boom at /srv/secret/path")
         return group
 
-    runs = run_in_groups(["a1", "b1", "b2", "a2"], key=lambda s: s[0], run=run)
-    assert [r.output for r in runs] == ["a1", None, None, "a2"]
-    assert runs[1].error.kind == "internal" and "ValueError: boom" in runs[1].error.message
+    runs = run_in_groups(["a1", "b-bad", "b2", "a2"], key=lambda s: s[0], run=run)
+    assert [r.output for r in runs] == ["a1", None, "b2", "a2"]
+    assert runs[1].error.kind == "internal" and "ValueError" in runs[1].error.message
+    assert "/srv" not in runs[1].error.message  # exception text (paths, internals) stays in the log
+    assert [r.group_size for r in runs] == [2, 1, 1, 2]
+
+
+def test_a_cancelled_group_reports_cancelled() -> None:
+    def run(group: list[str]) -> list[str]:
+        raise JobsCancelled("gone")
+
+    [run_result] = run_in_groups(["a1"], key=lambda s: s[0], run=run)
+    assert run_result.error.kind == "cancelled"
 
 
 def test_out_of_memory_splits_the_group_and_fails_only_what_fails_alone() -> None:

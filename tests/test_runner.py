@@ -74,7 +74,7 @@ def test_out_of_memory_in_a_group_retries_one_job_at_a_time(runner: AudioLDM2Run
         np.testing.assert_array_equal(outcome.waveforms[0].samples, samples)
 
 
-def test_an_exception_fails_only_its_group(runner: AudioLDM2Runner) -> None:
+def test_an_exception_fails_only_the_job_that_causes_it(runner: AudioLDM2Runner) -> None:
     batch = [*jobs(2), GenerationJob(prompt="other group", seed=3, steps=3, duration=3.0)]
 
     def fail_long_clips(module, args, kwargs):
@@ -87,4 +87,4 @@ def test_an_exception_fails_only_its_group(runner: AudioLDM2Runner) -> None:
     finally:
         handle.remove()
     assert [o.error is None for o in outcomes] == [True, True, False]
-    assert outcomes[2].error.kind == "internal" and "injected fault" in outcomes[2].error.message
+    assert outcomes[2].error.kind == "internal" and "RuntimeError" in outcomes[2].error.message

@@ -1,0 +1,61 @@
+"""Jobs whose client has gone, as a runner knows them.
+
+The front cannot take a job back out of BentoML's adaptive batcher (it has no
+API to remove a queued item) nor interrupt a batch already running. So it
+tells the runner (`cancel` API, served on the event loop while a batch runs on
+the model thread) and the runner checks here: a cancelled job is dropped when
+its batch starts, and running work stops at the next denoising step or token
+once every job it serves is cancelled.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+
+# Long enough for a job to leave the longest queue (the batchers' max latency is 10 minutes by default).
+REMEMBER_S = 3600.0
+MAX_REMEMBERED = 100_000
+
+
+class JobsCancelled(Exception):
+    """Raised inside a model loop when every job it serves has been cancelled."""
+
+
+class CancelledJobs:
+    """A bounded, thread-safe set of cancelled job ids (the event loop adds, the model thread reads)."""
+
+    def __init__(self, remember_s: float = REMEMBER_S, max_remembered: int = MAX_REMEMBERED) -> None:
+        self._ids: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+        self.remember_s, self.max_remembered = remember_s, max_remembered
+
+    def add(self, job_ids: Iterable[str]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for job_id in job_ids:
+                self._ids[job_id] = now
+                self._ids.move_to_end(job_id)
+            while self._ids and (
+                len(self._ids) > self.max_remembered or next(iter(self._ids.values())) < now - self.remember_s
+            ):
+                self._ids.popitem(last=False)
+
+    def __contains__(self, job_id: object) -> bool:
+        with self._lock:
+            return job_id in self._ids
+
+    def all_of(self, job_ids: Iterable[str]) -> bool:
+        with self._lock:
+            return all(job_id in self._ids for job_id in job_ids)
+
+    def stop_check(self, job_ids: list[str]) -> Callable[[], None]:
+        """What a model loop calls between steps: raises JobsCancelled once every one of `job_ids` is cancelled."""
+
+        def check() -> None:
+            if self.all_of(job_ids):
+                raise JobsCancelled(f"{len(job_ids)} job(s) cancelled")
+
+        return check
