@@ -7,11 +7,12 @@ schema at /docs.json is the reference a client needs.
 from __future__ import annotations
 
 import enum
+import uuid
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from presets import Preset
 
@@ -114,11 +115,23 @@ class DeliveryParams(BaseModel):
     format: AudioFormat = Field(AudioFormat.WAV, description="Audio container: `wav` or `flac` (16-bit PCM, mono).")
 
 
-class GenerateRequest(GenerationParams, DeliveryParams):
-    """POST /generate and /generate/json."""
+class GenerateRequest(DeliveryParams, GenerationParams):
+    """POST /generate and /generate/json (fields in that order: `seed` is checked after `num_waveforms`)."""
+
+    @field_validator("seed")
+    @classmethod
+    def _every_waveform_seed_in_range(cls, seed: int | None, info: ValidationInfo) -> int | None:
+        """Waveform k uses seed + k, and every seed returned must be one the API accepts: refused, never wrapped."""
+        waveforms = info.data.get("num_waveforms", 1)
+        if seed is not None and seed + waveforms - 1 > MAX_SEED:
+            raise ValueError(
+                f"with num_waveforms={waveforms} the seed must be at most {MAX_SEED - waveforms + 1} "
+                f"(waveform k uses seed + k, and seeds stop at {MAX_SEED})"
+            )
+        return seed
 
 
-class TransformRequest(TransformParams, DeliveryParams):
+class TransformRequest(DeliveryParams, TransformParams):
     """POST /transform and /transform/json (multipart/form-data)."""
 
     audio: Path = Field(
@@ -127,13 +140,23 @@ class TransformRequest(TransformParams, DeliveryParams):
     )
 
 
-class GenerationJob(GenerationParams):
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class RunnerJob(BaseModel):
+    """What every job sent to a runner carries: an id the front can cancel it by."""
+
+    job_id: str = Field(default_factory=new_job_id, max_length=64)
+
+
+class GenerationJob(GenerationParams, RunnerJob):
     """One generation as the AudioLDM2 runner receives it: the seed is always fixed by the front."""
 
     seed: int = Field(ge=0, le=MAX_SEED)
 
 
-class TransformJob(TransformParams):
+class TransformJob(TransformParams, RunnerJob):
     """One transform as the AudioLDM2 runner receives it: decoded 16 kHz mono samples and a fixed seed."""
 
     model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
@@ -167,7 +190,7 @@ class RunnerWaveform(BaseModel):
 class JobError(BaseModel):
     """Why one job of a batch failed; the other jobs of the batch are unaffected."""
 
-    kind: Literal["invalid_input", "non_finite", "out_of_memory", "internal"]
+    kind: Literal["invalid_input", "non_finite", "out_of_memory", "internal", "cancelled"]
     message: str
     field: str | None = Field(None, description="The request field at fault, for `invalid_input`.")
 
@@ -222,6 +245,10 @@ MUSIC_FLAMINGO_SAMPLE_RATE = 16_000
 MAX_CRITIQUE_PROMPT_CHARS = 20_000
 MAX_TOTAL_AUDIO_SECONDS = 20 * 60
 MAX_PROMPT_TOKENS = 24_000
+# Dividing logits by a temperature near 0 overflows them to inf (and softmax to NaN); below 0.01 sampling is
+# indistinguishable from greedy decoding anyway. top_p keeps at least one token at any value; the floor is for clarity.
+MIN_TEMPERATURE = 0.01
+MIN_TOP_P = 0.01
 
 
 class GenerationSettings(BaseModel):
@@ -232,9 +259,14 @@ class GenerationSettings(BaseModel):
     max_new_tokens: int = Field(512, ge=1, le=2048, description="Most tokens to write, 1 to 2048.")
     do_sample: bool = Field(False, description="Sample (with temperature and top_p) instead of greedy decoding.")
     temperature: float = Field(
-        0.7, gt=0.0, le=2.0, description="Sampling temperature, above 0 up to 2 (sampling only)."
+        0.7,
+        ge=MIN_TEMPERATURE,
+        le=2.0,
+        description=f"Sampling temperature, {MIN_TEMPERATURE} to 2 (sampling only). Lower is closer to greedy.",
     )
-    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass, above 0 up to 1 (sampling only).")
+    top_p: float = Field(
+        0.9, ge=MIN_TOP_P, le=1.0, description=f"Nucleus sampling mass, {MIN_TOP_P} to 1 (sampling only)."
+    )
 
 
 class CritiqueParams(GenerationSettings):
@@ -279,7 +311,7 @@ class CritiqueRequest(CritiqueParams):
         return [("audio", path) for path in self.audio] + [("reference", path) for path in self.reference]
 
 
-class CritiqueJob(GenerationSettings):
+class CritiqueJob(GenerationSettings, RunnerJob):
     """One critique as the Music Flamingo runner receives it."""
 
     model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
@@ -297,6 +329,7 @@ class RunnerLimits(BaseModel):
     """What the loaded checkpoint accepts; the front asks once and checks uploads against it."""
 
     max_clip_seconds: float
+    min_clip_seconds: float
     sample_rate: int
 
 

@@ -69,6 +69,7 @@ class Settings:
     music_flamingo_url: str | None
     music_flamingo_max_batch_size: int
     music_flamingo_max_latency_ms: int
+    shutdown_grace_s: int
 
 
 def load_settings() -> Settings:
@@ -94,6 +95,8 @@ def load_settings() -> Settings:
         music_flamingo_url=os.environ.get("AUDIO_STUDIO_MUSIC_FLAMINGO_URL") or None,
         music_flamingo_max_batch_size=_int("AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_BATCH_SIZE", 8, 2, 64),
         music_flamingo_max_latency_ms=_int("AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_LATENCY_MS", 600_000, 1_000, 3_600_000),
+        # After SIGTERM, requests in flight get this long before they are ended with 503 (Kubernetes waits 30 s).
+        shutdown_grace_s=_int("AUDIO_STUDIO_SHUTDOWN_GRACE_S", 20, 0, 3600),
     )
 
 

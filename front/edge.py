@@ -1,0 +1,309 @@
+"""The front's HTTP edge: an ASGI middleware around BentoML's app that holds whatever the client sends.
+
+For each public POST route it refuses a wrong Content-Type (415) and a body over
+the route's limit (413) before the body is read (from Content-Length, or by
+counting while it streams), gives every error answer the one shape of
+`front.errors.ErrorResponse`, and cancels the request's work when the client
+disconnects (the runner call then tells its runner to drop the job). Readiness
+answers within a bound even when a runner hangs, and on SIGTERM the front stops
+taking work and, after a grace period, ends what is still in flight with a 503,
+so shutdown completes in bounded time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from starlette.datastructures import Headers
+
+from front.errors import ErrorDetail, ErrorResponse, error_response
+
+logger = logging.getLogger("bentoml.audio_studio")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+JSON_BODY_LIMIT = 1024 * 1024  # generate's largest valid body is a few KiB
+FORM_TEXT_ALLOWANCE = 1024 * 1024  # form fields and part headers beside the files
+READINESS_TIMEOUT_S = 3.0  # what /readyz may take before it answers 503
+
+
+@dataclass(frozen=True)
+class RouteRules:
+    media_types: tuple[str, ...]
+    max_body_bytes: int
+
+
+def route_rules(service: Any, max_upload_bytes: int) -> dict[str, RouteRules]:
+    """Rules per public POST route, from the service's own API table: form routes take uploads."""
+    rules = {}
+    for api in service.apis.values():
+        file_fields = getattr(api.input_spec, "multipart_fields", ())
+        if file_fields:
+            limit = max_upload_bytes * (2 if len(file_fields) > 1 else 1) + FORM_TEXT_ALLOWANCE
+            rules[api.route] = RouteRules(("multipart/form-data", "application/x-www-form-urlencoded"), limit)
+        else:
+            rules[api.route] = RouteRules(("application/json",), JSON_BODY_LIMIT)
+    return rules
+
+
+def mebibytes(size: int) -> str:
+    return f"{size / 2**20:g} MiB"
+
+
+async def reply(send: Any, response: Any) -> None:
+    """Send a Starlette response from inside the middleware (no scope or receive needed for a plain body)."""
+    await response({"type": "http"}, None, send)
+
+
+@dataclass
+class Exchange:
+    """One request as the edge follows it: how much body came, whether the answer started, who left."""
+
+    max_body_bytes: int
+    body_bytes: int = 0
+    overflowed: bool = False
+    body_done: asyncio.Event = field(default_factory=asyncio.Event)
+    client_gone: asyncio.Event = field(default_factory=asyncio.Event)
+    response_started: bool = False
+    response_done: bool = False
+
+
+class EdgeGuard:
+    def __init__(
+        self, app: Any, service: Any, max_upload_bytes: int, shutdown_grace_s: float, readyz: str = "/readyz"
+    ) -> None:
+        self.app = app
+        self.rules = route_rules(service, max_upload_bytes)
+        self.readyz = readyz
+        self.shutdown_grace_s = shutdown_grace_s
+        self.draining = False
+        self.in_flight: set[anyio.CancelScope] = set()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return await self.app(scope, self.on_startup(receive), send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope["path"] == self.readyz:
+            return await self.bounded_readiness(scope, receive, send)
+        rules = self.rules.get(scope["path"])
+        if rules is None or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        refusal = self.refusal(Headers(scope=scope), rules)
+        if refusal is not None:
+            return await reply(send, refusal)
+        await self.guarded(scope, receive, send, Exchange(rules.max_body_bytes))
+
+    # ---- before the body -------------------------------------------------------
+
+    def refusal(self, headers: Headers, rules: RouteRules) -> Any:
+        """An answer given from the headers alone, or None to let the request in."""
+        if self.draining:
+            return error_response("unavailable", "the service is shutting down; retry")
+        media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if media_type not in rules.media_types:
+            return error_response(
+                "unsupported_media_type", f"this route takes {' or '.join(rules.media_types)}", field="Content-Type"
+            )
+        length = headers.get("content-length")
+        if length is not None and not length.strip().isdigit():
+            return error_response("invalid_input", "must be a whole number of bytes", field="Content-Length")
+        if length is not None and int(length) > rules.max_body_bytes:
+            return error_response(
+                "too_large",
+                f"the body is {int(length)} bytes; the limit for this route is {mebibytes(rules.max_body_bytes)}",
+                field="body",
+            )
+        return None
+
+    # ---- during the request ----------------------------------------------------
+
+    async def guarded(self, scope: Scope, receive: Any, send: Any, exchange: Exchange) -> None:
+        async def metered_receive() -> Message:
+            if exchange.body_done.is_set():  # the app asks again after the body: only a disconnect can come
+                await exchange.client_gone.wait()
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                exchange.client_gone.set()
+                return message
+            exchange.body_bytes += len(message.get("body", b""))
+            if exchange.body_bytes > exchange.max_body_bytes:
+                exchange.overflowed = True
+                return {"type": "http.disconnect"}  # Starlette stops reading; the edge answers 413 below
+            if not message.get("more_body", False):
+                exchange.body_done.set()
+            return message
+
+        shaped_send = ErrorShaper(send, exchange)
+        with anyio.CancelScope() as work:
+            self.in_flight.add(work)
+            try:
+                async with anyio.create_task_group() as watchers:
+                    watchers.start_soon(self.watch_disconnect, receive, exchange, work)
+                    await self.app(scope, metered_receive, shaped_send)
+                    watchers.cancel_scope.cancel()
+            finally:
+                self.in_flight.discard(work)
+        if exchange.response_started or exchange.client_gone.is_set():
+            return
+        if exchange.overflowed:
+            await reply(
+                send,
+                error_response(
+                    "too_large", f"the body is over this route's limit of {mebibytes(exchange.max_body_bytes)}", "body"
+                ),
+            )
+        elif work.cancelled_caught:
+            await reply(send, error_response("unavailable", "the service is shutting down; retry"))
+
+    @staticmethod
+    async def watch_disconnect(receive: Any, exchange: Exchange, work: anyio.CancelScope) -> None:
+        """After the body, the server's next message is a disconnect: the client left, or the answer was sent."""
+        await exchange.body_done.wait()
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not exchange.response_done:
+            exchange.client_gone.set()
+            logger.info("client disconnected before its answer; cancelling its work")
+            work.cancel()
+
+    # ---- readiness and shutdown ------------------------------------------------
+
+    async def bounded_readiness(self, scope: Scope, receive: Any, send: Any) -> None:
+        """BentoML's /readyz asks every runner; a frozen runner would hang it. Answer 503 after a bound instead."""
+        if self.draining:
+            return await reply(send, error_response("unavailable", "the service is shutting down"))
+        captured: list[Message] = []
+
+        async def capture(message: Message) -> None:
+            captured.append(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive, capture), READINESS_TIMEOUT_S)
+        except TimeoutError:
+            return await reply(
+                send,
+                error_response(
+                    "unavailable", f"a runner did not answer its readiness probe in {READINESS_TIMEOUT_S:g} s"
+                ),
+            )
+        for message in captured:
+            await send(message)
+
+    def on_startup(self, receive: Any) -> Any:
+        """Chain a SIGTERM handler once the server (which installs its own) starts the application."""
+
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.chain_sigterm(asyncio.get_running_loop())
+            return message
+
+        return lifespan_receive
+
+    def chain_sigterm(self, loop: asyncio.AbstractEventLoop) -> None:
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            loop.call_soon_threadsafe(self.drain)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    def drain(self) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        logger.info(
+            "SIGTERM: no new work; %d request(s) in flight get %g s", len(self.in_flight), self.shutdown_grace_s
+        )
+        asyncio.get_running_loop().call_later(self.shutdown_grace_s, self.end_in_flight)
+
+    def end_in_flight(self) -> None:
+        if self.in_flight:
+            logger.warning("shutdown grace over: ending %d request(s) with 503", len(self.in_flight))
+        for work in list(self.in_flight):
+            work.cancel()
+
+
+class ErrorShaper:
+    """Rewrites every error answer of a public route into the ErrorResponse shape (BentoML's own included)."""
+
+    def __init__(self, send: Any, exchange: Exchange) -> None:
+        self.send, self.exchange = send, exchange
+        self.held_start: Message | None = None
+        self.held_body = bytearray()
+
+    async def __call__(self, message: Message) -> None:
+        if self.exchange.overflowed:
+            return  # the app's answer to a body cut short; the edge answers 413 itself
+        if message["type"] == "http.response.start":
+            self.exchange.response_started = True
+            if message["status"] >= 400:
+                self.held_start = message
+                return
+        elif message["type"] == "http.response.body":
+            last = not message.get("more_body", False)
+            if last:
+                self.exchange.response_done = True
+            if self.held_start is not None:
+                self.held_body += message.get("body", b"")
+                if not last:
+                    return
+                return await self.send_shaped()
+        await self.send(message)
+
+    async def send_shaped(self) -> None:
+        assert self.held_start is not None
+        status = self.held_start["status"]
+        body = shaped_error(status, bytes(self.held_body))
+        headers = [
+            (k, v) for k, v in self.held_start["headers"] if k.lower() not in (b"content-length", b"content-type")
+        ]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await self.send({**self.held_start, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+
+KIND_OF_STATUS = {413: "too_large", 415: "unsupported_media_type", 503: "unavailable"}
+GENERIC_ERROR = "an unexpected error occurred; it has been logged"
+
+
+def shaped_error(status: int, body: bytes) -> bytes:
+    """`body` in the ErrorResponse shape; BentoML's validation errors keep their per-field entries."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and "kind" in data and "error" in data:
+        return body  # ours already
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        data = data[0]  # BentoML answers other 4xx as a one-element list
+    data = data if isinstance(data, dict) else {}
+    if status == 400 and isinstance(data.get("detail"), list):
+        details = [
+            ErrorDetail(
+                loc=[p if isinstance(p, int) else str(p) for p in d.get("loc", [])], msg=d["msg"], type=d["type"]
+            )
+            for d in data["detail"]
+            if isinstance(d, dict) and "msg" in d and "type" in d
+        ]
+        for d in details:
+            d.loc = d.loc or ["body"]
+            d.msg = d.msg.removeprefix("Value error, ")
+        summary = "; ".join(f"{'.'.join(map(str, d.loc))}: {d.msg}" for d in details)
+        shaped = ErrorResponse(error=summary or "invalid request", kind="invalid_input", detail=details)
+    else:
+        kind = KIND_OF_STATUS.get(status, "internal" if status >= 500 else "invalid_input")
+        message = data.get("error") if status < 500 and isinstance(data.get("error"), str) else None
+        shaped = ErrorResponse(error=message or GENERIC_ERROR if status >= 500 else message or "bad request", kind=kind)
+    return shaped.model_dump_json().encode()

@@ -1,0 +1,53 @@
+"""One error shape for every 4xx/5xx the public API answers, and the helpers that build it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
+
+ErrorKind = Literal[
+    "invalid_input",  # 400: a field out of range, a malformed body or form
+    "too_large",  # 413: the body or an upload over its limit
+    "unsupported_media_type",  # 415: wrong Content-Type, or an upload that is not accepted audio
+    "non_finite",  # 500: the model produced NaN/Inf for this request
+    "internal",  # 500: a fault in the service; the message never carries server paths
+    "unavailable",  # 503 + Retry-After: a runner is down, restarting or overloaded
+    "out_of_memory",  # 503 + Retry-After: the request ran out of accelerator memory even alone
+]
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int] = Field(description="Where the problem is: the field name (and index for lists).")
+    msg: str = Field(description="What is wrong, with the limit where there is one.")
+    type: str = Field(description="A machine-readable code, e.g. `less_than_equal` or `invalid_input`.")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer."""
+
+    error: str = Field(description="One line for people: the field and the problem.")
+    kind: ErrorKind = Field(description="A machine-readable class of error.")
+    detail: list[ErrorDetail] = Field([], description="One entry per field at fault (empty when none is).")
+
+
+STATUS_OF_KIND: dict[str, int] = {
+    "invalid_input": 400,
+    "too_large": 413,
+    "unsupported_media_type": 415,
+    "non_finite": 500,
+    "internal": 500,
+    "unavailable": 503,
+    "out_of_memory": 503,
+}
+RETRY_AFTER_SECONDS = {"unavailable": 5, "out_of_memory": 10}
+
+
+def error_response(kind: ErrorKind, message: str, field: str | None = None) -> JSONResponse:
+    """An error answer; with `field`, the message is prefixed by it and `detail` names it."""
+    detail = [ErrorDetail(loc=[field], msg=message, type=kind)] if field else []
+    body = ErrorResponse(error=f"{field}: {message}" if field else message, kind=kind, detail=detail)
+    retry = RETRY_AFTER_SECONDS.get(kind)
+    headers = {"Retry-After": str(retry)} if retry else None
+    return JSONResponse(body.model_dump(), status_code=STATUS_OF_KIND[kind], headers=headers)

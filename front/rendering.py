@@ -1,0 +1,55 @@
+"""Turning a runner's answer into the public response: the audio file, the JSON form, or the error."""
+
+from __future__ import annotations
+
+import base64
+
+from starlette.responses import JSONResponse, Response
+
+from audio_io import MEDIA_TYPES, encode_audio
+from front.errors import error_response
+from schemas import AudioFormat, GeneratedWaveform, GenerateResponse, GenerationOutcome, JobError, Timings
+
+
+def job_error_response(error: JobError) -> JSONResponse:
+    """A runner's per-job error as the public error answer."""
+    if error.kind == "invalid_input":
+        return error_response("invalid_input", error.message, field=error.field or "request")
+    if error.kind == "cancelled":  # only its own client could have cancelled it, and that client is gone
+        return error_response("unavailable", error.message)
+    return error_response(error.kind, error.message)
+
+
+def audio_file_response(outcome: GenerationOutcome, audio_format: AudioFormat) -> Response:
+    """The best-ranked waveform as a file; provenance in headers."""
+    best = outcome.waveforms[0]
+    headers = {
+        "Content-Disposition": f'attachment; filename="audio-{best.seed}.{audio_format.value}"',
+        "X-Seed": str(best.seed),
+        "X-Model-Id": outcome.provenance.model_id,
+        "X-Profile": outcome.provenance.profile,
+        "X-Sample-Rate": str(outcome.sample_rate),
+    }
+    if best.clap_score is not None:
+        headers["X-Clap-Score"] = f"{best.clap_score:.6f}"
+    body = encode_audio(best.samples, outcome.sample_rate, audio_format)
+    return Response(body, media_type=MEDIA_TYPES[audio_format], headers=headers)
+
+
+def audio_json_response(outcome: GenerationOutcome, audio_format: AudioFormat, total_s: float) -> GenerateResponse:
+    assert outcome.timings is not None
+    return GenerateResponse(
+        format=audio_format,
+        sample_rate=outcome.sample_rate,
+        duration=len(outcome.waveforms[0].samples) / outcome.sample_rate,
+        waveforms=[
+            GeneratedWaveform(
+                audio_base64=base64.b64encode(encode_audio(w.samples, outcome.sample_rate, audio_format)).decode(),
+                seed=w.seed,
+                clap_score=w.clap_score,
+            )
+            for w in outcome.waveforms
+        ],
+        provenance=outcome.provenance,
+        timings=Timings(**outcome.timings.model_dump(), total_s=total_s),
+    )
