@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 from starlette.datastructures import Headers
+from starlette.responses import Response
 
 from front.errors import ErrorDetail, ErrorResponse, error_response
 
@@ -32,6 +33,7 @@ Message = dict[str, Any]
 JSON_BODY_LIMIT = 1024 * 1024  # generate's largest valid body is a few KiB
 FORM_TEXT_ALLOWANCE = 1024 * 1024  # form fields and part headers beside the files
 READINESS_TIMEOUT_S = 3.0  # what /readyz may take before it answers 503
+CLIENT_CLOSED_REQUEST = 499  # the access log's status for a request whose client left (nginx's convention)
 
 
 @dataclass(frozen=True)
@@ -152,9 +154,13 @@ class EdgeGuard:
                     watchers.cancel_scope.cancel()
             finally:
                 self.in_flight.discard(work)
-        if exchange.response_started or exchange.client_gone.is_set():
+        if exchange.response_started:
             return
-        if exchange.overflowed:
+        if exchange.client_gone.is_set():
+            # Nobody reads this, but BentoML's timeout middleware waits for a first message until its timeout
+            # (15 minutes here), holding the request task and with it the server's shutdown.
+            await reply(send, Response(status_code=CLIENT_CLOSED_REQUEST))
+        elif exchange.overflowed:
             await reply(
                 send,
                 error_response(

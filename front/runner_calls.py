@@ -21,6 +21,7 @@ R = TypeVar("R")
 P = ParamSpec("P")
 
 DROPPED_CONNECTION_RETRIES = 2
+CANCEL_TIMEOUT_S = 3.0  # a cancel is a tiny call; a runner that cannot answer it in time is down or frozen
 _cancellations: set[asyncio.Task[None]] = set()  # keeps fire-and-forget cancel calls alive until they finish
 
 
@@ -73,7 +74,7 @@ async def call_runner(
 
 async def _send_cancel(runner: str, cancel: Callable[[], Awaitable[None]]) -> None:
     try:
-        await asyncio.wait_for(cancel(), timeout=10)
+        await asyncio.wait_for(cancel(), timeout=CANCEL_TIMEOUT_S)
         logger.info("%s runner told to drop a job whose client left", runner)
     except Exception as exc:  # best effort: the job then runs to completion, as it would have
         logger.warning("could not cancel a job on the %s runner: %s", runner, exc)

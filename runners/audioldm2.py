@@ -9,7 +9,7 @@ from models.audioldm2 import AudioLDM2Engine, JobAudio, load_pipeline, waveform_
 from models.device import pick_device
 from models.profiles import audioldm2_checkpoint, declare_weights
 from runners.batching import GroupRun, run_in_groups
-from runners.cancellation import CancelledJobs
+from runners.cancellation import CancelledJobs, count_cancelled
 from runners.startup import RUNNER_CONFIG, log_model_choice
 from schemas import (
     AUDIOLDM2_SAMPLE_RATE,
@@ -58,6 +58,7 @@ class AudioLDM2Runner:
             lambda group: self.engine.generate(group, self.cancelled.stop_check([j.job_id for j in group])),
             dropped=lambda job: job.job_id in self.cancelled,
         )
+        count_cancelled("audioldm2", (run.error for run in runs))
         return [self._outcome(job, waveform_seeds(job), run) for job, run in zip(jobs, runs, strict=True)]
 
     @bentoml.api(
@@ -72,6 +73,7 @@ class AudioLDM2Runner:
             lambda group: self.engine.transform(group, self.cancelled.stop_check([j.job_id for j in group])),
             dropped=lambda job: job.job_id in self.cancelled,
         )
+        count_cancelled("audioldm2", (run.error for run in runs))
         return [self._outcome(job, [job.seed], run) for job, run in zip(jobs, runs, strict=True)]
 
     @bentoml.api

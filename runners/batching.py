@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 
 import torch
 
-from runners.cancellation import JobsCancelled
+from runners.cancellation import CANCELLED_WHILE_QUEUED, CANCELLED_WHILE_RUNNING, JobsCancelled
 from schemas import JobError
 
 logger = logging.getLogger("bentoml.audio_studio")
@@ -73,28 +73,26 @@ def run_in_groups(
     return [r for r in results if r is not None]
 
 
-CANCELLED_WHILE_QUEUED = JobError(kind="cancelled", message="cancelled before it ran: the client is gone")
-
-
 def _run_group(group: list[Job], run: Callable[[list[Job]], list[Output]], batch_size: int) -> list[GroupRun[Output]]:
     start = time.perf_counter()
 
-    def failed(kind: str, message: str) -> list[GroupRun[Output]]:
-        error = JobError(kind=kind, message=message)
+    def failed(error: JobError) -> list[GroupRun[Output]]:
         return [GroupRun(None, error, batch_size, len(group), time.perf_counter() - start)] * len(group)
 
     try:
         outputs = run(group)
     except JobsCancelled:
-        return failed("cancelled", "cancelled: the client is gone")
+        return failed(CANCELLED_WHILE_RUNNING)
     except torch.OutOfMemoryError:
         _free_accelerator_memory()
         if len(group) == 1:
             logger.warning("job ran out of accelerator memory alone")
             return failed(
-                "out_of_memory",
-                "the model ran out of memory for this request; retry later or ask for less "
-                "(shorter audio, fewer waveforms)",
+                JobError(
+                    kind="out_of_memory",
+                    message="the model ran out of memory for this request; retry later or ask for less "
+                    "(shorter audio, fewer waveforms)",
+                )
             )
         logger.warning("group of %d ran out of accelerator memory; retrying one job at a time", len(group))
         return [r for job in group for r in _run_group([job], run, batch_size)]
@@ -103,6 +101,10 @@ def _run_group(group: list[Job], run: Callable[[list[Job]], list[Output]], batch
             logger.warning("group of %d failed (%s); retrying one job at a time", len(group), type(exc).__name__)
             return [r for job in group for r in _run_group([job], run, batch_size)]
         logger.exception("job failed")
-        return failed("internal", f"inference failed ({type(exc).__name__}); the error is in the runner's log")
+        return failed(
+            JobError(
+                kind="internal", message=f"inference failed ({type(exc).__name__}); the error is in the runner's log"
+            )
+        )
     elapsed = time.perf_counter() - start
     return [GroupRun(output, None, batch_size, len(group), elapsed) for output in outputs]

@@ -15,9 +15,33 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
+from prometheus_client import Counter
+
+from schemas import JobError
+
 # Long enough for a job to leave the longest queue (the batchers' max latency is 10 minutes by default).
 REMEMBER_S = 3600.0
 MAX_REMEMBERED = 100_000
+
+
+JOBS_CANCELLED = Counter(
+    "audio_studio_jobs_cancelled",
+    "Jobs a runner dropped because their client left: stage=queued (never ran) or running (stopped mid-way)",
+    ["runner", "stage"],
+)
+
+
+CANCELLED_WHILE_QUEUED = JobError(kind="cancelled", message="cancelled before it ran: the client is gone")
+CANCELLED_WHILE_RUNNING = JobError(kind="cancelled", message="cancelled while running: the client is gone")
+
+
+def count_cancelled(runner: str, errors: Iterable[JobError | None]) -> None:
+    """Count the cancelled jobs among a batch's per-job errors, by stage."""
+    for error in errors:
+        if error == CANCELLED_WHILE_QUEUED:
+            JOBS_CANCELLED.labels(runner=runner, stage="queued").inc()
+        elif error == CANCELLED_WHILE_RUNNING:
+            JOBS_CANCELLED.labels(runner=runner, stage="running").inc()
 
 
 class JobsCancelled(Exception):

@@ -10,7 +10,7 @@ from models.music_flamingo import MIN_CLIP_SECONDS, CritiqueOutput, MusicFlaming
 from models.music_flamingo import CritiqueJob as EngineJob
 from models.profiles import declare_weights, music_flamingo_checkpoint
 from runners.batching import GroupRun, run_in_groups
-from runners.cancellation import CancelledJobs
+from runners.cancellation import CANCELLED_WHILE_RUNNING, CancelledJobs, count_cancelled
 from runners.startup import RUNNER_CONFIG, log_model_choice
 from schemas import (
     MAX_PROMPT_TOKENS,
@@ -95,7 +95,9 @@ class MusicFlamingoRunner:
         runs = run_in_groups(engine_jobs, self.engine.group_key, run, dropped=lambda job: job.job_id in self.cancelled)
         for index, run_result in zip(accepted, runs, strict=True):
             outcomes[index] = self._outcome(run_result, len(jobs), jobs[index].job_id)
-        return [o for o in outcomes if o is not None]
+        answered = [o for o in outcomes if o is not None]
+        count_cancelled("music-flamingo", (o.error for o in answered))
+        return answered
 
     def _provenance(self) -> Provenance:
         return Provenance(model_id=self.checkpoint.model_id, profile=self.checkpoint.profile.value)
@@ -125,7 +127,7 @@ class MusicFlamingoRunner:
             outcome.error = run.error
             return outcome
         if job_id in self.cancelled:
-            outcome.error = JobError(kind="cancelled", message="cancelled while running: the client is gone")
+            outcome.error = CANCELLED_WHILE_RUNNING
             return outcome
         if run.output.non_finite:
             outcome.error = JobError(
