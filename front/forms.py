@@ -9,11 +9,14 @@ This parser keeps text parts as text (pydantic still coerces them where the
 field is a number, a flag or a choice), takes only file parts in file fields and
 no more of them than the field holds, answers a malformed form with a 400 that
 names the problem, and copies each upload in chunks to a temporary file with a
-name of its own.
+name of its own. One exception keeps BentoML's own Python client working: it
+JSON-encodes every text field it sends (`"key"` with the quotes), so for that
+client (its User-Agent says so) text fields are JSON-decoded, as BentoML did.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path, PurePath
@@ -36,12 +39,22 @@ MAX_FORM_FILES = 4  # file parts; the most a route takes is 2
 MAX_TEXT_PART_BYTES = 128 * 1024  # a 20,000-character prompt is at most 80 KiB of UTF-8
 KEPT_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".oga")  # libsndfile reads the content, the suffix only helps
 COPY_CHUNK_BYTES = 1024 * 1024
+JSON_ENCODING_CLIENT = "BentoML HTTP Client/"  # bentoml.SyncHTTPClient / AsyncHTTPClient's User-Agent prefix
 
 
 def form_error(field: str, message: str) -> ValidationError:
     """A 400 in the API's usual validation shape, naming `field`."""
     error = PydanticCustomError("invalid_form", message.replace("{", "{{").replace("}", "}}"))
     return ValidationError.from_exception_data("form", [InitErrorDetails(type=error, loc=(field,), input=None)])
+
+
+def json_decoded(value: str | UploadFile) -> Any:
+    if isinstance(value, UploadFile):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def is_list_field(model: type[BaseModel], field: str) -> bool:
@@ -78,6 +91,7 @@ class StrictMultipartSerde(MultipartSerde):
             message = exc.message if isinstance(exc, MultiPartException) else str(exc.detail)
             raise form_error("body", f"malformed multipart/form-data: {message}") from None
         file_fields = set(getattr(cls, "multipart_fields", ()))
+        json_text = request.headers.get("user-agent", "").startswith(JSON_ENCODING_CLIENT)
         data: dict[str, Any] = {}
         try:
             for name in dict.fromkeys(form.keys()):
@@ -87,7 +101,7 @@ class StrictMultipartSerde(MultipartSerde):
                 elif len(values) > 1:
                     raise form_error(name, "sent more than once; send each field once")
                 elif values:  # a file here fails validation as "not a string" (or an unknown field), with the rest
-                    data[name] = values[0]
+                    data[name] = json_decoded(values[0]) if json_text else values[0]
         finally:
             await form.close()  # the copies live on; the spooled originals go now
         return cls.model_validate(data)

@@ -260,3 +260,16 @@ def test_a_header_promising_huge_audio_is_refused_before_decoding(server: str) -
     data = silent(8, 655_350, 1.0)
     response = post_form(server, "/transform", data=FAST_TRANSFORM, files={"audio": ("hi.flac", data, "audio/flac")})
     assert_error(response, 400, "audio", "384000")
+
+
+def test_bentomls_own_client_still_works(server: str, tmp_path) -> None:
+    """It JSON-encodes every multipart text field; the front decodes them for it (and only for it)."""
+    import bentoml
+
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(audio_file("wav", 1.5))
+    with bentoml.SyncHTTPClient(server, timeout=TIMEOUT) as client:
+        answer = client.critique({"audio": [clip], "preset": "key", "prompt": "808", "max_new_tokens": 2})
+        assert answer["preset"] == "key"
+        result = client.transform_json({"audio": clip, "prompt": "jazz", "strength": 0.6, "steps": 2})
+        assert result["duration"] == 1.5
