@@ -30,6 +30,9 @@ MAX_CHANNELS = 32
 # the ratio to the model's 16 kHz.
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 384_000
+# Samples (all channels together) one upload may ask to decode: 1200 s of 96 kHz stereo (230 M) fits. Memory is
+# bounded by the block decode anyway; this bounds the CPU time a small, highly compressed file can cost.
+MAX_DECODED_SAMPLES = 256 * 1024 * 1024
 # Samples (all channels together) decoded per block: 1 MiB of float32, whatever the channel count.
 DECODE_BLOCK_SAMPLES = 1 << 18
 
@@ -114,6 +117,12 @@ def decode_upload(path: Path, field: str, sample_rate: int, max_seconds: float, 
     if info.duration > max_seconds and not truncate:
         raise AudioInputError(field, f"the clip is {info.duration:.2f} s long; the limit is {max_seconds:g} s")
     frames = min(info.frames, int(max_seconds * info.samplerate))
+    if frames * info.channels > MAX_DECODED_SAMPLES:
+        raise AudioInputError(
+            field,
+            f"{frames * info.channels / 1e6:.0f} M samples to decode ({info.channels} channels x {info.samplerate} Hz "
+            f"x {frames / info.samplerate:.0f} s); the limit is {MAX_DECODED_SAMPLES / 1e6:.0f} M",
+        )
     rate = info.samplerate
     stream = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32") if rate != sample_rate else None
     mono = np.empty(_resampled_length(frames, rate, sample_rate), dtype=np.float32)

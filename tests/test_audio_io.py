@@ -195,11 +195,11 @@ print(json.dumps({"samples": len(clip.samples), "traced": traced, "rss": status(
 
 
 def test_memory_follows_the_mono_output_not_the_channels_and_rate(tmp_path: Path) -> None:
-    """8 channels at 192 kHz for 300 s is a 476 KB FLAC of silence but 1.8 GB as float32: the decode must
-    stay near the 18 MiB of 16 kHz mono it makes. Measured in a fresh process, after a warm-up decode:
+    """8 channels at 192 kHz for 160 s is a small FLAC of silence but 0.9 GB as float32: the decode must
+    stay near the 10 MiB of 16 kHz mono it makes. Measured in a fresh process, after a warm-up decode:
     the rise of its peak RSS (everything: libsndfile, soxr, numpy; from /proc, as ru_maxrss keeps the
     parent's peak across exec) and tracemalloc's peak (numpy)."""
-    rate, channels, seconds = 192_000, 8, 300
+    rate, channels, seconds = 192_000, 8, 160
     path, warm_up = tmp_path / "silence.flac", tmp_path / "warm_up.flac"
     second = np.zeros((rate, channels), dtype=np.int16)
     with soundfile.SoundFile(path, "w", rate, channels, format="FLAC", subtype="PCM_16") as upload:
@@ -223,3 +223,17 @@ def test_memory_follows_the_mono_output_not_the_channels_and_rate(tmp_path: Path
     print(f"output {output_bytes / 2**20:.1f} MiB, whole decode {whole_decode_bytes / 2**20:.0f} MiB, peak rise {mib}")
     assert measured["samples"] == seconds * 16_000
     assert measured["traced"] < limit and measured["rss"] < limit
+
+
+def test_a_file_asking_for_too_many_decoded_samples_is_refused_from_its_header(tmp_path: Path) -> None:
+    """8 channels at 192 kHz for 300 s (a 476 KB FLAC) is 461 M samples to decode: refused before decoding."""
+    path = tmp_path / "silence.flac"
+    second = np.zeros((192_000, 8), dtype=np.int16)
+    with soundfile.SoundFile(path, "w", 192_000, 8, format="FLAC", subtype="PCM_16") as upload:
+        for _ in range(300):
+            upload.write(second)
+    with pytest.raises(AudioInputError, match=r"461 M samples to decode .* the limit is 268 M") as refused:
+        decode_upload(path, "audio", 16_000, 600, truncate=True)
+    assert refused.value.status == 400
+    clip = decode_upload(path, "audio", 16_000, 20, truncate=True)  # what is decoded counts, not the file
+    assert clip.truncated and clip.seconds == 20
