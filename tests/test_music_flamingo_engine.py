@@ -288,3 +288,22 @@ def test_sampling_is_reproducible_from_the_seed(engine: MusicFlamingoEngine) -> 
     assert alone(engine, sampled) == first
     others = {alone(engine, replace(sampled, seed=seed)).token_ids for seed in (1, 2, 3)}
     assert others - {first.token_ids}
+
+
+def test_a_row_whose_sampling_meets_nan_ends_alone(engine: MusicFlamingoEngine) -> None:
+    """A temperature the API refuses (1e-40 overflows the logits to inf, softmax to NaN), run anyway in a batch
+    of eight: that row ends at once and says so; the other seven get exactly their tokens alone."""
+    jobs = mixed_jobs()
+    jobs[1] = job("What is the key of this piece?", do_sample=True, temperature=1e-40, seed=3)
+    batched = engine.generate(jobs)
+    assert batched[1].non_finite and batched[1].tokens_generated <= 1
+    for index, (j, output) in enumerate(zip(jobs, batched, strict=True)):
+        if index != 1:
+            assert not output.non_finite and output == alone(engine, j), j.prompt
+
+
+def test_stopped_rows_finish_at_the_next_token_and_leave_the_others_alone(engine: MusicFlamingoEngine) -> None:
+    jobs = [job("keep going", max_new_tokens=16), job("stop me", max_new_tokens=16)]
+    batched = engine.generate(jobs, stopped=lambda: [False, True])
+    assert set(batched[1].token_ids[1:]) <= {engine.pad_token_id}  # finished after its first token: padding
+    assert batched[0] == alone(engine, jobs[0])

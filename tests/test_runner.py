@@ -88,3 +88,30 @@ def test_an_exception_fails_only_the_job_that_causes_it(runner: AudioLDM2Runner)
         handle.remove()
     assert [o.error is None for o in outcomes] == [True, True, False]
     assert outcomes[2].error.kind == "internal" and "RuntimeError" in outcomes[2].error.message
+
+
+def test_cancelled_jobs_are_dropped_before_they_run_and_stop_while_running(runner: AudioLDM2Runner) -> None:
+    """The front's `cancel` for jobs whose client left: queued ones never run, a group stops at its next step."""
+    queued, kept = jobs(2)
+    expected = runner.generate([kept])[0].waveforms[0].samples
+    runner.cancelled.add([queued.job_id])
+    outcomes = runner.generate([queued, kept])
+    assert outcomes[0].error is not None and outcomes[0].error.kind == "cancelled"
+    assert outcomes[0].timings.group_size == 0  # never reached the model
+    np.testing.assert_array_equal(outcomes[1].waveforms[0].samples, expected)
+
+    running = GenerationJob(prompt="long", seed=5, steps=50, duration=1.0)
+    steps = {"n": 0}
+
+    def cancel_after_two_steps(module, args, kwargs):
+        steps["n"] += 1
+        if steps["n"] == 2:
+            runner.cancelled.add([running.job_id])
+
+    handle = runner.engine.pipe.unet.register_forward_pre_hook(cancel_after_two_steps, with_kwargs=True)
+    try:
+        [outcome] = runner.generate([running])
+    finally:
+        handle.remove()
+    assert outcome.error is not None and outcome.error.kind == "cancelled"
+    assert steps["n"] == 2  # stopped at the step after the cancel, not after 50
