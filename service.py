@@ -22,13 +22,13 @@ from bentoml.validators import ContentType
 from starlette.responses import JSONResponse, Response
 
 from audio_io import MAX_UPLOAD_BYTES, AudioInputError, DecodedAudio, decode_upload, probe_upload
-from front import forms, quiet_client_errors
+from front import forms, quiet_client_errors, timeout_timer
 from front.edge import EdgeGuard
 from front.errors import error_response
 from front.metrics_dir import own_metrics_dir
 from front.openapi import OpenAPIDocument
 from front.rendering import audio_file_response, audio_json_response, job_error_response
-from front.runner_calls import answers_503_when_a_runner_is_down, call_runner
+from front.runner_calls import answers_503_when_a_runner_is_down, call_runner, run_job
 from presets import NEEDS_AUDIO, NEEDS_REFERENCE, compose_prompt
 from runners.audioldm2 import AudioLDM2Runner
 from runners.music_flamingo import MusicFlamingoRunner
@@ -62,6 +62,7 @@ AudioFile = Annotated[Path, ContentType("audio/wav")]
 
 forms.install()
 quiet_client_errors.install()
+timeout_timer.install()
 own_metrics_dir()
 
 
@@ -142,11 +143,8 @@ class AudioStudio:
             clips_f32le=[samples_to_bytes(clip.samples) for clip in clips],
             seed=seed,
         )
-        [outcome] = await call_runner(
-            "music-flamingo",
-            lambda: self.music_flamingo.to_async.critique([job]),
-            cancel=lambda: self.music_flamingo.to_async.cancel([job.job_id]),
-        )
+        flamingo = self.music_flamingo.to_async
+        outcome = await run_job("music-flamingo", flamingo.critique, flamingo.cancel, job)
         if outcome.error is not None:
             return job_error_response(outcome.error)
         assert outcome.timings is not None and outcome.text is not None
@@ -169,12 +167,7 @@ class AudioStudio:
 
     async def _generate(self, request: GenerateRequest) -> GenerationOutcome:
         job = GenerationJob(**request.model_dump(exclude={"seed", "format"}), seed=draw_seed(request))
-        [outcome] = await call_runner(
-            "audioldm2",
-            lambda: self.audioldm2.to_async.generate([job]),
-            cancel=lambda: self.audioldm2.to_async.cancel([job.job_id]),
-        )
-        return outcome
+        return await run_job("audioldm2", self.audioldm2.to_async.generate, self.audioldm2.to_async.cancel, job)
 
     async def _transform(self, request: TransformRequest) -> GenerationOutcome | JSONResponse:
         try:
@@ -194,12 +187,7 @@ class AudioStudio:
             seed=draw_seed(request),
             samples_f32le=samples_to_bytes(clip.samples),
         )
-        [outcome] = await call_runner(
-            "audioldm2",
-            lambda: self.audioldm2.to_async.transform([job]),
-            cancel=lambda: self.audioldm2.to_async.cancel([job.job_id]),
-        )
-        return outcome
+        return await run_job("audioldm2", self.audioldm2.to_async.transform, self.audioldm2.to_async.cancel, job)
 
     @staticmethod
     def _answer(

@@ -1,5 +1,5 @@
-"""Calling a runner from the front: dropped connections resent, a runner that is down is a 503, and a
-request whose client left tells its runner to drop the job."""
+"""Calling a runner from the front: dropped connections resent (the dropped attempt cancelled), a runner that
+is down is a 503, and a request whose client left tells its runner to drop the job."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from bentoml.exceptions import ServiceUnavailable
 from starlette.responses import JSONResponse
 
 from front.errors import error_response
+from schemas import RunnerJob, new_job_id
 
 logger = logging.getLogger("bentoml.audio_studio")
 T = TypeVar("T")
+J = TypeVar("J", bound=RunnerJob)
 R = TypeVar("R")
 P = ParamSpec("P")
 
@@ -40,17 +42,13 @@ def dropped_connection(exc: Exception) -> bool:
 
 
 async def call_runner(
-    runner: str, call: Callable[[], Awaitable[T]], cancel: Callable[[], Awaitable[None]] | None = None
+    runner: str, call: Callable[[], Awaitable[T]], on_dropped: Callable[[], None] = lambda: None
 ) -> T:
     """Call a runner API; connection failures (runner down, restarting, unreachable) become RunnerUnavailable.
 
     A call whose connection is dropped mid-flight is sent again (twice at most): BentoML 1.4.39's proxy replaces its
     connection session every 100 calls and closes the old one under in-flight requests (measured in
-    bench/results/serving-one-server.md). Runner calls are idempotent (the seed is fixed before the call),
-    so the retry returns exactly what the first attempt would have.
-
-    When the caller is cancelled (its client disconnected, see front/edge.py), `cancel` is sent to the runner
-    in the background: BentoML cannot take a queued job back, so the runner drops it itself.
+    bench/results/serving-one-server.md). `on_dropped` runs before each resend.
     """
     try:
         for _ in range(DROPPED_CONNECTION_RETRIES):
@@ -60,24 +58,53 @@ async def call_runner(
                 if not dropped_connection(exc):
                     raise
                 logger.warning("%s runner connection dropped (%s); sending the request again", runner, exc)
+                on_dropped()
         return await call()
-    except asyncio.CancelledError:
-        if cancel is not None:
-            task = asyncio.get_running_loop().create_task(_send_cancel(runner, cancel))
-            _cancellations.add(task)
-            task.add_done_callback(_cancellations.discard)
-        raise
     except (TimeoutError, aiohttp.ClientConnectionError, ServiceUnavailable) as exc:
         logger.warning("%s runner unavailable: %s", runner, exc)
         raise RunnerUnavailable(runner, exc) from exc
 
 
-async def _send_cancel(runner: str, cancel: Callable[[], Awaitable[None]]) -> None:
+async def run_job(
+    runner: str,
+    submit: Callable[[list[J]], Awaitable[list[T]]],
+    cancel: Callable[[list[str]], Awaitable[None]],
+    job: J,
+) -> T:
+    """Send one job to a runner's batchable API and return its outcome.
+
+    A resend after a dropped connection goes under a new job id, and the dropped attempt (which may still be
+    queued or running on the runner) is cancelled; jobs are deterministic (the seed is fixed before the call),
+    so the resend returns exactly what the first attempt would have. When the caller is cancelled (its client
+    disconnected, see front/edge.py) the runner is told to drop the job: BentoML cannot take a queued job back.
+    """
+    current = job
+
+    def resend_under_a_new_id() -> None:
+        nonlocal current
+        cancel_in_background(runner, cancel, current.job_id)
+        current = current.model_copy(update={"job_id": new_job_id()})
+
     try:
-        await asyncio.wait_for(cancel(), timeout=CANCEL_TIMEOUT_S)
-        logger.info("%s runner told to drop a job whose client left", runner)
+        [outcome] = await call_runner(runner, lambda: submit([current]), on_dropped=resend_under_a_new_id)
+        return outcome
+    except asyncio.CancelledError:
+        cancel_in_background(runner, cancel, current.job_id)
+        raise
+
+
+def cancel_in_background(runner: str, cancel: Callable[[list[str]], Awaitable[None]], job_id: str) -> None:
+    task = asyncio.get_running_loop().create_task(_send_cancel(runner, cancel, job_id))
+    _cancellations.add(task)
+    task.add_done_callback(_cancellations.discard)
+
+
+async def _send_cancel(runner: str, cancel: Callable[[list[str]], Awaitable[None]], job_id: str) -> None:
+    try:
+        await asyncio.wait_for(cancel([job_id]), timeout=CANCEL_TIMEOUT_S)
+        logger.info("%s runner told to drop job %s (its client left or its connection dropped)", runner, job_id)
     except Exception as exc:  # best effort: the job then runs to completion, as it would have
-        logger.warning("could not cancel a job on the %s runner: %s", runner, exc)
+        logger.warning("could not cancel job %s on the %s runner: %s", job_id, runner, exc)
 
 
 def answers_503_when_a_runner_is_down(api: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | JSONResponse]]:
