@@ -260,6 +260,12 @@ def test_generated_python_client_calls_every_route(client_package: Any, server: 
     assert isinstance(with_audio, m.CritiqueResponse), with_audio
     assert [u.field for u in with_audio.audio_seconds] == ["audio"] and with_audio.seed == 3
 
+    compared = critique.sync(
+        client=client, body=m.CritiqueRequest(audio=clip(), reference=clip(), preset=m.Preset.COMPARE, max_new_tokens=4)
+    )
+    assert isinstance(compared, m.CritiqueResponse), compared
+    assert [u.field for u in compared.audio_seconds] == ["audio", "reference"] and compared.preset == m.Preset.COMPARE
+
     refused = generate.sync_detailed(client=client, body=m.GenerateRequest(prompt="rain", duration=31, steps=3))
     assert refused.status_code == 400
     assert isinstance(refused.parsed, m.ErrorResponse), refused.content
