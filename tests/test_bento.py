@@ -55,9 +55,10 @@ def test_the_bento_serves_the_front_service_with_every_api(bento: Path) -> None:
 
 def test_build_context_holds_the_code_and_nothing_else(bento: Path) -> None:
     src = bento / "src"
-    for path in ("service.py", "settings.py", "schemas.py", "presets.py", "audio_io.py", "runners", "models"):
+    code = ("service.py", "settings.py", "schemas.py", "presets.py", "audio_io.py", "front", "runners", "models")
+    for path in (*code, "pyproject.toml"):
         assert (src / path).exists(), path
-    for path in ("tests", "bench", "deploy", ".cache", ".venv", ".git"):
+    for path in ("tests", "bench", "deploy", "cli", ".cache", ".venv", ".git"):
         assert not (src / path).exists(), path
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     for pin in ("torch==2.13.0", "bentoml==1.4.39", "transformers==5.23.0", "diffusers==0.42.1"):
