@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
+
 import bentoml
 import torch
 
@@ -23,6 +26,8 @@ from schemas import (
     TransformJob,
 )
 from settings import SETTINGS
+
+J = TypeVar("J", GenerationJob, TransformJob)
 
 
 @bentoml.service(name="audioldm2-runner", **RUNNER_CONFIG)
@@ -52,13 +57,7 @@ class AudioLDM2Runner:
         max_latency_ms=SETTINGS.audioldm2_max_latency_ms,
     )
     def generate(self, jobs: list[GenerationJob]) -> list[GenerationOutcome]:
-        runs = run_in_groups(
-            jobs,
-            self.engine.group_key,
-            lambda group: self.engine.generate(group, self.cancelled.stop_check([j.job_id for j in group])),
-            dropped=lambda job: job.job_id in self.cancelled,
-        )
-        count_cancelled("audioldm2", (run.error for run in runs))
+        runs = self._run(jobs, self.engine.group_key, self.engine.generate)
         return [self._outcome(job, waveform_seeds(job), run) for job, run in zip(jobs, runs, strict=True)]
 
     @bentoml.api(
@@ -67,13 +66,7 @@ class AudioLDM2Runner:
         max_latency_ms=SETTINGS.audioldm2_max_latency_ms,
     )
     def transform(self, jobs: list[TransformJob]) -> list[GenerationOutcome]:
-        runs = run_in_groups(
-            jobs,
-            self.engine.transform_key,
-            lambda group: self.engine.transform(group, self.cancelled.stop_check([j.job_id for j in group])),
-            dropped=lambda job: job.job_id in self.cancelled,
-        )
-        count_cancelled("audioldm2", (run.error for run in runs))
+        runs = self._run(jobs, self.engine.transform_key, self.engine.transform)
         return [self._outcome(job, [job.seed], run) for job, run in zip(jobs, runs, strict=True)]
 
     @bentoml.api
@@ -83,6 +76,22 @@ class AudioLDM2Runner:
         Async, so it is served on the event loop while a batch holds the model thread.
         """
         self.cancelled.add(job_ids)
+
+    def _run(
+        self,
+        jobs: Sequence[J],
+        key: Callable[[J], Hashable],
+        model: Callable[[list[J], Callable[[], None]], list[JobAudio]],
+    ) -> list[GroupRun[JobAudio]]:
+        """Run a batch in groups: cancelled jobs dropped, a group stopped once all of its jobs are cancelled."""
+        runs = run_in_groups(
+            jobs,
+            key,
+            lambda group: model(group, self.cancelled.stop_check([job.job_id for job in group])),
+            dropped=lambda job: job.job_id in self.cancelled,
+        )
+        count_cancelled("audioldm2", (run.error for run in runs))
+        return runs
 
     def _outcome(self, job: DiffusionParams, seeds: list[int], run: GroupRun[JobAudio]) -> GenerationOutcome:
         provenance = Provenance(

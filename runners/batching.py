@@ -73,6 +73,13 @@ def run_in_groups(
     return [r for r in results if r is not None]
 
 
+OUT_OF_MEMORY_ALONE = JobError(
+    kind="out_of_memory",
+    message="the model ran out of memory for this request; "
+    "retry later or ask for less (shorter audio, fewer waveforms)",
+)
+
+
 def _run_group(group: list[Job], run: Callable[[list[Job]], list[Output]], batch_size: int) -> list[GroupRun[Output]]:
     start = time.perf_counter()
 
@@ -83,28 +90,18 @@ def _run_group(group: list[Job], run: Callable[[list[Job]], list[Output]], batch
         outputs = run(group)
     except JobsCancelled:
         return failed(CANCELLED_WHILE_RUNNING)
-    except torch.OutOfMemoryError:
-        _free_accelerator_memory()
-        if len(group) == 1:
-            logger.warning("job ran out of accelerator memory alone")
-            return failed(
-                JobError(
-                    kind="out_of_memory",
-                    message="the model ran out of memory for this request; retry later or ask for less "
-                    "(shorter audio, fewer waveforms)",
-                )
-            )
-        logger.warning("group of %d ran out of accelerator memory; retrying one job at a time", len(group))
-        return [r for job in group for r in _run_group([job], run, batch_size)]
-    except Exception as exc:  # a model fault must not take the other jobs down
+    except Exception as exc:  # a model fault (out of memory included) must not take the other jobs down
+        out_of_memory = isinstance(exc, torch.OutOfMemoryError)
+        if out_of_memory:
+            _free_accelerator_memory()
         if len(group) > 1:
             logger.warning("group of %d failed (%s); retrying one job at a time", len(group), type(exc).__name__)
             return [r for job in group for r in _run_group([job], run, batch_size)]
+        if out_of_memory:
+            logger.warning("job ran out of accelerator memory alone")
+            return failed(OUT_OF_MEMORY_ALONE)
         logger.exception("job failed")
-        return failed(
-            JobError(
-                kind="internal", message=f"inference failed ({type(exc).__name__}); the error is in the runner's log"
-            )
-        )
+        message = f"inference failed ({type(exc).__name__}); the error is in the runner's log"
+        return failed(JobError(kind="internal", message=message))
     elapsed = time.perf_counter() - start
     return [GroupRun(output, None, batch_size, len(group), elapsed) for output in outputs]
