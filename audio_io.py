@@ -105,8 +105,11 @@ def _resampled_length(frames: int, rate: int, sample_rate: int) -> int:
     return int(frames * sample_rate / rate + 0.5)
 
 
-def decode_upload(path: Path, field: str, sample_rate: int, max_seconds: float, *, truncate: bool) -> DecodedAudio:
-    """Decode an uploaded WAV/FLAC/MP3/OGG file to mono float32 at `sample_rate`.
+def decode_upload(
+    path: Path, field: str, sample_rate: int, max_seconds: float, *, truncate: bool, min_seconds: float = 0.0
+) -> DecodedAudio:
+    """Decode an uploaded WAV/FLAC/MP3/OGG file to mono float32 at `sample_rate`; shorter than `min_seconds`
+    once decoded is refused.
 
     Longer than `max_seconds`: with `truncate`, only the first `max_seconds`
     are decoded; otherwise the upload is refused before decoding. Blocks of
@@ -152,6 +155,10 @@ def decode_upload(path: Path, field: str, sample_rate: int, max_seconds: float, 
         raise AudioInputError(field, "the file holds no audio samples")
     if stream is not None:
         put(stream.resample_chunk(np.empty(0, dtype=np.float32), last=True))
+    if written < min_seconds * sample_rate:
+        raise AudioInputError(
+            field, f"the clip is {written / sample_rate:.2f} s long; the minimum is {min_seconds:g} s"
+        )
     return DecodedAudio(
         samples=mono[:written],
         sample_rate=sample_rate,

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from audio_io import MAX_UPLOAD_BYTES, AudioInputError, DecodedAudio, decode_upload, probe_upload
 from front import forms, quiet_client_errors, timeout_timer
 from front.edge import EdgeGuard
-from front.errors import error_response
+from front.errors import error_response, kind_of_status
 from front.metrics_dir import own_metrics_dir
 from front.openapi import OpenAPIDocument
 from front.rendering import audio_file_response, audio_json_response, job_error_response
@@ -71,8 +71,7 @@ def draw_seed(request: DeliveryParams | CritiqueRequest) -> int:
 
 
 def upload_error(error: AudioInputError) -> JSONResponse:
-    kind = {413: "too_large", 415: "unsupported_media_type"}.get(error.status, "invalid_input")
-    return error_response(kind, error.message, field=error.field)
+    return error_response(kind_of_status(error.status), error.message, field=error.field)
 
 
 @bentoml.service(
@@ -173,13 +172,14 @@ class AudioStudio:
         try:
             clip = await anyio.to_thread.run_sync(
                 lambda: decode_upload(
-                    request.audio, "audio", AUDIOLDM2_SAMPLE_RATE, MAX_TRANSFORM_SECONDS, truncate=False
+                    request.audio,
+                    "audio",
+                    AUDIOLDM2_SAMPLE_RATE,
+                    MAX_TRANSFORM_SECONDS,
+                    truncate=False,
+                    min_seconds=MIN_TRANSFORM_SECONDS,
                 )
             )
-            if clip.seconds < MIN_TRANSFORM_SECONDS:
-                raise AudioInputError(
-                    "audio", f"the clip is {clip.seconds:.2f} s long; the minimum is {MIN_TRANSFORM_SECONDS:g} s"
-                )
         except AudioInputError as error:
             return upload_error(error)
         job = TransformJob(
@@ -230,15 +230,17 @@ class AudioStudio:
             raise AudioInputError(
                 uploads[0][0], f"the uploads hold {total:.1f} s of audio; the limit is {MAX_TOTAL_AUDIO_SECONDS} s"
             )
-        clips = []
-        for field, path in uploads:
-            clip = decode_upload(path, field, limits.sample_rate, limits.max_clip_seconds, truncate=True)
-            if clip.seconds < limits.min_clip_seconds:
-                raise AudioInputError(
-                    field, f"the clip is {clip.seconds:.3f} s long; the minimum is {limits.min_clip_seconds:g} s"
-                )
-            clips.append(clip)
-        return clips
+        return [
+            decode_upload(
+                path,
+                field,
+                limits.sample_rate,
+                limits.max_clip_seconds,
+                truncate=True,
+                min_seconds=limits.min_clip_seconds,
+            )
+            for field, path in uploads
+        ]
 
 
 AudioStudio.add_asgi_middleware(

@@ -23,7 +23,7 @@ import anyio
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
-from front.errors import ErrorDetail, ErrorResponse, error_response
+from front.errors import ErrorDetail, ErrorResponse, error_response, kind_of_status
 
 logger = logging.getLogger("bentoml.audio_studio")
 
@@ -32,6 +32,7 @@ Message = dict[str, Any]
 
 JSON_BODY_LIMIT = 1024 * 1024  # generate's largest valid body is a few KiB
 FORM_TEXT_ALLOWANCE = 1024 * 1024  # form fields and part headers beside the files
+SHUTTING_DOWN = "the service is shutting down; retry"
 READINESS_TIMEOUT_S = 3.0  # what /readyz may take before it answers 503
 CLIENT_CLOSED_REQUEST = 499  # the access log's status for a request whose client left (nginx's convention)
 
@@ -48,7 +49,7 @@ def route_rules(service: Any, max_upload_bytes: int) -> dict[str, RouteRules]:
     for api in service.apis.values():
         file_fields = getattr(api.input_spec, "multipart_fields", ())
         if file_fields:
-            limit = max_upload_bytes * (2 if len(file_fields) > 1 else 1) + FORM_TEXT_ALLOWANCE
+            limit = max_upload_bytes * len(file_fields) + FORM_TEXT_ALLOWANCE
             rules[api.route] = RouteRules(("multipart/form-data", "application/x-www-form-urlencoded"), limit)
         else:
             rules[api.route] = RouteRules(("application/json",), JSON_BODY_LIMIT)
@@ -108,7 +109,7 @@ class EdgeGuard:
     def refusal(self, headers: Headers, rules: RouteRules) -> Any:
         """An answer given from the headers alone, or None to let the request in."""
         if self.draining:
-            return error_response("unavailable", "the service is shutting down; retry")
+            return error_response("unavailable", SHUTTING_DOWN)
         media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if media_type not in rules.media_types:
             return error_response(
@@ -168,7 +169,7 @@ class EdgeGuard:
                 ),
             )
         elif work.cancelled_caught:
-            await reply(send, error_response("unavailable", "the service is shutting down; retry"))
+            await reply(send, error_response("unavailable", SHUTTING_DOWN))
 
     @staticmethod
     async def watch_disconnect(receive: Any, exchange: Exchange, work: anyio.CancelScope) -> None:
@@ -186,7 +187,7 @@ class EdgeGuard:
     async def bounded_readiness(self, scope: Scope, receive: Any, send: Any) -> None:
         """BentoML's /readyz asks every runner; a frozen runner would hang it. Answer 503 after a bound instead."""
         if self.draining:
-            return await reply(send, error_response("unavailable", "the service is shutting down"))
+            return await reply(send, error_response("unavailable", SHUTTING_DOWN))
         captured: list[Message] = []
 
         async def capture(message: Message) -> None:
@@ -280,7 +281,6 @@ class ErrorShaper:
         await self.send({"type": "http.response.body", "body": body})
 
 
-KIND_OF_STATUS = {413: "too_large", 415: "unsupported_media_type", 503: "unavailable"}
 GENERIC_ERROR = "an unexpected error occurred; it has been logged"
 
 
@@ -309,7 +309,7 @@ def shaped_error(status: int, body: bytes) -> bytes:
         summary = "; ".join(f"{'.'.join(map(str, d.loc))}: {d.msg}" for d in details)
         shaped = ErrorResponse(error=summary or "invalid request", kind="invalid_input", detail=details)
     else:
-        kind = KIND_OF_STATUS.get(status, "internal" if status >= 500 else "invalid_input")
+        kind = kind_of_status(status)
         message = data.get("error") if status < 500 and isinstance(data.get("error"), str) else None
-        shaped = ErrorResponse(error=message or GENERIC_ERROR if status >= 500 else message or "bad request", kind=kind)
+        shaped = ErrorResponse(error=message or (GENERIC_ERROR if status >= 500 else "bad request"), kind=kind)
     return shaped.model_dump_json().encode()

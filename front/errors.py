@@ -42,6 +42,12 @@ STATUS_OF_KIND: dict[str, int] = {
     "out_of_memory": 503,
 }
 RETRY_AFTER_SECONDS = {"unavailable": 5, "out_of_memory": 10}
+KIND_OF_STATUS: dict[int, ErrorKind] = {413: "too_large", 415: "unsupported_media_type", 503: "unavailable"}
+
+
+def kind_of_status(status: int) -> ErrorKind:
+    """The kind for an error status that came without one (BentoML's own answers, upload refusals)."""
+    return KIND_OF_STATUS.get(status, "internal" if status >= 500 else "invalid_input")
 
 
 def error_response(kind: ErrorKind, message: str, field: str | None = None) -> JSONResponse:
