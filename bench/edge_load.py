@@ -25,7 +25,6 @@ tests/test_edge_load.py runs the same code (`run_edge_load`, `failed_checks`) in
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import io
 import json
@@ -33,18 +32,15 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,12 +59,11 @@ import psutil  # noqa: E402
 import soundfile  # noqa: E402
 
 from bench.common import DEFAULT_OUT, fmt, header, header_markdown, percentiles, write_json  # noqa: E402
+from bench.served import serve  # noqa: E402
 from front.errors import STATUS_OF_KIND  # noqa: E402
 from schemas import MAX_SEED  # noqa: E402
 from tests.audio_files import audio_file  # noqa: E402
 
-SERVER_START_TIMEOUT_S = 180
-SERVER_STOP_TIMEOUT_S = 60  # SIGTERM, then SIGKILL for the whole tree
 REQUEST_TIMEOUT_S = 300
 MEMORY_SAMPLE_S = 0.2
 DEFAULT_REQUESTS = 500
@@ -663,122 +658,6 @@ def failed_checks(report: dict[str, Any]) -> list[str]:
 
 
 # ---- a server of our own -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    stop_s: float | None = None
-    stop_forced: bool = False
-    workers: list[psutil.Process] = field(default_factory=list)  # psutil refuses to signal a reused pid
-
-
-@contextmanager
-def serve(workdir: Path) -> Iterator[Server]:
-    """`bentoml serve service:AudioStudio`, tiny profile, its own BENTOML_HOME; the whole tree stopped on exit."""
-    env = {
-        **os.environ,
-        "AUDIO_STUDIO_PROFILE": "tiny",
-        "BENTOML_HOME": str(workdir / "bentoml-home"),
-        "HF_HUB_OFFLINE": "1",
-    }
-    log_path = workdir / "serve.log"
-    for _attempt in range(3):  # another process may take the free port first: BentoML's workers bind ports too
-        port = free_port()
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bentoml",
-                    "serve",
-                    "service:AudioStudio",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        server = Server(f"http://127.0.0.1:{port}", process, log_path)
-        try:
-            if wait_ready(server):
-                break
-        except BaseException:
-            stop(server)
-            raise
-    else:
-        raise RuntimeError(f"bentoml serve could not bind a port:\n{log_path.read_text()[-4000:]}")
-    try:
-        note_workers(server)
-        yield server
-    finally:
-        stop(server)
-
-
-def note_workers(server: Server) -> None:
-    """Remember the arbiter's workers, to stop them even if the arbiter itself dies first."""
-    try:
-        children = psutil.Process(server.process.pid).children(recursive=True)
-    except psutil.Error:
-        return
-    known = {w.pid for w in server.workers}
-    server.workers += [c for c in children if c.pid not in known]
-
-
-def wait_ready(server: Server) -> bool:
-    """True once /readyz answers 200; False when the port was taken (try another)."""
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while True:
-        note_workers(server)
-        if server.process.poll() is not None:
-            tail = server.log_path.read_text(errors="replace")[-4000:]
-            if "Could not bind" in tail or "Address already in use" in tail:
-                return False
-            raise RuntimeError(f"bentoml serve exited with {server.process.returncode}:\n{tail}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return True
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not ready in {SERVER_START_TIMEOUT_S} s:\n{server.log_path.read_text()[-4000:]}")
-        time.sleep(0.5)
-
-
-def stop(server: Server) -> None:
-    """SIGTERM to the arbiter's group; after SERVER_STOP_TIMEOUT_S, SIGKILL to it and to every worker
-    (circus puts each worker in a process group of its own, so killing the arbiter's group misses them)."""
-    started = time.monotonic()
-    note_workers(server)
-    if server.process.poll() is None:
-        os.killpg(server.process.pid, signal.SIGTERM)
-        try:
-            server.process.wait(timeout=SERVER_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            server.stop_forced = True
-            os.killpg(server.process.pid, signal.SIGKILL)
-            server.process.wait()
-    for worker in server.workers:
-        try:
-            worker.wait(timeout=0 if server.stop_forced else 10)
-        except psutil.TimeoutExpired:
-            server.stop_forced = True
-            with contextlib.suppress(psutil.NoSuchProcess):
-                worker.kill()
-    server.stop_s = round(time.monotonic() - started, 2)
 
 
 def log_stats(log_path: Path) -> dict[str, Any]:

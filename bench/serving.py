@@ -20,9 +20,6 @@ import itertools
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,6 +43,7 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 
+from bench import served  # noqa: E402
 from bench.common import DEFAULT_OUT, fmt, header, header_markdown, percentiles, write_json  # noqa: E402
 from models.local_tokenizers import CORPUS  # noqa: E402
 from presets import Preset  # noqa: E402
@@ -143,58 +141,13 @@ def validate_plan(plan: Plan) -> None:
 # ---- the server ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A port nobody listens on now (other sessions serve on 3000-3200 too)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def serve(batching: bool, workdir: Path) -> Iterator[str]:
-    """A real `bentoml serve` of the front and both runners, tiny profile; always stopped on exit."""
-    port = free_port()
-    label = "on" if batching else "off"
-    log_path = workdir / f"serve-batching-{label}.log"
-    env = {
-        **os.environ,
-        "AUDIO_STUDIO_PROFILE": "tiny",
-        "AUDIO_STUDIO_BATCHING": "true" if batching else "false",
-        "BENTOML_HOME": str(workdir / f"bentoml-home-{label}"),
-        "HF_HUB_OFFLINE": "1",
-    }
-    command = [sys.executable, "-m", "bentoml", "serve", "service:AudioStudio", "--host", "127.0.0.1"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*command, "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"not ready in {SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    """A real `bentoml serve` of the front and both runners, tiny profile, batching on or off; always stopped."""
+    folder = workdir / f"batching-{'on' if batching else 'off'}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with served.serve(folder, {"AUDIO_STUDIO_BATCHING": "true" if batching else "false"}) as server:
+        yield server.url
 
 
 # ---- /metrics ------------------------------------------------------------------------
