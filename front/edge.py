@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 from starlette.datastructures import Headers
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from front.errors import ErrorDetail, ErrorResponse, error_response, kind_of_status
 
@@ -54,6 +54,11 @@ def route_rules(service: Any, max_upload_bytes: int) -> dict[str, RouteRules]:
         else:
             rules[api.route] = RouteRules(("application/json",), JSON_BODY_LIMIT)
     return rules
+
+
+def not_ready(reason: str) -> PlainTextResponse:
+    """Plain text, as BentoML's own /readyz answers and the contract declares."""
+    return PlainTextResponse(reason, status_code=503)
 
 
 def mebibytes(size: int) -> str:
@@ -187,7 +192,7 @@ class EdgeGuard:
     async def bounded_readiness(self, scope: Scope, receive: Any, send: Any) -> None:
         """BentoML's /readyz asks every runner; a frozen runner would hang it. Answer 503 after a bound instead."""
         if self.draining:
-            return await reply(send, error_response("unavailable", SHUTTING_DOWN))
+            return await reply(send, not_ready(SHUTTING_DOWN))
         captured: list[Message] = []
 
         async def capture(message: Message) -> None:
@@ -197,10 +202,7 @@ class EdgeGuard:
             await asyncio.wait_for(self.app(scope, receive, capture), READINESS_TIMEOUT_S)
         except TimeoutError:
             return await reply(
-                send,
-                error_response(
-                    "unavailable", f"a runner did not answer its readiness probe in {READINESS_TIMEOUT_S:g} s"
-                ),
+                send, not_ready(f"a runner did not answer its readiness probe in {READINESS_TIMEOUT_S:g} s")
             )
         for message in captured:
             await send(message)

@@ -64,7 +64,8 @@ def error_description(status: int, form: bool) -> str:
         "entry per field at fault, naming it (`loc`) and the limit (`msg`).",
         413: "The body, or an upload in it, is over its size limit.",
         415: (
-            "The body is not `multipart/form-data`, or an upload is not audio in an accepted container "
+            "The body is neither `multipart/form-data` nor `application/x-www-form-urlencoded`, or an upload is "
+            "not audio in an accepted container "
             "(each file field lists them)."
             if form
             else "The body is not `application/json`."
