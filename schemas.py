@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
 from presets import Preset
+from telemetry import Received
 
 MAX_PROMPT_CHARS = 1000
 MAX_SEED = 2**53 - 1  # exact in every JSON client, JavaScript included
@@ -148,6 +149,12 @@ class RunnerJob(BaseModel):
     """What every job sent to a runner carries: an id the front can cancel it by."""
 
     job_id: str = Field(default_factory=new_job_id, max_length=64)
+    # Noted when the runner parses the job, inside its request: the batch that serves it runs elsewhere.
+    _received: Received = PrivateAttr(default_factory=Received)
+
+    @property
+    def received(self) -> Received:
+        return self._received
 
 
 class GenerationJob(GenerationParams, RunnerJob):

@@ -26,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import GPT2LMHeadModel
 from transformers.audio_utils import mel_filter_bank
 
+from models.phases import phase
 from schemas import DiffusionParams, GenerationJob, Scheduler, TransformJob
 
 # AudioLDM2's mel features (its training STFT): 1024-point FFT and window, hop 160 at
@@ -322,11 +323,13 @@ class AudioLDM2Engine:
         scheduler = self.make_scheduler(scheduler_name, steps)
         repeats = [job.num_waveforms for job in jobs]
         noise = self.initial_noise([s for job in jobs for s in waveform_seeds(job)], frames)
-        cond = self.stack([self.encode(j.prompt, j.negative_prompt, guidance) for j in jobs], repeats)
+        with phase("encode", prompts=len(jobs)):
+            cond = self.stack([self.encode(j.prompt, j.negative_prompt, guidance) for j in jobs], repeats)
         scales = self.guidance_scales(jobs, repeats, guidance)
-        latents = self.denoise(
-            noise * scheduler.init_noise_sigma, cond, scheduler, scheduler.timesteps, scales, before_step
-        )
+        with phase("denoise", steps=len(scheduler.timesteps), rows=sum(repeats), latent_frames=frames):
+            latents = self.denoise(
+                noise * scheduler.init_noise_sigma, cond, scheduler, scheduler.timesteps, scales, before_step
+            )
         return self.finish(jobs, repeats, latents, [self.num_samples(job.duration) for job in jobs])
 
     def transform(self, jobs: list[TransformJob], before_step: Callable[[], None] = lambda: None) -> list[JobAudio]:
@@ -343,15 +346,18 @@ class AudioLDM2Engine:
         if start == 0:
             latents = noise * scheduler.init_noise_sigma
         else:
-            latents = torch.cat([self.encode_audio(job.samples, frames) for job in jobs])
+            with phase("encode_audio", clips=len(jobs), latent_frames=frames):
+                latents = torch.cat([self.encode_audio(job.samples, frames) for job in jobs])
             if len(timesteps):
                 if hasattr(scheduler, "set_begin_index"):
                     scheduler.set_begin_index(start * scheduler.order)
                 latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(len(jobs)))
         if len(timesteps):
-            cond = self.stack([self.encode(j.prompt, j.negative_prompt, guidance) for j in jobs], [1] * len(jobs))
+            with phase("encode", prompts=len(jobs)):
+                cond = self.stack([self.encode(j.prompt, j.negative_prompt, guidance) for j in jobs], [1] * len(jobs))
             scales = self.guidance_scales(jobs, [1] * len(jobs), guidance)
-            latents = self.denoise(latents, cond, scheduler, timesteps, scales, before_step)
+            with phase("denoise", steps=len(timesteps), rows=len(jobs), latent_frames=frames):
+                latents = self.denoise(latents, cond, scheduler, timesteps, scales, before_step)
         return self.finish(jobs, [1] * len(jobs), latents, [len(job.samples) for job in jobs])
 
     def guidance_scales(
@@ -367,13 +373,16 @@ class AudioLDM2Engine:
         self, jobs: Sequence[DiffusionParams], repeats: list[int], latents: torch.Tensor, lengths: list[int]
     ) -> list[JobAudio]:
         """Decode, cut each job's rows to its own length, and rank jobs with several waveforms by CLAP."""
-        waveforms = self.decode(latents, max(lengths))
+        with phase("decode", rows=latents.shape[0], samples=max(lengths)):
+            waveforms = self.decode(latents, max(lengths))
         audio, row = [], 0
-        for job, count, length in zip(jobs, repeats, lengths, strict=True):
-            rows = slice(row, row + count)
-            result = JobAudio(waveforms[rows, :length], latents[rows].float().cpu())
-            if count > 1 and result.finite:
-                result = replace(result, clap_scores=self.clap_scores(job.prompt, result.waveforms))
-            audio.append(result)
-            row += count
+        with phase("rank") as ranked:
+            for job, count, length in zip(jobs, repeats, lengths, strict=True):
+                rows = slice(row, row + count)
+                result = JobAudio(waveforms[rows, :length], latents[rows].float().cpu())
+                if count > 1 and result.finite:
+                    result = replace(result, clap_scores=self.clap_scores(job.prompt, result.waveforms))
+                audio.append(result)
+                row += count
+            ranked["waveforms"] = sum(len(a.clap_scores or ()) for a in audio)
         return audio

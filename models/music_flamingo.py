@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,8 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+from models.phases import phase, record
 
 MAX_CLIPS = 2  # performance, optional reference
 MIN_CLIP_SECONDS = 0.1  # under 30 ms a clip encodes to zero audio tokens and breaks the model's span bookkeeping
@@ -209,6 +212,18 @@ class PerRowBudget(StoppingCriteria):
         return input_ids.shape[1] >= self.limits
 
 
+class FirstTokenClock(StoppingCriteria):
+    """Notes when the first new token is scored: prefill (the whole prompt, audio included) ends there."""
+
+    def __init__(self) -> None:
+        self.first_token_ns: int | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        if self.first_token_ns is None:
+            self.first_token_ns = time.time_ns()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
 def _row_padded_linear(linear: nn.Linear, multiple: int, x: torch.Tensor) -> torch.Tensor:
     rows = x.numel() // x.shape[-1]
     missing = -rows % multiple
@@ -336,7 +351,9 @@ class MusicFlamingoEngine:
         """
         for job in jobs:
             self.check(job)
-        inputs = self.prepare([self.conversation(job) for job in jobs])
+        with phase("prepare", rows=len(jobs)) as prepared:
+            inputs = self.prepare([self.conversation(job) for job in jobs])
+            prepared["prompt_tokens"] = inputs["input_ids"].shape[1]
         prompt_length = inputs["input_ids"].shape[1]
         budgets = [job.max_new_tokens for job in jobs]
         sampling = [Sampling(j.temperature, j.top_p, j.seed) if j.do_sample else None for j in jobs]
@@ -344,9 +361,11 @@ class MusicFlamingoEngine:
         sampler = PerRowSampler(sampling, self.model.generation_config.top_k, self.end_token)
         if any(sampling):
             logits_processor.append(sampler)
-        stopping = StoppingCriteriaList([PerRowBudget(prompt_length, budgets, self.device)])
+        clock = FirstTokenClock()
+        stopping = StoppingCriteriaList([clock, PerRowBudget(prompt_length, budgets, self.device)])
         if stopped is not None:
             stopping.append(RowsStopped(stopped, self.device))
+        started = time.time_ns()
         sequences = self.model.generate(
             **inputs,
             max_new_tokens=max(budgets),
@@ -357,6 +376,9 @@ class MusicFlamingoEngine:
         )
         new_tokens = sequences[:, prompt_length:].cpu()
         prompt_tokens = inputs["attention_mask"].sum(-1).cpu()
+        first_token = clock.first_token_ns or time.time_ns()
+        record("prefill", started, first_token, rows=len(jobs), prompt_tokens=prompt_length)
+        record("decode", first_token, time.time_ns(), rows=len(jobs), new_tokens=new_tokens.shape[1])
         outputs = []
         for i, job in enumerate(jobs):
             tokens = self.own_tokens(new_tokens[i, : job.max_new_tokens].tolist())

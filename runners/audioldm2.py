@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
 
@@ -13,6 +14,7 @@ from models.device import pick_device
 from models.profiles import audioldm2_checkpoint, declare_weights
 from runners.batching import GroupRun, run_in_groups
 from runners.cancellation import CancelledJobs, count_cancelled
+from runners.observe import observe_batch
 from runners.startup import RUNNER_CONFIG, log_model_choice
 from schemas import (
     AUDIOLDM2_SAMPLE_RATE,
@@ -84,6 +86,7 @@ class AudioLDM2Runner:
         model: Callable[[list[J], Callable[[], None]], list[JobAudio]],
     ) -> list[GroupRun[JobAudio]]:
         """Run a batch in groups: cancelled jobs dropped, a group stopped once all of its jobs are cancelled."""
+        started_ns = time.time_ns()
         runs = run_in_groups(
             jobs,
             key,
@@ -91,6 +94,7 @@ class AudioLDM2Runner:
             dropped=lambda job: job.job_id in self.cancelled,
         )
         count_cancelled("audioldm2", (run.error for run in runs))
+        observe_batch("audioldm2", jobs, runs, started_ns)
         return runs
 
     def _outcome(self, job: DiffusionParams, seeds: list[int], run: GroupRun[JobAudio]) -> GenerationOutcome:

@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 
 import torch
 
+from models.phases import Phase, collect
 from runners.cancellation import CANCELLED_WHILE_QUEUED, CANCELLED_WHILE_RUNNING, JobsCancelled
 from schemas import JobError
 
@@ -37,6 +38,7 @@ class GroupRun(Generic[Output]):
     batch_size: int
     group_size: int
     inference_s: float
+    phases: tuple[Phase, ...] = ()  # the model phases of the group's run (shared by its jobs)
 
 
 def group_indices(jobs: Sequence[Job], key: Callable[[Job], Hashable]) -> list[list[int]]:
@@ -87,7 +89,8 @@ def _run_group(group: list[Job], run: Callable[[list[Job]], list[Output]], batch
         return [GroupRun(None, error, batch_size, len(group), time.perf_counter() - start)] * len(group)
 
     try:
-        outputs = run(group)
+        with collect() as phases:
+            outputs = run(group)
     except JobsCancelled:
         return failed(CANCELLED_WHILE_RUNNING)
     except Exception as exc:  # a model fault (out of memory included) must not take the other jobs down
@@ -104,4 +107,5 @@ def _run_group(group: list[Job], run: Callable[[list[Job]], list[Output]], batch
         message = f"inference failed ({type(exc).__name__}); the error is in the runner's log"
         return failed(JobError(kind="internal", message=message))
     elapsed = time.perf_counter() - start
-    return [GroupRun(output, None, batch_size, len(group), elapsed) for output in outputs]
+    group_phases = tuple(phases)  # one tuple for the group: its jobs share it
+    return [GroupRun(output, None, batch_size, len(group), elapsed, group_phases) for output in outputs]

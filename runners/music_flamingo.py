@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import bentoml
 import torch
 
@@ -11,6 +13,7 @@ from models.music_flamingo import CritiqueJob as EngineJob
 from models.profiles import declare_weights, music_flamingo_checkpoint
 from runners.batching import GroupRun, run_in_groups
 from runners.cancellation import CANCELLED_WHILE_RUNNING, CancelledJobs, count_cancelled
+from runners.observe import observe_batch
 from runners.startup import RUNNER_CONFIG, log_model_choice
 from schemas import (
     MAX_PROMPT_TOKENS,
@@ -78,6 +81,7 @@ class MusicFlamingoRunner:
         max_latency_ms=SETTINGS.music_flamingo_max_latency_ms,
     )
     def critique(self, jobs: list[CritiqueJob]) -> list[CritiqueOutcome]:
+        started_ns = time.time_ns()
         outcomes: list[CritiqueOutcome | None] = [None] * len(jobs)
         accepted: list[int] = []
         engine_jobs: list[EngineJob] = []
@@ -93,6 +97,7 @@ class MusicFlamingoRunner:
             return self.engine.generate(group, stopped=lambda: [job.job_id in self.cancelled for job in group])
 
         runs = run_in_groups(engine_jobs, self.engine.group_key, run, dropped=lambda job: job.job_id in self.cancelled)
+        observe_batch("music_flamingo", [jobs[index] for index in accepted], runs, started_ns)
         for index, run_result in zip(accepted, runs, strict=True):
             outcomes[index] = self._outcome(run_result, len(jobs), jobs[index].job_id)
         answered = [o for o in outcomes if o is not None]

@@ -8,12 +8,18 @@ from typing import Any
 import torch
 
 from models.profiles import Checkpoint
-from settings import Profile
+from settings import REQUEST_TIMEOUT_S, SETTINGS, Profile
+from telemetry import tracing_config
 
 logger = logging.getLogger("bentoml.audio_studio")
 
-# One worker, one thread: one batch at a time owns the model (and the GPU).
-RUNNER_CONFIG: dict[str, Any] = {"workers": 1, "threads": 1, "traffic": {"timeout": 900}}
+# One worker, one thread: one batch at a time owns the model (and the GPU). Traced like the front.
+RUNNER_CONFIG: dict[str, Any] = {
+    "workers": 1,
+    "threads": 1,
+    "traffic": {"timeout": REQUEST_TIMEOUT_S},
+    **tracing_config(SETTINGS),
+}
 
 
 def log_model_choice(runner: str, checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype) -> None:
