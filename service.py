@@ -19,16 +19,20 @@ from typing import Annotated, Literal
 import anyio
 import bentoml
 from bentoml.validators import ContentType
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 
 from audio_io import MAX_UPLOAD_BYTES, AudioInputError, DecodedAudio, decode_upload, probe_upload
 from front import forms, quiet_client_errors, timeout_timer
+from front.access import AccessGuard, OpenPaths
+from front.admission import Admission, QuotaSettings, RunnerRoom
 from front.edge import EdgeGuard
 from front.errors import error_response, kind_of_status
 from front.metrics_dir import own_metrics_dir
 from front.openapi import OpenAPIDocument
 from front.rendering import audio_file_response, audio_json_response, job_error_response
 from front.runner_calls import answers_503_when_a_runner_is_down, call_runner, run_job
+from front.trace_header import TraceIdHeader
 from presets import NEEDS_AUDIO, NEEDS_REFERENCE, compose_prompt
 from runners.audioldm2 import AudioLDM2Runner
 from runners.music_flamingo import MusicFlamingoRunner
@@ -54,7 +58,8 @@ from schemas import (
     TransformRequest,
     samples_to_bytes,
 )
-from settings import SETTINGS
+from settings import REQUEST_TIMEOUT_S, SETTINGS
+from telemetry import span, tracing_config
 
 logger = logging.getLogger("bentoml.audio_studio")
 
@@ -77,8 +82,9 @@ def upload_error(error: AudioInputError) -> JSONResponse:
 @bentoml.service(
     name="audio-studio",
     workers=1,
-    traffic={"timeout": 900},
+    traffic={"timeout": REQUEST_TIMEOUT_S},
     endpoints={"livez": "/livez", "readyz": "/readyz"},
+    **tracing_config(SETTINGS),
 )
 class AudioStudio:
     """Text-to-audio and audio-to-audio with AudioLDM2; music critique with Music Flamingo."""
@@ -132,7 +138,9 @@ class AudioStudio:
             return error_response("invalid_input", problem[1], field=problem[0])
         limits = await self._flamingo_limits_once()
         try:
-            clips = await anyio.to_thread.run_sync(lambda: self._decode_clips(uploads, limits))
+            with span("front.decode_uploads", clips=len(uploads)) as decoding:
+                clips = await anyio.to_thread.run_sync(lambda: self._decode_clips(uploads, limits))
+                decoding.set_attribute("audio_seconds", sum(clip.seconds for clip in clips))
         except AudioInputError as error:
             return upload_error(error)
         seed = draw_seed(request)
@@ -170,16 +178,18 @@ class AudioStudio:
 
     async def _transform(self, request: TransformRequest) -> GenerationOutcome | JSONResponse:
         try:
-            clip = await anyio.to_thread.run_sync(
-                lambda: decode_upload(
-                    request.audio,
-                    "audio",
-                    AUDIOLDM2_SAMPLE_RATE,
-                    MAX_TRANSFORM_SECONDS,
-                    truncate=False,
-                    min_seconds=MIN_TRANSFORM_SECONDS,
+            with span("front.decode_uploads", clips=1) as decoding:
+                clip = await anyio.to_thread.run_sync(
+                    lambda: decode_upload(
+                        request.audio,
+                        "audio",
+                        AUDIOLDM2_SAMPLE_RATE,
+                        MAX_TRANSFORM_SECONDS,
+                        truncate=False,
+                        min_seconds=MIN_TRANSFORM_SECONDS,
+                    )
                 )
-            )
+                decoding.set_attribute("audio_seconds", clip.seconds)
         except AudioInputError as error:
             return upload_error(error)
         job = TransformJob(
@@ -243,7 +253,39 @@ class AudioStudio:
         ]
 
 
+# The front's middlewares, outermost first (inside BentoML's tracing, metrics and access log).
+audioldm2_room = RunnerRoom("audioldm2", SETTINGS.audioldm2_max_batch_size, SETTINGS.audioldm2_max_queued)
+flamingo_room = RunnerRoom("music_flamingo", SETTINGS.music_flamingo_max_batch_size, SETTINGS.music_flamingo_max_queued)
+ROOM_OF_ROUTE = {
+    "/generate": audioldm2_room,
+    "/generate/json": audioldm2_room,
+    "/transform": audioldm2_room,
+    "/transform/json": audioldm2_room,
+    "/critique": flamingo_room,
+}
+if SETTINGS.cors_origins:
+    AudioStudio.add_asgi_middleware(
+        CORSMiddleware,
+        allow_origins=list(SETTINGS.cors_origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        expose_headers=["X-Trace-Id", "Retry-After", "X-Seed", "X-Model-Id", "X-Profile", "X-Clap-Score"],
+    )
+OPEN_PATHS = OpenPaths(
+    metrics=not SETTINGS.metrics_need_key, docs=not SETTINGS.docs_need_key, ui=not SETTINGS.ui_need_key
+)
+AudioStudio.add_asgi_middleware(TraceIdHeader)
+AudioStudio.add_asgi_middleware(
+    AccessGuard, keys_file=SETTINGS.api_keys_file, open_paths=OPEN_PATHS, api_routes=set(ROOM_OF_ROUTE)
+)
 AudioStudio.add_asgi_middleware(
     EdgeGuard, service=AudioStudio, max_upload_bytes=MAX_UPLOAD_BYTES, shutdown_grace_s=SETTINGS.shutdown_grace_s
 )
-AudioStudio.add_asgi_middleware(OpenAPIDocument, service=AudioStudio)
+AudioStudio.add_asgi_middleware(
+    Admission,
+    rooms=ROOM_OF_ROUTE,
+    quotas=QuotaSettings(SETTINGS.key_max_in_flight, SETTINGS.key_rate_per_minute, SETTINGS.key_burst),
+)
+AudioStudio.add_asgi_middleware(
+    OpenAPIDocument, service=AudioStudio, open_paths=OPEN_PATHS if SETTINGS.api_keys_file else None
+)

@@ -28,6 +28,12 @@ MUSIC_FLAMINGO_CHECKPOINTS = (
 )
 
 
+# The time budget of a request (README, "Time budget"): every service answers within REQUEST_TIMEOUT_S, and a
+# runner's batcher gives up on a job that has not started within its max latency, at most MAX_QUEUE_WAIT_MS.
+REQUEST_TIMEOUT_S = 900
+MAX_QUEUE_WAIT_MS = 840_000
+
+
 def _bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -45,6 +51,18 @@ def _int(name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ValueError(f"{name}={value}: must be between {low} and {high}")
     return value
+
+
+def _float(name: str, default: float, low: float, high: float) -> float:
+    raw = os.environ.get(name)
+    value = default if raw is None or raw == "" else float(raw)
+    if not low <= value <= high:  # NaN fails this too
+        raise ValueError(f"{name}={value}: must be between {low:g} and {high:g}")
+    return value
+
+
+def _list(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
 
 
 def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -70,6 +88,18 @@ class Settings:
     music_flamingo_max_batch_size: int
     music_flamingo_max_latency_ms: int
     shutdown_grace_s: int
+    api_keys_file: Path | None
+    metrics_need_key: bool
+    docs_need_key: bool
+    ui_need_key: bool
+    cors_origins: tuple[str, ...]
+    key_max_in_flight: int
+    key_rate_per_minute: int
+    key_burst: int
+    audioldm2_max_queued: int
+    music_flamingo_max_queued: int
+    otlp_endpoint: str | None
+    trace_sample_rate: float
 
 
 def load_settings() -> Settings:
@@ -87,16 +117,37 @@ def load_settings() -> Settings:
         cpu_offload=_bool("AUDIO_STUDIO_CPU_OFFLOAD", False),
         vae_slicing=_bool("AUDIO_STUDIO_VAE_SLICING", False),
         audioldm2_max_batch_size=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE", 8, 2, 64),
-        audioldm2_max_latency_ms=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_LATENCY_MS", 600_000, 1_000, 3_600_000),
+        # A job not started by then gets 503; the bound leaves the batch time inside the 900 s request timeout.
+        audioldm2_max_latency_ms=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_LATENCY_MS", 600_000, 1_000, MAX_QUEUE_WAIT_MS),
         music_flamingo_checkpoint=_choice(
             "AUDIO_STUDIO_MUSIC_FLAMINGO_CHECKPOINT", MUSIC_FLAMINGO_CHECKPOINTS[0], MUSIC_FLAMINGO_CHECKPOINTS
         ),
         audioldm2_url=os.environ.get("AUDIO_STUDIO_AUDIOLDM2_URL") or None,
         music_flamingo_url=os.environ.get("AUDIO_STUDIO_MUSIC_FLAMINGO_URL") or None,
         music_flamingo_max_batch_size=_int("AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_BATCH_SIZE", 8, 2, 64),
-        music_flamingo_max_latency_ms=_int("AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_LATENCY_MS", 600_000, 1_000, 3_600_000),
+        music_flamingo_max_latency_ms=_int(
+            "AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_LATENCY_MS", 600_000, 1_000, MAX_QUEUE_WAIT_MS
+        ),
         # After SIGTERM, requests in flight get this long before they are ended with 503 (Kubernetes waits 30 s).
         shutdown_grace_s=_int("AUDIO_STUDIO_SHUTDOWN_GRACE_S", 20, 0, 3600),
+        # Access: API keys (off unless a keys file is named) and what else they guard.
+        api_keys_file=Path(os.environ["AUDIO_STUDIO_API_KEYS_FILE"])
+        if os.environ.get("AUDIO_STUDIO_API_KEYS_FILE")
+        else None,
+        metrics_need_key=_bool("AUDIO_STUDIO_METRICS_NEED_KEY", True),
+        docs_need_key=_bool("AUDIO_STUDIO_DOCS_NEED_KEY", False),
+        ui_need_key=_bool("AUDIO_STUDIO_UI_NEED_KEY", False),
+        cors_origins=_list("AUDIO_STUDIO_CORS_ORIGINS"),
+        # Per-key quotas (with keys on): requests in flight, and a token bucket of requests per minute.
+        key_max_in_flight=_int("AUDIO_STUDIO_KEY_MAX_IN_FLIGHT", 8, 1, 10_000),
+        key_rate_per_minute=_int("AUDIO_STUDIO_KEY_RATE_PER_MINUTE", 60, 1, 1_000_000),
+        key_burst=_int("AUDIO_STUDIO_KEY_BURST", 20, 1, 100_000),
+        # Per runner: requests the front lets wait beyond one full batch before it answers 503 at once.
+        audioldm2_max_queued=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_QUEUED", 32, 0, 100_000),
+        music_flamingo_max_queued=_int("AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_QUEUED", 32, 0, 100_000),
+        # Tracing: OTLP/HTTP to this endpoint (e.g. http://otel-collector:4318/v1/traces); off when unset.
+        otlp_endpoint=os.environ.get("AUDIO_STUDIO_OTLP_ENDPOINT") or None,
+        trace_sample_rate=_float("AUDIO_STUDIO_TRACE_SAMPLE_RATE", 1.0, 0.0, 1.0),
     )
 
 

@@ -23,12 +23,10 @@ import anyio
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, Response
 
+from front.asgi import Message, Scope, on_startup, reply
 from front.errors import ErrorDetail, ErrorResponse, error_response, kind_of_status
 
 logger = logging.getLogger("bentoml.audio_studio")
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
 
 JSON_BODY_LIMIT = 1024 * 1024  # generate's largest valid body is a few KiB
 FORM_TEXT_ALLOWANCE = 1024 * 1024  # form fields and part headers beside the files
@@ -65,11 +63,6 @@ def mebibytes(size: int) -> str:
     return f"{size / 2**20:g} MiB"
 
 
-async def reply(send: Any, response: Any) -> None:
-    """Send a Starlette response from inside the middleware (no scope or receive needed for a plain body)."""
-    await response({"type": "http"}, None, send)
-
-
 @dataclass
 class Exchange:
     """One request as the edge follows it: how much body came, whether the answer started, who left."""
@@ -96,7 +89,7 @@ class EdgeGuard:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            return await self.app(scope, self.on_startup(receive), send)
+            return await self.app(scope, on_startup(receive, self.chain_sigterm), send)
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if scope["path"] == self.readyz:
@@ -115,7 +108,7 @@ class EdgeGuard:
         """An answer given from the headers alone, or None to let the request in."""
         if self.draining:
             return error_response("unavailable", SHUTTING_DOWN)
-        media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type not in rules.media_types:
             return error_response(
                 "unsupported_media_type", f"this route takes {' or '.join(rules.media_types)}", field="Content-Type"
@@ -207,18 +200,9 @@ class EdgeGuard:
         for message in captured:
             await send(message)
 
-    def on_startup(self, receive: Any) -> Any:
-        """Chain a SIGTERM handler once the server (which installs its own) starts the application."""
-
-        async def lifespan_receive() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.chain_sigterm(asyncio.get_running_loop())
-            return message
-
-        return lifespan_receive
-
-    def chain_sigterm(self, loop: asyncio.AbstractEventLoop) -> None:
+    def chain_sigterm(self) -> None:
+        """Drain on SIGTERM, then let the server's own handler run (it installs one before starting the app)."""
+        loop = asyncio.get_running_loop()
         previous = signal.getsignal(signal.SIGTERM)
 
         def on_sigterm(signum: int, frame: Any) -> None:

@@ -9,11 +9,13 @@ from starlette.responses import JSONResponse
 
 ErrorKind = Literal[
     "invalid_input",  # 400: a field out of range, a malformed body or form
+    "unauthorized",  # 401: no API key, or one that is not (or no longer) valid
     "too_large",  # 413: the body or an upload over its limit
     "unsupported_media_type",  # 415: wrong Content-Type, or an upload that is not accepted audio
+    "rate_limited",  # 429 + Retry-After: this API key is over its rate or its requests in flight
     "non_finite",  # 500: the model produced NaN/Inf for this request
     "internal",  # 500: a fault in the service; the message never carries server paths
-    "unavailable",  # 503 + Retry-After: a runner is down, restarting or overloaded
+    "unavailable",  # 503 + Retry-After: a runner is down or restarting, or its queue is full
     "out_of_memory",  # 503 + Retry-After: the request ran out of accelerator memory even alone
 ]
 
@@ -34,15 +36,23 @@ class ErrorResponse(BaseModel):
 
 STATUS_OF_KIND: dict[str, int] = {
     "invalid_input": 400,
+    "unauthorized": 401,
     "too_large": 413,
     "unsupported_media_type": 415,
+    "rate_limited": 429,
     "non_finite": 500,
     "internal": 500,
     "unavailable": 503,
     "out_of_memory": 503,
 }
 RETRY_AFTER_SECONDS = {"unavailable": 5, "out_of_memory": 10}
-KIND_OF_STATUS: dict[int, ErrorKind] = {413: "too_large", 415: "unsupported_media_type", 503: "unavailable"}
+KIND_OF_STATUS: dict[int, ErrorKind] = {
+    401: "unauthorized",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
 
 
 def kind_of_status(status: int) -> ErrorKind:
@@ -50,10 +60,19 @@ def kind_of_status(status: int) -> ErrorKind:
     return KIND_OF_STATUS.get(status, "internal" if status >= 500 else "invalid_input")
 
 
-def error_response(kind: ErrorKind, message: str, field: str | None = None) -> JSONResponse:
-    """An error answer; with `field`, the message is prefixed by it and `detail` names it."""
+def error_response(
+    kind: ErrorKind,
+    message: str,
+    field: str | None = None,
+    retry_after_s: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An error answer; with `field`, the message is prefixed by it and `detail` names it.
+
+    Retry-After is the kind's default unless `retry_after_s` says better (a rate limit knows when it refills).
+    """
     detail = [ErrorDetail(loc=[field], msg=message, type=kind)] if field else []
     body = ErrorResponse(error=f"{field}: {message}" if field else message, kind=kind, detail=detail)
-    retry = RETRY_AFTER_SECONDS.get(kind)
-    headers = {"Retry-After": str(retry)} if retry else None
-    return JSONResponse(body.model_dump(), status_code=STATUS_OF_KIND[kind], headers=headers)
+    retry = retry_after_s or RETRY_AFTER_SECONDS.get(kind)
+    all_headers = {**(headers or {}), **({"Retry-After": str(retry)} if retry else {})}
+    return JSONResponse(body.model_dump(), status_code=STATUS_OF_KIND[kind], headers=all_headers or None)

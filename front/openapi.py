@@ -29,6 +29,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from front.access import OpenPaths
 from front.errors import STATUS_OF_KIND, ErrorResponse
 
 logger = logging.getLogger("bentoml.audio_studio")
@@ -53,6 +54,13 @@ BINARY = {"type": "string", "format": "binary"}
 PLAIN_TEXT = {"text/plain": {"schema": {"type": "string"}}}
 
 ERROR_STATUSES = (400, 413, 415, 500, 503)
+KEYED_ERROR_STATUSES = (401, 429)  # with API keys on
+RETRY_AFTER_STATUSES = (429, 503)
+SECURITY_SCHEMES = {
+    "bearerKey": {"type": "http", "scheme": "bearer", "description": "An API key as a Bearer token."},
+    "headerKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "An API key."},
+}
+KEYED = [{"bearerKey": []}, {"headerKey": []}]
 FORM_MEDIA_TYPE = "multipart/form-data"
 
 
@@ -62,6 +70,7 @@ def error_description(status: int, form: bool) -> str:
     meaning = {
         400: "Invalid input: a field missing, unknown or out of range, or a malformed body. `detail` has one "
         "entry per field at fault, naming it (`loc`) and the limit (`msg`).",
+        401: "No API key, or one that is not (or no longer) valid; the answer carries `WWW-Authenticate`.",
         413: "The body, or an upload in it, is over its size limit.",
         415: (
             "The body is neither `multipart/form-data` nor `application/x-www-form-urlencoded`, or an upload is "
@@ -70,9 +79,10 @@ def error_description(status: int, form: bool) -> str:
             if form
             else "The body is not `application/json`."
         ),
+        429: "This API key has too many requests in flight, or is over its rate. Retry after `Retry-After` seconds.",
         500: "The model produced non-finite output for this request, or the service failed.",
-        503: "A runner is unavailable, restarting or overloaded, or the request ran out of accelerator memory "
-        "even alone. Retry after `Retry-After` seconds.",
+        503: "A runner is unavailable or restarting, its queue is full, or the request ran out of accelerator "
+        "memory even alone. Retry after `Retry-After` seconds.",
     }[status]
     return f"{meaning} (`kind`: {kinds})" if kinds else meaning
 
@@ -134,8 +144,11 @@ def value_schema(schemas: dict[str, Any], dotted: str) -> dict[str, Any]:
     return {k: v for k, v in branches[0].items() if k not in ("default", "title", "description", "examples")}
 
 
-def published_openapi(raw: dict[str, Any], version: str) -> dict[str, Any]:
-    """BentoML's `service.openapi_spec.asdict()` as a valid OpenAPI 3.1.0 document; `raw` is not changed."""
+def published_openapi(raw: dict[str, Any], version: str, open_paths: OpenPaths | None = None) -> dict[str, Any]:
+    """BentoML's `service.openapi_spec.asdict()` as a valid OpenAPI 3.1.0 document; `raw` is not changed.
+
+    With `open_paths` (API keys on), every other route requires a key and may answer 401 and 429.
+    """
     doc = copy.deepcopy(raw)
     doc["openapi"] = OPENAPI_VERSION
     doc["info"] = {"title": TITLE, "version": version, "description": DESCRIPTION}
@@ -148,12 +161,18 @@ def published_openapi(raw: dict[str, Any], version: str) -> dict[str, Any]:
     schemas[ERROR_SCHEMA] = error_schema
     for name in list(schemas):
         schemas[name] = fix_schema(schemas[name])
+    keyed = open_paths is not None
+    if keyed:
+        doc["components"]["securitySchemes"] = copy.deepcopy(SECURITY_SCHEMES)
+        doc["security"] = copy.deepcopy(KEYED)
     for path, operations in doc.get("paths", {}).items():
         for method, operation in operations.items():
             if method == "post":
-                fix_post(path, operation, schemas)
+                fix_post(path, operation, schemas, keyed)
             elif method == "get":
                 fix_get(path, operation)
+            if keyed and path in open_paths:
+                operation["security"] = []
     drop_unreferenced(doc, schemas)
     return doc
 
@@ -230,7 +249,7 @@ def resolve(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
     return schemas[ref.rsplit("/", 1)[1]] if ref.startswith(SCHEMA_REF.format("")) else schema
 
 
-def fix_post(path: str, operation: dict[str, Any], schemas: dict[str, Any]) -> None:
+def fix_post(path: str, operation: dict[str, Any], schemas: dict[str, Any], keyed: bool) -> None:
     if "description" in operation:  # the API's docstring, as indented in the source
         operation["description"] = inspect.cleandoc(operation["description"])
     body = operation.get("requestBody", {})
@@ -269,12 +288,16 @@ def fix_post(path: str, operation: dict[str, Any], schemas: dict[str, Any]) -> N
     else:
         for media in content.values():
             media["schema"] = component_ref(media["schema"], schemas)
-    for status in ERROR_STATUSES:
+    for status in ERROR_STATUSES + (KEYED_ERROR_STATUSES if keyed else ()):
         response: dict[str, Any] = {
             "description": error_description(status, form),
             "content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(ERROR_SCHEMA)}}},
         }
-        if status == 503:
+        if status == 401:
+            response["headers"] = {
+                "WWW-Authenticate": {"description": "`Bearer`.", "required": True, "schema": {"type": "string"}}
+            }
+        if status in RETRY_AFTER_STATUSES:
             response["headers"] = {
                 "Retry-After": {
                     "description": "Seconds to wait before trying again.",
@@ -342,9 +365,10 @@ def package_version() -> str:
 class OpenAPIDocument:
     """ASGI middleware: `GET /docs.json` answers the published document (built once); all else passes through."""
 
-    def __init__(self, app: Any, service: Any, version: str | None = None) -> None:
+    def __init__(self, app: Any, service: Any, open_paths: OpenPaths | None, version: str | None = None) -> None:
         self.app = app
         self.service = service
+        self.open_paths = open_paths
         self.version = version or package_version()
         prefix = getattr(service, "path_prefix", None) or ""
         self.path = "/" + "/".join(part for part in (*prefix.split("/"), "docs.json") if part)
@@ -352,7 +376,7 @@ class OpenAPIDocument:
 
     def body(self) -> bytes:
         if self._body is None:
-            document = published_openapi(self.service.openapi_spec.asdict(), self.version)
+            document = published_openapi(self.service.openapi_spec.asdict(), self.version, self.open_paths)
             self._body = json.dumps(document, ensure_ascii=False).encode()
         return self._body
 

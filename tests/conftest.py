@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,6 +29,7 @@ from models.audioldm2 import AudioLDM2Engine, load_pipeline  # noqa: E402
 from models.device import pick_device  # noqa: E402
 from models.profiles import Checkpoint, audioldm2_checkpoint  # noqa: E402
 from settings import SETTINGS  # noqa: E402
+from tests.otlp_receiver import OTLPReceiver  # noqa: E402
 
 SERVER_START_TIMEOUT_S = 180
 
@@ -135,3 +139,59 @@ def server(
         yield served.wait_ready().url
     finally:
         served.stop()
+
+
+@dataclass(frozen=True)
+class Secured:
+    """A server with API keys, small quotas and tracing to a real OTLP/HTTP receiver (tests/otlp_receiver.py)."""
+
+    served: Served
+    keys_file: Path
+    keys: dict[str, str]  # name -> key
+    receiver: OTLPReceiver
+
+    @property
+    def url(self) -> str:
+        return self.served.url
+
+    def auth(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[name]}"}
+
+
+SECURED_KEY_NAMES = ("alpha", "beta", "gamma", "queue", "trace", "sighup")
+SECURED_QUOTAS = {
+    "AUDIO_STUDIO_KEY_MAX_IN_FLIGHT": "4",
+    "AUDIO_STUDIO_KEY_RATE_PER_MINUTE": "6",
+    "AUDIO_STUDIO_KEY_BURST": "4",
+    "AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE": "2",
+    "AUDIO_STUDIO_AUDIOLDM2_MAX_QUEUED": "1",
+}
+
+
+def keys_file_text(keys: dict[str, str]) -> str:
+    lines = ["# audio-studio test keys: sha256 digests, never the keys"]
+    lines += [f"sha256:{hashlib.sha256(key.encode()).hexdigest()} {name}" for name, key in keys.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def secured(
+    tiny_audioldm2: Checkpoint, serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Secured]:
+    folder = tmp_path_factory.mktemp("secured")
+    keys = {name: f"{name}-{secrets.token_urlsafe(24)}" for name in SECURED_KEY_NAMES}
+    keys_file = folder / "api-keys"
+    keys_file.write_text(keys_file_text(keys))
+    with OTLPReceiver() as receiver:
+        env = {
+            **serve_env,
+            **SECURED_QUOTAS,
+            "AUDIO_STUDIO_API_KEYS_FILE": str(keys_file),
+            "AUDIO_STUDIO_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "200",  # export spans every 0.2 s instead of 5 s
+        }
+        served = Served("service:AudioStudio", env, folder / "serve.log").start()
+        try:
+            yield Secured(served.wait_ready(), keys_file, keys, receiver)
+        finally:
+            served.stop()

@@ -23,6 +23,7 @@ import pytest
 import soundfile
 
 from tests.audio_files import audio_file
+from tests.conftest import Secured
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_PATH = ROOT / "cli"
@@ -367,3 +368,13 @@ def test_pip_install_gives_the_console_script_and_only_the_cli(tmp_path: Path) -
     assert installed == {"audio_studio_cli", "audio_studio-0.1.0.dist-info"}, installed
     done = subprocess.run([venv / "bin" / "audio-studio", "--help"], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0 and "exit codes:" in done.stdout, done.stderr
+
+
+def test_against_a_secured_server_the_key_comes_from_the_environment(secured: Secured, tmp_path: Path) -> None:
+    refused = cli(tmp_path, "generate", "a bell", *FAST_GENERATE, "--url", secured.url)
+    assert refused.returncode == 2 and "no API key" in refused.stderr, refused.stderr
+    done = cli(
+        tmp_path, "generate", "a bell", *FAST_GENERATE, "--url", secured.url, AUDIO_STUDIO_API_KEY=secured.keys["alpha"]
+    )
+    assert done.returncode == 0, done.stderr
+    assert secured.keys["alpha"] not in done.stdout + done.stderr
