@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -85,3 +88,110 @@ def test_tiny_cpu_overlay_drops_gpus_and_picks_the_tiny_profile() -> None:
     assert config["data"]["AUDIO_STUDIO_PROFILE"] == "tiny"
     for deployment in by_kind(docs, "Deployment").values():
         assert "nvidia.com/gpu" not in str(container(deployment)["resources"])
+
+
+# API keys, quotas and network policies.
+
+KEYS_MOUNT_SECRET = "audio-studio-api-keys"
+KEY_LINE = re.compile(r"sha256:[0-9a-f]{64}( \S+)?")
+DEMO_KEY = "audio-studio-demo-key"  # documented as not secret in overlays/tiny-cpu
+DEMO_KEYS_FILE = ROOT / "deploy" / "k8s" / "overlays" / "tiny-cpu" / "demo-api-keys"
+QUOTAS = (
+    "AUDIO_STUDIO_KEY_MAX_IN_FLIGHT",
+    "AUDIO_STUDIO_KEY_RATE_PER_MINUTE",
+    "AUDIO_STUDIO_KEY_BURST",
+    "AUDIO_STUDIO_AUDIOLDM2_MAX_QUEUED",
+    "AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_QUEUED",
+)
+
+
+def key_entries(text: str) -> dict[str, str]:
+    """digest -> name of a keys file, failing on any line the service would not accept."""
+    entries = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        assert KEY_LINE.fullmatch(line), f"not a keys-file line: {line!r}"
+        digest, _, name = line.removeprefix("sha256:").partition(" ")
+        entries[digest] = name
+    return entries
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "tiny-cpu"])
+def test_front_reads_its_api_keys_from_the_mounted_secret(overlay: str) -> None:
+    docs = render(overlay)
+    pod = by_kind(docs, "Deployment")["audio-studio-front"]["spec"]["template"]["spec"]
+    front = container(by_kind(docs, "Deployment")["audio-studio-front"])
+    [volume] = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == KEYS_MOUNT_SECRET]
+    assert not volume["secret"].get("optional")  # no Secret, no start: never serve without keys
+    items = volume["secret"].get("items")
+    assert items is None or [item["key"] for item in items] == ["api-keys"]
+    file_name = items[0]["path"] if items else "api-keys"
+    [mount] = [m for m in front["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    assert "subPath" not in mount and "subPathExpr" not in mount  # subPath mounts never see a Secret update
+    env = {e["name"]: e for e in front["env"]}
+    assert env["AUDIO_STUDIO_API_KEYS_FILE"]["value"] == f"{mount['mountPath'].rstrip('/')}/{file_name}"
+    [config] = by_kind(docs, "ConfigMap").values()
+    assert config["data"]["AUDIO_STUDIO_METRICS_NEED_KEY"] == "true"
+    # Annotation-driven scraping cannot send a key, so the front must not ask for it.
+    annotations = by_kind(docs, "Deployment")["audio-studio-front"]["spec"]["template"]["metadata"].get("annotations")
+    assert "prometheus.io/scrape" not in (annotations or {})
+    for name in RUNNERS:  # the runners read no keys: only the front is mounted the Secret
+        assert KEYS_MOUNT_SECRET not in str(by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"])
+
+
+def test_gpu_overlay_ships_no_key_and_says_how_to_create_the_secret() -> None:
+    assert not by_kind(render("gpu"), "Secret")
+    kustomization = (ROOT / "deploy" / "k8s" / "overlays" / "gpu" / "kustomization.yaml").read_text()
+    assert f"kubectl -n audio-studio create secret generic {KEYS_MOUNT_SECRET} --from-file=api-keys=" in kustomization
+
+
+def test_tiny_cpu_demo_key_is_documented_and_matches_the_generated_secret() -> None:
+    text = DEMO_KEYS_FILE.read_text()
+    entries = key_entries(text)
+    assert entries == {hashlib.sha256(DEMO_KEY.encode()).hexdigest(): "demo"}
+    assert DEMO_KEY in text and "not a" in text.lower()  # the plaintext is documented as not secret
+    secrets = by_kind(render("tiny-cpu"), "Secret")
+    assert list(secrets) == [KEYS_MOUNT_SECRET]  # no name hash: an edit updates the mounted file in place
+    assert base64.b64decode(secrets[KEYS_MOUNT_SECRET]["data"]["api-keys"]).decode() == text
+
+
+def test_both_overlays_set_the_per_key_quotas_and_the_demo_is_smaller() -> None:
+    quotas = {}
+    for overlay in ("gpu", "tiny-cpu"):
+        [config] = by_kind(render(overlay), "ConfigMap").values()
+        quotas[overlay] = {name: int(config["data"][name]) for name in QUOTAS}
+        assert all(value > 0 for value in quotas[overlay].values()), quotas[overlay]
+        assert quotas[overlay]["AUDIO_STUDIO_KEY_BURST"] <= quotas[overlay]["AUDIO_STUDIO_KEY_RATE_PER_MINUTE"]
+    assert all(quotas["tiny-cpu"][name] <= quotas["gpu"][name] for name in QUOTAS)
+
+
+FRONT_PEER = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "audio-studio-front"}}}
+PROMETHEUS_PEER = {  # scrapes the metric the runner HPAs scale on; kube-prometheus-stack's labels
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "tiny-cpu"])
+def test_runner_network_policies_admit_only_the_front_and_prometheus(overlay: str) -> None:
+    docs = render(overlay)
+    deployments, policies = by_kind(docs, "Deployment"), by_kind(docs, "NetworkPolicy")
+    front_labels = deployments["audio-studio-front"]["spec"]["template"]["metadata"]["labels"]
+    assert FRONT_PEER["podSelector"]["matchLabels"].items() <= front_labels.items()
+    for name in RUNNERS:
+        runner = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert runner["app.kubernetes.io/name"] != front_labels["app.kubernetes.io/name"]
+        port_names = {port["name"] for port in container(deployments[name])["ports"]}
+        selecting = [p for p in policies.values() if p["spec"]["podSelector"]["matchLabels"].items() <= runner.items()]
+        assert selecting, f"no NetworkPolicy selects the {name} pods"
+        admitted = []
+        for policy in selecting:
+            assert "Ingress" in policy["spec"]["policyTypes"]
+            for rule in policy["spec"].get("ingress", []):
+                assert rule.get("from"), "an ingress rule without `from` admits every source"
+                assert rule.get("ports") and {port["port"] for port in rule["ports"]} <= port_names
+                admitted += rule["from"]
+        assert FRONT_PEER in admitted
+        assert all(peer in (FRONT_PEER, PROMETHEUS_PEER) for peer in admitted), admitted
