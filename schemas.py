@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
 from presets import Preset
+from settings import SETTINGS
 from telemetry import Received
 
 MAX_PROMPT_CHARS = 1000
@@ -73,10 +74,20 @@ class DiffusionParams(BaseModel):
         return value
 
 
+# Long-form cap (generate and transform): AUDIO_STUDIO_MAX_AUDIO_SECONDS, 600 by default.
+MAX_AUDIO_SECONDS = float(SETTINGS.max_audio_seconds)
+
+
 class GenerationParams(DiffusionParams):
     """What shapes one text-to-audio generation (shared by the public request and the runner job)."""
 
-    duration: float = Field(10.0, ge=1.0, le=30.0, description="Length of the audio in seconds, 1 to 30.")
+    duration: float = Field(
+        10.0,
+        ge=1.0,
+        le=MAX_AUDIO_SECONDS,
+        description=f"Length of the audio in seconds, 1 to {MAX_AUDIO_SECONDS:g}. Up to 30 s the clip is one "
+        "latent; longer clips are denoised as overlapping windows of the model's native ~10 s (MultiDiffusion).",
+    )
     num_waveforms: int = Field(
         1,
         ge=1,
@@ -87,7 +98,7 @@ class GenerationParams(DiffusionParams):
 
 AUDIOLDM2_SAMPLE_RATE = 16_000  # what the front resamples uploads to, and what the runner returns
 MIN_TRANSFORM_SECONDS = 1.0
-MAX_TRANSFORM_SECONDS = 30.0
+MAX_TRANSFORM_SECONDS = MAX_AUDIO_SECONDS
 
 
 class TransformParams(DiffusionParams):

@@ -88,6 +88,7 @@ class Settings:
     music_flamingo_max_batch_size: int
     music_flamingo_max_latency_ms: int
     shutdown_grace_s: int
+    max_audio_seconds: int
     api_keys_file: Path | None
     metrics_need_key: bool
     docs_need_key: bool
@@ -130,6 +131,8 @@ def load_settings() -> Settings:
         ),
         # After SIGTERM, requests in flight get this long before they are ended with 503 (Kubernetes waits 30 s).
         shutdown_grace_s=_int("AUDIO_STUDIO_SHUTDOWN_GRACE_S", 20, 0, 3600),
+        # Longest audio /generate makes and /transform takes, in seconds (long-form: windows of ~10 s).
+        max_audio_seconds=_int("AUDIO_STUDIO_MAX_AUDIO_SECONDS", 600, 30, 3600),
         # Access: API keys (off unless a keys file is named) and what else they guard.
         api_keys_file=Path(os.environ["AUDIO_STUDIO_API_KEYS_FILE"])
         if os.environ.get("AUDIO_STUDIO_API_KEYS_FILE")

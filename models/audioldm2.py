@@ -26,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import GPT2LMHeadModel
 from transformers.audio_utils import mel_filter_bank
 
+from models.multidiffusion import Fusion, Windows, split
 from models.phases import phase
 from schemas import DiffusionParams, GenerationJob, Scheduler, TransformJob
 
@@ -78,6 +79,41 @@ class JobAudio:
         return bool(torch.isfinite(self.waveforms).all() and torch.isfinite(self.latents).all())
 
 
+@dataclass(eq=False)
+class Denoising:
+    """One job's denoising in progress: its latents (one row per waveform), conditioning and scheduler.
+
+    A long latent is denoised as windows (models/multidiffusion.py); a short one is its own single window. A
+    step may be spread over several UNet passes (`pending` windows at a time); the scheduler steps once every
+    window of the step has its prediction.
+    """
+
+    latents: torch.Tensor  # (waveforms, channels, latent frames, bins)
+    cond: Conditioning  # rows: negatives then positives (guidance on), one per waveform
+    scales: torch.Tensor | None  # (waveforms, 1, 1, 1) guidance scale per row, None without guidance
+    scheduler: SchedulerMixin
+    timesteps: torch.Tensor
+    windows: Windows
+    lengths: list[int]  # output samples per waveform
+    prompt: str  # for CLAP ranking
+    step: int = 0
+    fusion: Fusion | None = None
+    model_input: torch.Tensor | None = None  # this step's scaled latents, computed once per step
+
+    @property
+    def done(self) -> bool:
+        return self.step >= len(self.timesteps)
+
+    @property
+    def rows_per_window(self) -> int:
+        return self.latents.shape[0] * (2 if self.scales is not None else 1)
+
+    @property
+    def pending(self) -> int:
+        """Windows of the current step still to be predicted."""
+        return len(self.windows) - (self.fusion.received if self.fusion is not None else 0)
+
+
 def uses_guidance(guidance_scale: float) -> bool:
     """Classifier-free guidance runs only above 1, as in diffusers."""
     return guidance_scale > 1.0
@@ -109,11 +145,29 @@ def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
 CPU_UNET_ROW_MULTIPLE = 4
 
 
+# Up to this length a clip is one latent, exactly as before long-form generation existed (the same seed gives
+# the same audio); longer clips are denoised as windows of the model's native length (see README, Long-form).
+SINGLE_LATENT_MAX_S = 30.0
+# Neighbouring windows share half their frames: measured in bench/long_form.py (`--overlaps`).
+WINDOW_OVERLAP = 0.5
+# Most rows one UNet pass may take (a long job's step is split into several passes beyond it).
+MAX_UNET_ROWS = 32
+
+
 class AudioLDM2Engine:
-    def __init__(self, pipe: AudioLDM2Pipeline) -> None:
+    def __init__(
+        self,
+        pipe: AudioLDM2Pipeline,
+        single_latent_max_s: float = SINGLE_LATENT_MAX_S,
+        window_overlap: float = WINDOW_OVERLAP,
+        max_rows: int = MAX_UNET_ROWS,
+    ) -> None:
         self.pipe = pipe
         self.device = pipe._execution_device
         self.unet_row_multiple = CPU_UNET_ROW_MULTIPLE if self.device.type == "cpu" else 1
+        self.window_frames: int = pipe.unet.config.sample_size  # the native length, in latent frames
+        self.window_overlap = int(self.window_frames * window_overlap)
+        self.max_rows = max_rows
         self.dtype = pipe.unet.dtype
         vocoder = pipe.vocoder.config
         self.sample_rate: int = vocoder.sampling_rate
@@ -130,6 +184,7 @@ class AudioLDM2Engine:
                 mel_scale="slaney",
             ).T
         ).float()
+        self.single_latent_mel_frames = self.mel_frames(single_latent_max_s)
 
     # ---- shapes -----------------------------------------------------------------
 
@@ -218,41 +273,63 @@ class AudioLDM2Engine:
         )
 
     @torch.no_grad()
-    def denoise(
-        self,
-        latents: torch.Tensor,
-        cond: Conditioning,
-        scheduler: SchedulerMixin,
-        timesteps: torch.Tensor,
-        guidance_scales: torch.Tensor | None,
-        before_step: Callable[[], None] = lambda: None,
-    ) -> torch.Tensor:
-        """Run the UNet over `timesteps`; `guidance_scales` holds one scale per row, or None without guidance.
+    def denoise_pass(self, parts: Sequence[tuple[Denoising, int]]) -> None:
+        """One UNet pass: for each (job, n), the job's next n windows of its current step, as rows of one batch.
 
-        `before_step` runs before every step: the runner's hook to stop work nobody waits for any more.
+        Jobs may be at different steps (each row gets its own timestep) and differ in every knob; their windows
+        must have one size. A job whose step has all its windows then takes its scheduler step.
         """
-        rows = cond.prompt_embeds.shape[0]
-        padded = math.ceil(rows / self.unet_row_multiple) * self.unet_row_multiple
-        generated, embeds, mask = (
-            pad_rows(t, padded) for t in (cond.generated_embeds, cond.prompt_embeds, cond.attention_mask)
+        inputs, embeds, masks, generated, timesteps = [], [], [], [], []
+        for job, count in parts:
+            t = job.timesteps[job.step]
+            if job.fusion is None:
+                job.fusion = Fusion(job.latents, job.windows)
+                job.model_input = job.scheduler.scale_model_input(job.latents, t)
+            assert job.model_input is not None
+            first = job.fusion.received
+            rows = split(job.model_input, job.windows, first, first + count)
+            halves = 2 if job.scales is not None else 1
+            inputs.append(torch.cat([rows] * halves))
+            for half in range(halves):
+                own = slice(half * job.latents.shape[0], (half + 1) * job.latents.shape[0])
+                embeds.append(job.cond.prompt_embeds[own].repeat(count, 1, 1))
+                masks.append(job.cond.attention_mask[own].repeat(count, 1))
+                generated.append(job.cond.generated_embeds[own].repeat(count, 1, 1))
+            timesteps.append(t.expand(rows.shape[0] * halves))
+        noise = self.unet(
+            torch.cat(inputs), torch.cat(timesteps), torch.cat(embeds), torch.cat(masks), torch.cat(generated)
         )
-        for t in timesteps:
-            before_step()
-            model_input = torch.cat([latents] * 2) if guidance_scales is not None else latents
-            model_input = pad_rows(scheduler.scale_model_input(model_input, t), padded)
-            noise = self.pipe.unet(
-                model_input,
-                t,
-                encoder_hidden_states=generated,
-                encoder_hidden_states_1=embeds,
-                encoder_attention_mask_1=mask,
-                return_dict=False,
-            )[0][:rows]
-            if guidance_scales is not None:
-                uncond, text = noise.chunk(2)
-                noise = uncond + guidance_scales * (text - uncond)
-            latents = scheduler.step(noise, t, latents, return_dict=False)[0]
-        return latents
+        for (job, count), predicted in zip(parts, noise.split([x.shape[0] for x in inputs]), strict=True):
+            if job.scales is not None:
+                uncond, text = predicted.chunk(2)
+                predicted = uncond + job.scales.repeat(count, 1, 1, 1) * (text - uncond)
+            assert job.fusion is not None
+            job.fusion.add(predicted)
+            if job.fusion.complete:
+                fused = job.fusion.result() if len(job.windows) > 1 else predicted
+                job.latents = job.scheduler.step(fused, job.timesteps[job.step], job.latents, return_dict=False)[0]
+                job.step += 1
+                job.fusion = job.model_input = None
+
+    def unet(
+        self,
+        sample: torch.Tensor,
+        timesteps: torch.Tensor,
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        generated: torch.Tensor,
+    ) -> torch.Tensor:
+        """The UNet on any number of rows, padded to the row multiple that keeps each row's result fixed."""
+        rows = sample.shape[0]
+        padded = math.ceil(rows / self.unet_row_multiple) * self.unet_row_multiple
+        return self.pipe.unet(
+            pad_rows(sample, padded),
+            pad_rows(timesteps, padded),
+            encoder_hidden_states=pad_rows(generated, padded),
+            encoder_hidden_states_1=pad_rows(embeds, padded),
+            encoder_attention_mask_1=pad_rows(mask, padded),
+            return_dict=False,
+        )[0][:rows]
 
     # ---- decode -----------------------------------------------------------------
 
@@ -315,74 +392,115 @@ class AudioLDM2Engine:
         vae = self.pipe.vae
         return vae.encode(self.log_mel(samples, frames)).latent_dist.mean * vae.config.scaling_factor
 
-    # ---- one group of jobs ------------------------------------------------------
+    # ---- one job, start to finish ------------------------------------------------
 
-    def generate(self, jobs: list[GenerationJob], before_step: Callable[[], None] = lambda: None) -> list[JobAudio]:
-        """Generate a group of jobs that share `group_key`, in one forward pass per step."""
-        frames, steps, scheduler_name, guidance = self.group_key(jobs[0])
-        scheduler = self.make_scheduler(scheduler_name, steps)
-        repeats = [job.num_waveforms for job in jobs]
-        noise = self.initial_noise([s for job in jobs for s in waveform_seeds(job)], frames)
-        with phase("encode", prompts=len(jobs)):
-            cond = self.stack([self.encode(j.prompt, j.negative_prompt, guidance) for j in jobs], repeats)
-        scales = self.guidance_scales(jobs, repeats, guidance)
-        with phase("denoise", steps=len(scheduler.timesteps), rows=sum(repeats), latent_frames=frames):
-            latents = self.denoise(
-                noise * scheduler.init_noise_sigma, cond, scheduler, scheduler.timesteps, scales, before_step
-            )
-        return self.finish(jobs, repeats, latents, [self.num_samples(job.duration) for job in jobs])
+    def windows(self, mel_frames: int) -> Windows:
+        """A latent up to `single_latent_frames` is one window (as it always was); a longer one, native windows."""
+        frames = mel_frames // self.pipe.vae_scale_factor
+        if mel_frames <= self.single_latent_mel_frames:
+            return Windows(frames, frames, 0)
+        return Windows(frames, self.window_frames, self.window_overlap)
 
-    def transform(self, jobs: list[TransformJob], before_step: Callable[[], None] = lambda: None) -> list[JobAudio]:
-        """Re-synthesise a group of clips that share `transform_key`: noise each clip's latent to the
-        step `strength` gives, then denoise the remaining steps under its prompt.
+    def start_generation(self, job: GenerationJob) -> Denoising:
+        frames = self.mel_frames(job.duration)
+        scheduler = self.make_scheduler(job.scheduler, job.steps)
+        noise = self.initial_noise(waveform_seeds(job), frames)
+        latents = noise * scheduler.init_noise_sigma
+        samples = self.num_samples(job.duration)
+        return self._start(job, latents, scheduler, scheduler.timesteps, frames, job.num_waveforms, samples)
+
+    def start_transform(self, job: TransformJob) -> Denoising:
+        """Noise the clip's latent to the step `strength` gives; the remaining steps are left to denoise.
 
         strength 0 runs no step (the autoencoder + vocoder round trip); strength 1
         starts from pure noise, exactly as text-to-audio does.
         """
-        frames, steps, scheduler_name, guidance, start = self.transform_key(jobs[0])
-        scheduler = self.make_scheduler(scheduler_name, steps)
+        frames = self.mel_frames(len(job.samples) / self.sample_rate)
+        start = first_step(job.steps, job.strength)
+        scheduler = self.make_scheduler(job.scheduler, job.steps)
         timesteps = scheduler.timesteps[start * scheduler.order :]
-        noise = self.initial_noise([job.seed for job in jobs], frames)
+        noise = self.initial_noise([job.seed], frames)
         if start == 0:
             latents = noise * scheduler.init_noise_sigma
         else:
-            with phase("encode_audio", clips=len(jobs), latent_frames=frames):
-                latents = torch.cat([self.encode_audio(job.samples, frames) for job in jobs])
+            with phase("encode_audio", latent_frames=frames // self.pipe.vae_scale_factor):
+                latents = self.encode_audio(job.samples, frames)
             if len(timesteps):
                 if hasattr(scheduler, "set_begin_index"):
                     scheduler.set_begin_index(start * scheduler.order)
-                latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(len(jobs)))
+                latents = scheduler.add_noise(latents, noise, timesteps[:1])
+        return self._start(job, latents, scheduler, timesteps, frames, 1, len(job.samples))
+
+    def _start(
+        self,
+        job: DiffusionParams,
+        latents: torch.Tensor,
+        scheduler: SchedulerMixin,
+        timesteps: torch.Tensor,
+        mel_frames: int,
+        waveforms: int,
+        samples: int,
+    ) -> Denoising:
+        guidance = uses_guidance(job.guidance_scale)
+        cond = Conditioning(latents.new_empty(0), latents.new_empty(0), latents.new_empty(0))
         if len(timesteps):
-            with phase("encode", prompts=len(jobs)):
-                cond = self.stack([self.encode(j.prompt, j.negative_prompt, guidance) for j in jobs], [1] * len(jobs))
-            scales = self.guidance_scales(jobs, [1] * len(jobs), guidance)
-            with phase("denoise", steps=len(timesteps), rows=len(jobs), latent_frames=frames):
-                latents = self.denoise(latents, cond, scheduler, timesteps, scales, before_step)
-        return self.finish(jobs, [1] * len(jobs), latents, [len(job.samples) for job in jobs])
+            with phase("encode", prompts=1):
+                cond = self.stack([self.encode(job.prompt, job.negative_prompt, guidance)], [waveforms])
+        scales = None
+        if guidance:
+            scales = torch.full((waveforms, 1, 1, 1), job.guidance_scale, device=self.device, dtype=self.dtype)
+        return Denoising(
+            latents, cond, scales, scheduler, timesteps, self.windows(mel_frames), [samples] * waveforms, job.prompt
+        )
 
-    def guidance_scales(
-        self, jobs: Sequence[DiffusionParams], repeats: list[int], guidance: bool
-    ) -> torch.Tensor | None:
-        """One guidance scale per latent row (a job's waveforms share its scale); None without guidance."""
-        if not guidance:
-            return None
-        per_row = [job.guidance_scale for job, n in zip(jobs, repeats, strict=True) for _ in range(n)]
-        return torch.tensor(per_row, device=self.device, dtype=self.dtype).view(-1, 1, 1, 1)
-
-    def finish(
-        self, jobs: Sequence[DiffusionParams], repeats: list[int], latents: torch.Tensor, lengths: list[int]
-    ) -> list[JobAudio]:
-        """Decode, cut each job's rows to its own length, and rank jobs with several waveforms by CLAP."""
-        with phase("decode", rows=latents.shape[0], samples=max(lengths)):
-            waveforms = self.decode(latents, max(lengths))
-        audio, row = [], 0
+    def finish(self, job: Denoising) -> JobAudio:
+        """Decode a denoised job's waveforms, cut to length, and rank them by CLAP when there are several."""
+        length = max(job.lengths)
+        with phase("decode", rows=job.latents.shape[0], samples=length):
+            waveforms = self.decode(job.latents, length)
+        result = JobAudio(waveforms, job.latents.float().cpu())
         with phase("rank") as ranked:
-            for job, count, length in zip(jobs, repeats, lengths, strict=True):
-                rows = slice(row, row + count)
-                result = JobAudio(waveforms[rows, :length], latents[rows].float().cpu())
-                if count > 1 and result.finite:
-                    result = replace(result, clap_scores=self.clap_scores(job.prompt, result.waveforms))
-                audio.append(result)
-                row += count
-            ranked["waveforms"] = sum(len(a.clap_scores or ()) for a in audio)
-        return audio
+            if len(job.lengths) > 1 and result.finite:
+                result = replace(result, clap_scores=self.clap_scores(job.prompt, result.waveforms))
+            ranked["waveforms"] = len(result.clap_scores or ())
+        return result
+
+    # ---- jobs run together to the end -------------------------------------------------
+
+    def generate(self, jobs: list[GenerationJob], before_step: Callable[[], None] = lambda: None) -> list[JobAudio]:
+        """Generate jobs together: every pass advances each of them one step (in passes of at most `max_rows`)."""
+        return self.run([self.start_generation(job) for job in jobs], before_step)
+
+    def transform(self, jobs: list[TransformJob], before_step: Callable[[], None] = lambda: None) -> list[JobAudio]:
+        """Re-synthesise clips together toward their prompts (see `start_transform`)."""
+        return self.run([self.start_transform(job) for job in jobs], before_step)
+
+    def run(self, jobs: list[Denoising], before_step: Callable[[], None]) -> list[JobAudio]:
+        steps = max(len(job.timesteps) for job in jobs)
+        rows = sum(job.latents.shape[0] for job in jobs)
+        with phase("denoise", steps=steps, rows=rows, windows=sum(len(job.windows) for job in jobs)):
+            while not all(job.done for job in jobs):
+                for size in {job.windows.size for job in jobs if not job.done}:
+                    before_step()
+                    live = [job for job in jobs if not job.done and job.windows.size == size]
+                    for parts in self.plan_passes(live):
+                        self.denoise_pass(parts)
+        return [self.finish(job) for job in jobs]
+
+    def plan_passes(self, jobs: Sequence[Denoising]) -> list[list[tuple[Denoising, int]]]:
+        """The rest of the jobs' current step as UNet passes of at most `max_rows` rows (at least one window)."""
+        passes: list[list[tuple[Denoising, int]]] = [[]]
+        room = self.max_rows
+        for job in jobs:
+            pending = job.pending
+            while pending:
+                fits = max(1, room // job.rows_per_window) if not passes[-1] else room // job.rows_per_window
+                if fits == 0:
+                    passes.append([])
+                    room = self.max_rows
+                    continue
+                count = min(pending, fits)
+                passes[-1].append((job, count))
+                room -= count * job.rows_per_window
+                pending -= count
+        return [p for p in passes if p]
