@@ -110,21 +110,42 @@ def audioldm2_unet(size: str) -> AudioLDM2UNet2DConditionModel:
     )
 
 
+def full_vae() -> AutoencoderKL:
+    """AudioLDM2's VAE architecture (all three checkpoints), random weights."""
+    return AutoencoderKL(
+        in_channels=1,
+        out_channels=1,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(128, 256, 512),
+        layers_per_block=2,
+        latent_channels=8,
+    )
+
+
+def full_vocoder() -> SpeechT5HifiGan:
+    """AudioLDM2's HiFi-GAN vocoder architecture (16 kHz), random weights."""
+    return SpeechT5HifiGan(
+        SpeechT5HifiGanConfig(
+            model_in_dim=64,
+            sampling_rate=16_000,
+            upsample_initial_channel=1024,
+            upsample_rates=[5, 4, 2, 2, 2],
+            upsample_kernel_sizes=[16, 16, 8, 4, 4],
+            resblock_kernel_sizes=[3, 7, 11],
+            resblock_dilation_sizes=[[1, 3, 5]] * 3,
+            normalize_before=False,
+        )
+    )
+
+
 def audioldm2_components(size: str) -> dict[str, nn.Module]:
     """Every model of a full-size AudioLDM2 pipeline, random weights (build under a device context)."""
     language_model_config = GPT2Config()  # gpt2 base
     language_model_config.max_new_tokens = GPT2_NEW_TOKENS
     return {
         "unet": audioldm2_unet(size),
-        "vae": AutoencoderKL(
-            in_channels=1,
-            out_channels=1,
-            down_block_types=("DownEncoderBlock2D",) * 3,
-            up_block_types=("UpDecoderBlock2D",) * 3,
-            block_out_channels=(128, 256, 512),
-            layers_per_block=2,
-            latent_channels=8,
-        ),
+        "vae": full_vae(),
         "text_encoder": ClapModel(ClapConfig()),  # laion/clap-htsat-unfused sizes
         "text_encoder_2": T5EncoderModel(
             T5Config(
@@ -142,18 +163,7 @@ def audioldm2_components(size: str) -> dict[str, nn.Module]:
         "projection_model": AudioLDM2ProjectionModel(
             text_encoder_dim=512, text_encoder_1_dim=1024, langauge_model_dim=768
         ),
-        "vocoder": SpeechT5HifiGan(
-            SpeechT5HifiGanConfig(
-                model_in_dim=64,
-                sampling_rate=16_000,
-                upsample_initial_channel=1024,
-                upsample_rates=[5, 4, 2, 2, 2],
-                upsample_kernel_sizes=[16, 16, 8, 4, 4],
-                resblock_kernel_sizes=[3, 7, 11],
-                resblock_dilation_sizes=[[1, 3, 5]] * 3,
-                normalize_before=False,
-            )
-        ),
+        "vocoder": full_vocoder(),
     }
 
 

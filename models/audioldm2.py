@@ -14,7 +14,7 @@ serve:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,6 +28,7 @@ from transformers.audio_utils import mel_filter_bank
 
 from models.multidiffusion import Fusion, Windows, split
 from models.phases import phase
+from models.tiled_decode import decode_tiled, vocode_chunked
 from schemas import DiffusionParams, GenerationJob, Scheduler, TransformJob
 
 # AudioLDM2's mel features (its training STFT): 1024-point FFT and window, hop 160 at
@@ -341,11 +342,17 @@ class AudioLDM2Engine:
         decoding runs once per waveform (not once per step), so batching it
         buys little and would cost batch invariance.
         """
-        waveforms = []
-        for row in latents.split(1):
-            mel = self.pipe.vae.decode(row / self.pipe.vae.config.scaling_factor).sample
-            waveforms.append(self.pipe.mel_spectrogram_to_waveform(mel)[:, :num_samples])
-        return torch.cat(waveforms)
+        long = latents.shape[2] * self.pipe.vae_scale_factor > self.single_latent_mel_frames
+        waveforms = torch.empty(latents.shape[0], num_samples)
+        for index, row in enumerate(latents.split(1)):
+            row = row / self.pipe.vae.config.scaling_factor
+            if long:  # in tiles: memory of one tile, whatever the length (models/tiled_decode.py)
+                mel = decode_tiled(self.pipe.vae, row, self.window_frames)
+                waveforms[index] = vocode_chunked(self.pipe.vocoder, mel[:, 0])[:num_samples]
+            else:
+                mel = self.pipe.vae.decode(row).sample
+                waveforms[index] = self.pipe.mel_spectrogram_to_waveform(mel)[0, :num_samples]
+        return waveforms
 
     @torch.no_grad()
     def clap_scores(self, prompt: str, waveforms: torch.Tensor) -> list[float]:
@@ -467,21 +474,20 @@ class AudioLDM2Engine:
 
     # ---- jobs run together to the end -------------------------------------------------
 
-    def generate(self, jobs: list[GenerationJob], before_step: Callable[[], None] = lambda: None) -> list[JobAudio]:
+    def generate(self, jobs: list[GenerationJob]) -> list[JobAudio]:
         """Generate jobs together: every pass advances each of them one step (in passes of at most `max_rows`)."""
-        return self.run([self.start_generation(job) for job in jobs], before_step)
+        return self.run([self.start_generation(job) for job in jobs])
 
-    def transform(self, jobs: list[TransformJob], before_step: Callable[[], None] = lambda: None) -> list[JobAudio]:
+    def transform(self, jobs: list[TransformJob]) -> list[JobAudio]:
         """Re-synthesise clips together toward their prompts (see `start_transform`)."""
-        return self.run([self.start_transform(job) for job in jobs], before_step)
+        return self.run([self.start_transform(job) for job in jobs])
 
-    def run(self, jobs: list[Denoising], before_step: Callable[[], None]) -> list[JobAudio]:
+    def run(self, jobs: list[Denoising]) -> list[JobAudio]:
         steps = max(len(job.timesteps) for job in jobs)
         rows = sum(job.latents.shape[0] for job in jobs)
         with phase("denoise", steps=steps, rows=rows, windows=sum(len(job.windows) for job in jobs)):
             while not all(job.done for job in jobs):
                 for size in {job.windows.size for job in jobs if not job.done}:
-                    before_step()
                     live = [job for job in jobs if not job.done and job.windows.size == size]
                     for parts in self.plan_passes(live):
                         self.denoise_pass(parts)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import bentoml
 import torch
 
-from models.audioldm2 import AudioLDM2Engine, JobAudio, load_pipeline, waveform_seeds
+from models.audioldm2 import AudioLDM2Engine, Denoising, JobAudio, load_pipeline, waveform_seeds
 from models.device import pick_device
 from models.profiles import audioldm2_checkpoint, declare_weights
-from runners.batching import GroupRun, run_in_groups
+from runners.batching import GroupRun
 from runners.cancellation import CancelledJobs, count_cancelled
+from runners.intake import concurrent_batches, install
 from runners.observe import observe_batch
 from runners.startup import RUNNER_CONFIG, log_model_choice
+from runners.step_scheduler import StepScheduler
 from schemas import (
     AUDIOLDM2_SAMPLE_RATE,
     DiffusionParams,
@@ -30,6 +33,8 @@ from schemas import (
 from settings import SETTINGS
 
 J = TypeVar("J", GenerationJob, TransformJob)
+
+install()  # the batcher may dispatch while earlier batches are still on the model thread (runners/intake.py)
 
 
 @bentoml.service(name="audioldm2-runner", **RUNNER_CONFIG)
@@ -47,6 +52,7 @@ class AudioLDM2Runner:
             pipe.enable_vae_slicing()
         self.engine = AudioLDM2Engine(pipe)
         self.cancelled = CancelledJobs()
+        self.scheduler = StepScheduler(self.engine, self.cancelled, share_passes=SETTINGS.batching)
         if self.engine.sample_rate != AUDIOLDM2_SAMPLE_RATE:
             raise RuntimeError(f"{self.checkpoint.model_id} outputs {self.engine.sample_rate} Hz, not 16 kHz")
 
@@ -58,8 +64,9 @@ class AudioLDM2Runner:
         max_batch_size=SETTINGS.audioldm2_max_batch_size,
         max_latency_ms=SETTINGS.audioldm2_max_latency_ms,
     )
-    def generate(self, jobs: list[GenerationJob]) -> list[GenerationOutcome]:
-        runs = self._run(jobs, self.engine.group_key, self.engine.generate)
+    @concurrent_batches
+    async def generate(self, jobs: list[GenerationJob]) -> list[GenerationOutcome]:
+        runs = await self._run(jobs, self.engine.start_generation)
         return [self._outcome(job, waveform_seeds(job), run) for job, run in zip(jobs, runs, strict=True)]
 
     @bentoml.api(
@@ -67,32 +74,21 @@ class AudioLDM2Runner:
         max_batch_size=SETTINGS.audioldm2_max_batch_size,
         max_latency_ms=SETTINGS.audioldm2_max_latency_ms,
     )
-    def transform(self, jobs: list[TransformJob]) -> list[GenerationOutcome]:
-        runs = self._run(jobs, self.engine.transform_key, self.engine.transform)
+    @concurrent_batches
+    async def transform(self, jobs: list[TransformJob]) -> list[GenerationOutcome]:
+        runs = await self._run(jobs, self.engine.start_transform)
         return [self._outcome(job, [job.seed], run) for job, run in zip(jobs, runs, strict=True)]
 
     @bentoml.api
     async def cancel(self, job_ids: list[str]) -> None:
-        """Forget these jobs: dropped if still queued, stopped at the next step if all of their group's are.
-
-        Async, so it is served on the event loop while a batch holds the model thread.
-        """
+        """Forget these jobs: they leave at the next step boundary (or before starting)."""
         self.cancelled.add(job_ids)
 
-    def _run(
-        self,
-        jobs: Sequence[J],
-        key: Callable[[J], Hashable],
-        model: Callable[[list[J], Callable[[], None]], list[JobAudio]],
-    ) -> list[GroupRun[JobAudio]]:
-        """Run a batch in groups: cancelled jobs dropped, a group stopped once all of its jobs are cancelled."""
+    async def _run(self, jobs: Sequence[J], start: Callable[[J], Denoising]) -> list[GroupRun[JobAudio]]:
+        """Hand the batch to the step scheduler (the model thread) and wait for every job's answer."""
         started_ns = time.time_ns()
-        runs = run_in_groups(
-            jobs,
-            key,
-            lambda group: model(group, self.cancelled.stop_check([job.job_id for job in group])),
-            dropped=lambda job: job.job_id in self.cancelled,
-        )
+        futures = self.scheduler.submit(list(jobs), start)  # type: ignore[arg-type]
+        runs = list(await asyncio.gather(*(asyncio.wrap_future(future) for future in futures)))
         count_cancelled("audioldm2", (run.error for run in runs))
         observe_batch("audioldm2", jobs, runs, started_ns)
         return runs

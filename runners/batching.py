@@ -5,8 +5,8 @@ in every knob; `run_in_groups` runs each group of compatible jobs through the
 model together and maps results back to the caller's order. A failure never
 reaches a job that did not cause it: a group that runs out of memory or raises
 is run again one job at a time, so only the job at fault fails (with a
-message), and the other groups still run. A group whose jobs were all
-cancelled stops and reports them cancelled.
+message), and the other groups still run. Jobs cancelled before their batch
+starts do not run and are reported cancelled.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 import torch
 
 from models.phases import Phase, collect
-from runners.cancellation import CANCELLED_WHILE_QUEUED, CANCELLED_WHILE_RUNNING, JobsCancelled
+from runners.cancellation import CANCELLED_WHILE_QUEUED
 from schemas import JobError
 
 logger = logging.getLogger("bentoml.audio_studio")
@@ -91,8 +91,6 @@ def _run_group(group: list[Job], run: Callable[[list[Job]], list[Output]], batch
     try:
         with collect() as phases:
             outputs = run(group)
-    except JobsCancelled:
-        return failed(CANCELLED_WHILE_RUNNING)
     except Exception as exc:  # a model fault (out of memory included) must not take the other jobs down
         out_of_memory = isinstance(exc, torch.OutOfMemoryError)
         if out_of_memory:

@@ -2,10 +2,10 @@
 
 The front cannot take a job back out of BentoML's adaptive batcher (it has no
 API to remove a queued item) nor interrupt a batch already running. So it
-tells the runner (`cancel` API, served on the event loop while a batch runs on
-the model thread) and the runner checks here: a cancelled job is dropped when
-its batch starts, and running work stops at the next denoising step or token
-once every job it serves is cancelled.
+tells the runner (`cancel` API, served on the event loop while the model
+thread works) and the runner checks here: AudioLDM2 jobs leave at the next
+step boundary (runners/step_scheduler.py); a Music Flamingo job is dropped
+when its batch starts, or its row is finished at the next token.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from prometheus_client import Counter
 
@@ -44,10 +44,6 @@ def count_cancelled(runner: str, errors: Iterable[JobError | None]) -> None:
             JOBS_CANCELLED.labels(runner=runner, stage="running").inc()
 
 
-class JobsCancelled(Exception):
-    """Raised inside a model loop when every job it serves has been cancelled."""
-
-
 class CancelledJobs:
     """A bounded, thread-safe set of cancelled job ids (the event loop adds, the model thread reads)."""
 
@@ -70,16 +66,3 @@ class CancelledJobs:
     def __contains__(self, job_id: object) -> bool:
         with self._lock:
             return job_id in self._ids
-
-    def all_of(self, job_ids: Iterable[str]) -> bool:
-        with self._lock:
-            return all(job_id in self._ids for job_id in job_ids)
-
-    def stop_check(self, job_ids: list[str]) -> Callable[[], None]:
-        """What a model loop calls between steps: raises JobsCancelled once every one of `job_ids` is cancelled."""
-
-        def check() -> None:
-            if self.all_of(job_ids):
-                raise JobsCancelled(f"{len(job_ids)} job(s) cancelled")
-
-        return check

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from runners.batching import group_indices, run_in_groups
-from runners.cancellation import JobsCancelled
 
 
 def test_groups_keep_first_appearance_order() -> None:
@@ -38,14 +37,6 @@ def test_an_exception_fails_only_the_job_that_raises_it() -> None:
     assert runs[1].error.kind == "internal" and "ValueError" in runs[1].error.message
     assert "/srv" not in runs[1].error.message  # exception text (paths, internals) stays in the log
     assert [r.group_size for r in runs] == [2, 1, 1, 2]
-
-
-def test_a_cancelled_group_reports_cancelled() -> None:
-    def run(group: list[str]) -> list[str]:
-        raise JobsCancelled("gone")
-
-    [run_result] = run_in_groups(["a1"], key=lambda s: s[0], run=run)
-    assert run_result.error.kind == "cancelled"
 
 
 def test_out_of_memory_splits_the_group_and_fails_only_what_fails_alone() -> None:

@@ -1,6 +1,9 @@
-"""The AudioLDM2 runner in-process: order, per-job failures, provenance."""
+"""The AudioLDM2 runner in-process (its step scheduler on its own model thread): order, per-job failures,
+provenance, cancellation."""
 
 from __future__ import annotations
+
+import asyncio
 
 import numpy as np
 import pytest
@@ -23,7 +26,7 @@ def jobs(n: int) -> list[GenerationJob]:
 
 def test_results_come_back_in_order_with_provenance(runner: AudioLDM2Runner) -> None:
     batch = [*jobs(3), GenerationJob(prompt="longer", seed=7, steps=3, duration=2.0, num_waveforms=2)]
-    outcomes = runner.generate(batch)
+    outcomes = asyncio.run(runner.generate(batch))
     assert [o.waveforms[0].seed for o in outcomes[:3]] == [0, 1, 2]
     assert [len(o.waveforms[0].samples) for o in outcomes] == [16_000] * 3 + [32_000]
     assert {w.seed for w in outcomes[3].waveforms} == {7, 8}
@@ -36,7 +39,7 @@ def test_results_come_back_in_order_with_provenance(runner: AudioLDM2Runner) -> 
 def test_a_nan_job_fails_alone(runner: AudioLDM2Runner) -> None:
     """Fault injection: the VAE decoder emits NaN for the second job only; the others are untouched."""
     batch = jobs(3)
-    expected = [runner.generate([j])[0].waveforms[0].samples for j in batch]
+    expected = [asyncio.run(runner.generate([j]))[0].waveforms[0].samples for j in batch]
     calls = {"n": 0}
 
     def poison_second_decode(module, inputs, output):
@@ -45,7 +48,7 @@ def test_a_nan_job_fails_alone(runner: AudioLDM2Runner) -> None:
 
     handle = runner.engine.pipe.vae.decoder.register_forward_hook(poison_second_decode)
     try:
-        outcomes = runner.generate(batch)
+        outcomes = asyncio.run(runner.generate(batch))
     finally:
         handle.remove()
     assert outcomes[1].error is not None and outcomes[1].error.kind == "non_finite"
@@ -58,7 +61,7 @@ def test_a_nan_job_fails_alone(runner: AudioLDM2Runner) -> None:
 def test_out_of_memory_in_a_group_retries_one_job_at_a_time(runner: AudioLDM2Runner) -> None:
     """Fault injection: the UNet 'runs out of memory' above 4 rows; every job still gets its own audio."""
     batch = jobs(4)
-    expected = [runner.generate([j])[0].waveforms[0].samples for j in batch]
+    expected = [asyncio.run(runner.generate([j]))[0].waveforms[0].samples for j in batch]
 
     def fail_on_big_batches(module, args, kwargs):
         if args[0].shape[0] > 4:
@@ -66,7 +69,7 @@ def test_out_of_memory_in_a_group_retries_one_job_at_a_time(runner: AudioLDM2Run
 
     handle = runner.engine.pipe.unet.register_forward_pre_hook(fail_on_big_batches, with_kwargs=True)
     try:
-        outcomes = runner.generate(batch)
+        outcomes = asyncio.run(runner.generate(batch))
     finally:
         handle.remove()
     for outcome, samples in zip(outcomes, expected, strict=True):
@@ -83,7 +86,7 @@ def test_an_exception_fails_only_the_job_that_causes_it(runner: AudioLDM2Runner)
 
     handle = runner.engine.pipe.unet.register_forward_pre_hook(fail_long_clips, with_kwargs=True)
     try:
-        outcomes = runner.generate(batch)
+        outcomes = asyncio.run(runner.generate(batch))
     finally:
         handle.remove()
     assert [o.error is None for o in outcomes] == [True, True, False]
@@ -93,9 +96,9 @@ def test_an_exception_fails_only_the_job_that_causes_it(runner: AudioLDM2Runner)
 def test_cancelled_jobs_are_dropped_before_they_run_and_stop_while_running(runner: AudioLDM2Runner) -> None:
     """The front's `cancel` for jobs whose client left: queued ones never run, a group stops at its next step."""
     queued, kept = jobs(2)
-    expected = runner.generate([kept])[0].waveforms[0].samples
+    expected = asyncio.run(runner.generate([kept]))[0].waveforms[0].samples
     runner.cancelled.add([queued.job_id])
-    outcomes = runner.generate([queued, kept])
+    outcomes = asyncio.run(runner.generate([queued, kept]))
     assert outcomes[0].error is not None and outcomes[0].error.kind == "cancelled"
     assert outcomes[0].timings.group_size == 0  # never reached the model
     np.testing.assert_array_equal(outcomes[1].waveforms[0].samples, expected)
@@ -110,7 +113,7 @@ def test_cancelled_jobs_are_dropped_before_they_run_and_stop_while_running(runne
 
     handle = runner.engine.pipe.unet.register_forward_pre_hook(cancel_after_two_steps, with_kwargs=True)
     try:
-        [outcome] = runner.generate([running])
+        [outcome] = asyncio.run(runner.generate([running]))
     finally:
         handle.remove()
     assert outcome.error is not None and outcome.error.kind == "cancelled"

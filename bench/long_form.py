@@ -1,0 +1,238 @@
+"""Long-form AudioLDM2 benchmark: window overlap, time per minute of audio, decode memory, short-job latency.
+
+In-process on the engine and the runner's step scheduler (no HTTP):
+1. overlaps: a 30 s clip (the longest single latent) denoised whole and as windows with each overlap; the
+   relative difference of the windowed latent from the whole one (how much the windows disagree with the
+   model's own view of the clip) and the rows each step costs;
+2. tiny-profile wall time of 60/180/600 s generations, split into denoise and decode;
+3. peak decode memory (VAE + vocoder) for two lengths, each in a fresh process: growth of the peak RSS while
+   decoding, with the tiny models, and with the full-size architectures (random weights) with `--full`;
+4. fairness: a short job's latency alone and while a long render runs on the same step scheduler.
+
+    .venv/bin/python bench/long_form.py                    # tiny profile, ~15 min on 2 CPU cores
+    .venv/bin/python bench/long_form.py --quick            # a smoke of the same code, ~2 min
+    .venv/bin/python bench/long_form.py --only memory --full --memory-seconds 60 600   # full-size decode memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ["AUDIO_STUDIO_PROFILE"] = "tiny"
+os.environ.setdefault("AUDIO_STUDIO_TINY_MODEL_DIR", str(ROOT / ".cache" / "tiny-models"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_json  # noqa: E402
+from models.audioldm2 import AudioLDM2Engine, load_pipeline  # noqa: E402
+from models.profiles import audioldm2_checkpoint  # noqa: E402
+from models.tiled_decode import decode_tiled, vocode_chunked  # noqa: E402
+from runners.cancellation import CancelledJobs  # noqa: E402
+from runners.step_scheduler import StepScheduler  # noqa: E402
+from schemas import GenerationJob  # noqa: E402
+from settings import SETTINGS  # noqa: E402
+
+MIB = 2**20
+
+
+def tiny_engine(**options: Any) -> AudioLDM2Engine:
+    pipe = load_pipeline(str(audioldm2_checkpoint(SETTINGS, None).path), torch.device("cpu"), torch.float32)
+    return AudioLDM2Engine(pipe, **options)
+
+
+def overlaps(steps: int) -> list[dict[str, Any]]:
+    job = GenerationJob(prompt="a slow pad with rain", duration=30.0, steps=steps, seed=3, guidance_scale=3.0)
+    whole = tiny_engine().generate([job])[0].latents
+    rows = []
+    for overlap in (0.0, 0.25, 0.5, 0.75):
+        engine = tiny_engine(single_latent_max_s=10.0, window_overlap=overlap)  # force windows on 30 s
+        state = engine.start_generation(job)
+        latents = engine.generate([job])[0].latents
+        difference = float((latents - whole).norm() / whole.norm())
+        rows.append({"overlap": overlap, "windows": len(state.windows), "relative_difference": difference})
+    return rows
+
+
+def timings(seconds: list[int], steps: int) -> list[dict[str, Any]]:
+    engine = tiny_engine()
+    engine.generate([GenerationJob(prompt="warm-up", duration=2.0, steps=2, seed=0)])
+    rows = []
+    for duration in seconds:
+        job = GenerationJob(prompt="an evolving drone", duration=duration, steps=steps, seed=1, guidance_scale=3.0)
+        began = time.perf_counter()
+        state = engine.start_generation(job)
+        while not state.done:
+            for parts in engine.plan_passes([state]):
+                engine.denoise_pass(parts)
+        denoised = time.perf_counter()
+        engine.finish(state)
+        finished = time.perf_counter()
+        rows.append(
+            {
+                "seconds": duration,
+                "steps": steps,
+                "windows": len(state.windows),
+                "denoise_s": denoised - began,
+                "decode_s": finished - denoised,
+                "total_s": finished - began,
+            }
+        )
+    return rows
+
+
+def decode_peak(seconds: int, full: bool) -> dict[str, Any]:
+    """In this process: the peak RSS growth while decoding `seconds` of latent (after a warm-up decode)."""
+    if full:
+        from bench.fullsize import full_vae, full_vocoder
+
+        vae, vocoder = full_vae().eval(), full_vocoder().eval()
+    else:
+        pipe = load_pipeline(str(audioldm2_checkpoint(SETTINGS, None).path), torch.device("cpu"), torch.float32)
+        vae, vocoder = pipe.vae, pipe.vocoder
+    tile = 256
+
+    def decode(frames: int) -> torch.Tensor:
+        latents = torch.randn(1, 8, frames, 16, generator=torch.Generator().manual_seed(0))
+        mel = decode_tiled(vae, latents, tile)
+        return vocode_chunked(vocoder, mel[:, 0])
+
+    decode(tile * 2)  # warm-up: one tile's activations are the working set
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    began = time.perf_counter()
+    audio = decode(seconds * 25)
+    elapsed = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "seconds": seconds,
+        "full_size": full,
+        "peak_growth_mib": (after - before) / MIB,
+        "audio_mib": audio.numel() * 4 / MIB,
+        "decode_s": elapsed,
+    }
+
+
+def memory(seconds: list[int], full: bool) -> list[dict[str, Any]]:
+    rows = []
+    for duration in seconds:
+        command = [sys.executable, __file__, "--decode-peak", str(duration), *(["--full"] if full else [])]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def fairness(long_seconds: int, steps: int) -> dict[str, Any]:
+    engine = tiny_engine()
+    scheduler = StepScheduler(engine, CancelledJobs())
+    short = GenerationJob(prompt="a door knock", duration=2.0, steps=steps, seed=5, guidance_scale=3.0)
+    long = GenerationJob(prompt="a long drone", duration=long_seconds, steps=steps, seed=6, guidance_scale=3.0)
+
+    async def latency(job: GenerationJob) -> float:
+        began = time.perf_counter()
+        [future] = scheduler.submit([job.model_copy()], engine.start_generation)
+        await asyncio.wrap_future(future)
+        return time.perf_counter() - began
+
+    async def scenario() -> dict[str, Any]:
+        await latency(short)  # warm-up
+        alone = [await latency(short) for _ in range(3)]
+        render = asyncio.ensure_future(latency(long))
+        await asyncio.sleep(2.0)
+        during = [await latency(short) for _ in range(3)]
+        long_s = await render
+        return {"short_alone_s": alone, "short_during_render_s": during, "render_s": long_s}
+
+    result = asyncio.run(scenario())
+    alone_median = sorted(result["short_alone_s"])[1]
+    during_median = sorted(result["short_during_render_s"])[1]
+    return {**result, "long_seconds": long_seconds, "steps": steps, "ratio": during_median / alone_median}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["# Long-form AudioLDM2", "", *header_markdown(report["header"]), ""]
+    if "overlaps" in report:
+        lines += [
+            "## Window overlap (30 s clip, windows vs one latent)",
+            "",
+            "| overlap | windows | relative difference |",
+        ]
+        lines.append("|---:|---:|---:|")
+        for r in report["overlaps"]:
+            lines.append(f"| {r['overlap']:.2f} | {r['windows']} | {r['relative_difference']:.4f} |")
+        lines.append("")
+    if "timings" in report:
+        lines += [
+            "## Tiny profile, one generation",
+            "",
+            "| seconds | steps | windows | denoise s | decode s | total s |",
+        ]
+        lines.append("|---:|---:|---:|---:|---:|---:|")
+        for r in report["timings"]:
+            times = " | ".join(fmt(r[key]) for key in ("denoise_s", "decode_s", "total_s"))
+            lines.append(f"| {r['seconds']} | {r['steps']} | {r['windows']} | {times} |")
+        lines.append("")
+    if "memory" in report:
+        lines += ["## Decode memory (VAE in tiles + vocoder in chunks), fresh process each", ""]
+        lines += ["| size | seconds | peak RSS growth MiB | audio out MiB | decode s |", "|---|---:|---:|---:|---:|"]
+        for r in report["memory"]:
+            size = "full" if r["full_size"] else "tiny"
+            figures = " | ".join(fmt(r[key], 1) for key in ("peak_growth_mib", "audio_mib", "decode_s"))
+            lines.append(f"| {size} | {r['seconds']} | {figures} |")
+        lines.append("")
+    if "fairness" in report:
+        f = report["fairness"]
+        lines += [
+            f"## A 2 s job during a {f['long_seconds']} s render ({f['steps']} steps each)",
+            "",
+            f"- alone: {', '.join(fmt(x) for x in f['short_alone_s'])} s",
+            f"- during the render: {', '.join(fmt(x) for x in f['short_during_render_s'])} s",
+            f"- ratio of medians: **{f['ratio']:.2f}x** (target: at most 3x); the render: {fmt(f['render_s'], 1)} s",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short lengths and few steps")
+    parser.add_argument("--only", choices=["overlaps", "timings", "memory", "fairness"], action="append")
+    parser.add_argument("--full", action="store_true", help="memory: full-size VAE and vocoder architectures")
+    parser.add_argument("--memory-seconds", type=int, nargs="+", default=[60, 600])
+    parser.add_argument("--decode-peak", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    if args.decode_peak:
+        print(json.dumps(decode_peak(args.decode_peak, args.full)))
+        return 0
+    parts = set(args.only or ["overlaps", "timings", "memory", "fairness"])
+    steps = 2 if args.quick else 10
+    report: dict[str, Any] = {"header": header(argv)}
+    if "overlaps" in parts:
+        report["overlaps"] = overlaps(steps)
+    if "timings" in parts:
+        report["timings"] = timings([30, 60] if args.quick else [60, 180, 600], steps)
+    if "memory" in parts:
+        report["memory"] = memory([30, 60] if args.quick else args.memory_seconds, args.full)
+    if "fairness" in parts:
+        report["fairness"] = fairness(60 if args.quick else 600, steps)
+    name = "long-form" + ("-quick" if args.quick else "") + ("-full-memory" if args.full else "")
+    write_json(args.out / f"{name}.json", report)
+    (args.out / f"{name}.md").write_text(markdown(report) + "\n")
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

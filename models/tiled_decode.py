@@ -1,0 +1,171 @@
+"""Decoding a long latent in tiles along time: VAE decoder with GroupNorm statistics shared by all tiles, then
+the vocoder in overlapping chunks. Memory stays that of one tile, plus the mel spectrogram and the audio out.
+
+Decoding tiles independently (diffusers' `enable_tiling`) normalises each tile by its own statistics, so tiles
+drift apart in level. Here every GroupNorm uses the statistics of the whole latent, computed before it is
+applied: for each GroupNorm in the order the decoder runs them, the tiles are run up to it (earlier GroupNorms
+already using whole-latent statistics) and its input is summed over each tile's own frames. That costs partial
+decodes, one sweep per GroupNorm, instead of keeping every tile's activations (memory growing with the length).
+Convolutions see a halo of neighbouring frames, so they are exact; attention in the mid-block attends within a
+tile and its halo, as the model was trained on clips of about one tile.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+TILE_HALO = 32  # latent frames of context on each side of a tile: more than the decoder's convolutions reach
+VOCODER_CHUNK = 2048  # mel frames per vocoder call (about 20 s)
+VOCODER_HALO = 64  # mel frames of context on each side: more than the vocoder's receptive field
+
+
+class _StopDecoding(Exception):
+    """Raised by the GroupNorm being measured: nothing after it is needed in this sweep."""
+
+
+@dataclass
+class _Tile:
+    start: int  # first core latent frame
+    stop: int  # end of the core
+    left: int  # halo frames actually before the core
+    length: int  # frames given to the decoder (halo + core + halo)
+    bins: int  # latent bins
+
+
+@dataclass
+class _NormStats:
+    """Per-group sums of one GroupNorm's input over every tile's core frames, and the statistics from them."""
+
+    groups: int
+    total: torch.Tensor | None = None
+    squares: torch.Tensor | None = None
+    count: int = 0
+    mean: torch.Tensor | None = field(default=None, repr=False)
+    var: torch.Tensor | None = field(default=None, repr=False)
+
+    def add(self, core: torch.Tensor) -> None:
+        grouped = core.double().reshape(core.shape[0], self.groups, -1)
+        total, squares = grouped.sum(-1), (grouped * grouped).sum(-1)
+        self.total = total if self.total is None else self.total + total
+        self.squares = squares if self.squares is None else self.squares + squares
+        self.count += grouped.shape[-1]
+
+    def finalize(self) -> None:
+        assert self.total is not None and self.squares is not None
+        self.mean = self.total / self.count
+        self.var = (self.squares / self.count - self.mean * self.mean).clamp(min=0)
+
+
+class SharedGroupNorms:
+    """While active, the GroupNorms of a module normalise with whole-latent statistics, or measure them."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.norms = [m for m in module.modules() if isinstance(m, nn.GroupNorm)]
+        self.stats: dict[nn.GroupNorm, _NormStats] = {}
+        self.measuring: nn.GroupNorm | None = None
+        self.tile: _Tile | None = None
+        self.order: list[nn.GroupNorm] = []
+
+    @contextmanager
+    def active(self) -> Iterator[SharedGroupNorms]:
+        for norm in self.norms:
+            norm.forward = functools.partial(self._forward, norm)  # type: ignore[method-assign]
+        try:
+            yield self
+        finally:
+            for norm in self.norms:
+                del norm.forward
+
+    def _core(self, x: torch.Tensor) -> torch.Tensor:
+        """The tile's own frames of a feature map: (batch, channels, time, bins), or (batch, channels, time x bins)
+        as attention flattens it; time and bins are the latent's times the same upsampling factor."""
+        tile = self.tile
+        assert tile is not None
+        if x.dim() == 4:
+            scale, row = x.shape[2] // tile.length, 1
+        else:
+            scale = math.isqrt(x.shape[2] // (tile.length * tile.bins))
+            row = tile.bins * scale  # values per time frame once flattened
+        first = tile.left * scale * row
+        return x[:, :, first : first + (tile.stop - tile.start) * scale * row]
+
+    def _forward(self, norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+        if norm not in self.order:
+            self.order.append(norm)
+        if norm is self.measuring:
+            self.stats.setdefault(norm, _NormStats(norm.num_groups)).add(self._core(x))
+            raise _StopDecoding
+        stats = self.stats.get(norm)
+        if stats is None or stats.mean is None or stats.var is None:
+            return F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+        shape = x.shape
+        grouped = x.reshape(shape[0], norm.num_groups, -1)
+        mean = stats.mean.to(x.dtype)[..., None]
+        std = torch.sqrt(stats.var.to(x.dtype)[..., None] + norm.eps)
+        normalised = ((grouped - mean) / std).reshape(shape)
+        if norm.affine:
+            per_channel = (1, -1, *([1] * (x.dim() - 2)))
+            normalised = normalised * norm.weight.view(per_channel) + norm.bias.view(per_channel)
+        return normalised
+
+
+def tiles(frames: int, bins: int, size: int, halo: int = TILE_HALO) -> list[_Tile]:
+    out = []
+    for start in range(0, frames, size):
+        stop = min(start + size, frames)
+        left = min(halo, start)
+        right = min(halo, frames - stop)
+        out.append(_Tile(start, stop, left, left + (stop - start) + right, bins))
+    return out
+
+
+@torch.no_grad()
+def decode_tiled(vae: nn.Module, latents: torch.Tensor, tile_frames: int, halo: int = TILE_HALO) -> torch.Tensor:
+    """`vae.decode(latents).sample` for (1, channels, frames, bins) latents, tile by tile with shared statistics."""
+    assert latents.shape[0] == 1, "one waveform at a time"
+    plan = tiles(latents.shape[2], latents.shape[3], tile_frames, halo)
+    shared = SharedGroupNorms(vae.decoder)
+
+    def run(tile: _Tile) -> torch.Tensor:
+        shared.tile = tile
+        window = latents[:, :, tile.start - tile.left : tile.start - tile.left + tile.length]
+        if getattr(vae, "post_quant_conv", None) is not None:
+            window = vae.post_quant_conv(window)
+        return vae.decoder(window)
+
+    with shared.active():
+        shared.measuring = None
+        run(plan[0])  # learns the order the decoder runs its GroupNorms in
+        for norm in list(shared.order):
+            shared.measuring = norm
+            for tile in plan:
+                with suppress(_StopDecoding):
+                    run(tile)
+            shared.stats[norm].finalize()
+        shared.measuring = None
+        pieces = [shared._core(run(tile)) for tile in plan]
+    return torch.cat(pieces, dim=2)
+
+
+@torch.no_grad()
+def vocode_chunked(
+    vocoder: nn.Module, mel: torch.Tensor, chunk: int = VOCODER_CHUNK, halo: int = VOCODER_HALO
+) -> torch.Tensor:
+    """The vocoder over (1, frames, mel bins) in chunks with context on both sides, trimmed and joined: (samples,)."""
+    frames = mel.shape[1]
+    pieces = []
+    for start in range(0, frames, chunk):
+        stop = min(start + chunk, frames)
+        left, right = min(halo, start), min(halo, frames - stop)
+        audio = vocoder(mel[:, start - left : stop + right]).reshape(-1)
+        per_frame = audio.shape[0] // (stop - start + left + right)
+        pieces.append(audio[left * per_frame : (left + stop - start) * per_frame].float().cpu())
+    return torch.cat(pieces)

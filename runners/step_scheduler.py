@@ -1,0 +1,211 @@
+"""Iteration-level scheduling for AudioLDM2: jobs advance by denoising steps on one model thread, new jobs join
+at step boundaries, and a short job is not held behind a long one.
+
+BentoML's adaptive batcher stays the intake: each batch it forms is handed to this scheduler, which owns the
+model. Every iteration runs one UNet pass, chosen least-attained-service first (the job that has had the
+least model time leads; jobs with windows of its size fill the pass up to `max_rows` rows, in the same
+order). A 2-second request arriving during a 10-minute render therefore runs its steps next, and the render
+resumes in between: the technique LLM servers use for decoding, with the model time a job has had as its
+priority so long work cannot starve short work, and the intake's queue caps bound the opposite.
+
+Per job: cancelled jobs leave at the next step boundary; a pass that fails is run again one job at a time, so
+only the job at fault fails; a finished job is decoded and answered at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+
+from models.audioldm2 import AudioLDM2Engine, Denoising, JobAudio
+from models.phases import Phase, collect
+from runners.batching import OUT_OF_MEMORY_ALONE, GroupRun
+from runners.cancellation import CANCELLED_WHILE_QUEUED, CANCELLED_WHILE_RUNNING, CancelledJobs
+from schemas import JobError, RunnerJob
+
+logger = logging.getLogger("bentoml.audio_studio")
+
+Start = Callable[[RunnerJob], Denoising]
+
+
+@dataclass(eq=False)
+class Entry:
+    """One job from intake to answer."""
+
+    job: RunnerJob
+    start: Start
+    batch_size: int  # jobs in the intake batch it came with
+    future: Future[GroupRun[JobAudio]] = field(default_factory=Future)
+    state: Denoising | None = None
+    phases: list[Phase] = field(default_factory=list)
+    attained_s: float = 0.0  # model time spent on it so far: its priority (least first)
+    started_ns: int = 0
+    denoise_started_ns: int = 0
+    passes: int = 0
+    most_jobs_in_a_pass: int = 0  # 0: never reached the model
+
+    def answer(self, output: JobAudio | None, error: JobError | None) -> None:
+        run = GroupRun(output, error, self.batch_size, self.most_jobs_in_a_pass, self.attained_s, tuple(self.phases))
+        if not self.future.done():
+            self.future.set_result(run)
+
+
+class StepScheduler:
+    def __init__(self, engine: AudioLDM2Engine, cancelled: CancelledJobs, share_passes: bool = True) -> None:
+        self.engine = engine
+        self.cancelled = cancelled
+        self.share_passes = share_passes
+        self.waiting: list[Entry] = []
+        self.active: list[Entry] = []
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="audioldm2-steps", daemon=True)
+        self._thread.start()
+
+    # ---- intake (any thread) ---------------------------------------------------------
+
+    def submit(self, jobs: list[RunnerJob], start: Start) -> list[Future[GroupRun[JobAudio]]]:
+        entries = [Entry(job, start, len(jobs)) for job in jobs]
+        with self._wake:
+            self.waiting.extend(entries)
+            self._wake.notify()
+        return [entry.future for entry in entries]
+
+    @property
+    def depth(self) -> tuple[int, int]:
+        """(jobs waiting to start, jobs in progress)."""
+        return len(self.waiting), len(self.active)
+
+    # ---- the model thread -------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self.waiting and not self.active:
+                    self._wake.wait()
+                arrived, self.waiting = self.waiting, []
+            try:
+                self.iteration(arrived)
+            except Exception:  # the loop must outlive any one failure; the jobs involved are answered
+                logger.exception("step scheduler iteration failed")
+                for entry in arrived + self.active:
+                    entry.answer(None, JobError(kind="internal", message="the model thread failed; retry"))
+                self.active = []
+
+    def iteration(self, arrived: list[Entry]) -> None:
+        """Admit arrivals, drop the cancelled, run one UNet pass, answer what finished."""
+        for entry in arrived:
+            self._admit(entry)
+        for entry in list(self.active):
+            if entry.job.job_id in self.cancelled:
+                self.active.remove(entry)
+                entry.answer(None, CANCELLED_WHILE_RUNNING)
+        parts = self._next_pass()
+        if parts:
+            self._run_pass(parts)
+        for entry in [e for e in self.active if e.state is not None and e.state.done]:
+            self.active.remove(entry)
+            self._finish(entry)
+
+    def _admit(self, entry: Entry) -> None:
+        if entry.job.job_id in self.cancelled:
+            return entry.answer(None, CANCELLED_WHILE_QUEUED)
+        entry.started_ns = time.time_ns()
+        began = time.perf_counter()
+        try:
+            with collect() as phases:
+                entry.state = entry.start(entry.job)
+        except Exception as exc:
+            return entry.answer(None, self._fault(exc))
+        entry.phases.extend(phases)
+        entry.attained_s += time.perf_counter() - began
+        self.active.append(entry)
+
+    def _next_pass(self) -> list[tuple[Entry, int]]:
+        """The least-served job's window size leads; jobs of that size fill the pass, least served first."""
+        live = sorted((e for e in self.active if e.state is not None and not e.state.done), key=lambda e: e.attained_s)
+        if not live:
+            return []
+        assert live[0].state is not None
+        size = live[0].state.windows.size
+        candidates = [e for e in live if e.state is not None and e.state.windows.size == size]
+        if not self.share_passes:
+            candidates = candidates[:1]
+        parts: list[tuple[Entry, int]] = []
+        room = self.engine.max_rows
+        for entry in candidates:
+            state = entry.state
+            assert state is not None
+            fits = min(state.pending, room // state.rows_per_window)
+            if not parts:
+                fits = max(fits, 1)  # the leader always advances
+            if fits <= 0:
+                break
+            parts.append((entry, fits))
+            room -= fits * state.rows_per_window
+        return parts
+
+    def _run_pass(self, parts: list[tuple[Entry, int]]) -> None:
+        for entry, _ in parts:
+            if entry.passes == 0:
+                entry.denoise_started_ns = time.time_ns()
+            entry.passes += 1
+            entry.most_jobs_in_a_pass = max(entry.most_jobs_in_a_pass, len(parts))
+        began = time.perf_counter()
+        try:
+            self.engine.denoise_pass([(entry.state, count) for entry, count in parts])  # type: ignore[misc]
+        except Exception as exc:
+            if len(parts) > 1:
+                logger.warning(
+                    "a pass of %d jobs failed (%s); running them one at a time", len(parts), type(exc).__name__
+                )
+                for part in parts:
+                    self._run_pass([part])
+                return
+            entry = parts[0][0]
+            self.active.remove(entry)
+            entry.answer(None, self._fault(exc))
+            return
+        elapsed = time.perf_counter() - began
+        rows = sum(count * entry.state.rows_per_window for entry, count in parts)  # type: ignore[union-attr]
+        for entry, count in parts:
+            entry.attained_s += elapsed * count * entry.state.rows_per_window / rows  # type: ignore[union-attr]
+
+    def _finish(self, entry: Entry) -> None:
+        state = entry.state
+        assert state is not None
+        if entry.passes:
+            entry.phases.append(
+                Phase(
+                    "denoise",
+                    entry.denoise_started_ns,
+                    time.time_ns(),
+                    {"steps": len(state.timesteps), "windows": len(state.windows), "passes": entry.passes},
+                )
+            )
+        began = time.perf_counter()
+        try:
+            with collect() as phases:
+                output = self.engine.finish(state)
+        except Exception as exc:
+            return entry.answer(None, self._fault(exc))
+        entry.phases.extend(phases)
+        entry.attained_s += time.perf_counter() - began
+        entry.answer(output, None)
+
+    @staticmethod
+    def _fault(exc: Exception) -> JobError:
+        if isinstance(exc, torch.OutOfMemoryError):
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            logger.warning("job ran out of accelerator memory alone")
+            return OUT_OF_MEMORY_ALONE
+        logger.exception("job failed")
+        return JobError(
+            kind="internal", message=f"inference failed ({type(exc).__name__}); the error is in the runner's log"
+        )

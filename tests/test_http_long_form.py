@@ -1,0 +1,74 @@
+"""Long-form audio over HTTP (tiny profile): minutes of audio, exact lengths, the cap, and short work served
+while a 10-minute render is in flight (the latency ratio itself is measured in bench/long_form.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import httpx
+import numpy as np
+import soundfile
+
+RATE = 16_000
+TIMEOUT = 600
+CHEAP = {"steps": 2, "guidance_scale": 1.0}  # no classifier-free guidance: half the rows
+
+
+def samples_of(data: bytes) -> np.ndarray:
+    samples, rate = soundfile.read(io.BytesIO(data), dtype="float32")
+    assert rate == RATE and samples.ndim == 1
+    return samples
+
+
+def test_three_minutes_come_back_exactly_and_the_same_seed_gives_the_same_bytes(server: str) -> None:
+    body = {"prompt": "an ambient bed for a podcast", "duration": 180, "seed": 21, **CHEAP}
+    first = httpx.post(f"{server}/generate", json=body, timeout=TIMEOUT)
+    assert first.status_code == 200, first.text
+    assert len(samples_of(first.content)) == 180 * RATE
+    again = httpx.post(f"{server}/generate", json=body, timeout=TIMEOUT)
+    assert again.content == first.content
+
+
+def test_over_the_cap_is_refused_naming_the_limit(server: str) -> None:
+    response = httpx.post(f"{server}/generate", json={"prompt": "x", "duration": 601}, timeout=30)
+    assert response.status_code == 400
+    [detail] = response.json()["detail"]
+    assert detail["loc"] == ["duration"] and "600" in detail["msg"]
+
+
+def test_a_ninety_second_transform_keeps_its_length(server: str) -> None:
+    t = np.arange(90 * RATE) / RATE
+    buffer = io.BytesIO()
+    soundfile.write(buffer, (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), RATE, format="WAV")
+    response = httpx.post(
+        f"{server}/transform",
+        data={"prompt": "the same, on strings", "strength": "0.5", "seed": "4", "steps": "2"},
+        files={"audio": ("long.wav", buffer.getvalue(), "audio/wav")},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200, response.text
+    assert len(samples_of(response.content)) == 90 * RATE
+
+
+def test_ten_minutes_while_a_short_request_is_served_in_between(server: str) -> None:
+    """The 600 s render is in flight when a 1 s request arrives; the short one is answered first."""
+    long_body = {"prompt": "a slowly evolving drone", "duration": 600, "seed": 8, "steps": 3}
+    short_body = {"prompt": "a door knock", "duration": 1, "seed": 9, "steps": 3}
+
+    async def scenario() -> tuple[httpx.Response, float, httpx.Response, float]:
+        async with httpx.AsyncClient(base_url=server, timeout=TIMEOUT) as client:
+            started = time.perf_counter()
+            long_task = asyncio.create_task(client.post("/generate", json=long_body))
+            await asyncio.sleep(3)  # the render is on the model thread by now
+            short = await client.post("/generate", json=short_body)
+            short_done = time.perf_counter() - started
+            long = await long_task
+            return short, short_done, long, time.perf_counter() - started
+
+    short, short_done, long, long_done = asyncio.run(scenario())
+    assert short.status_code == 200 and len(samples_of(short.content)) == RATE
+    assert long.status_code == 200, long.text
+    assert len(samples_of(long.content)) == 600 * RATE
+    assert short_done < long_done
