@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_json  # noqa: E402
 from models.audioldm2 import AudioLDM2Engine, load_pipeline  # noqa: E402
 from models.profiles import audioldm2_checkpoint  # noqa: E402
-from models.tiled_decode import decode_tiled, vocode_chunked  # noqa: E402
+from models.tiled_decode import TILES_PER_CALL, decode_tiled, vocode_chunked  # noqa: E402
 from runners.cancellation import CancelledJobs  # noqa: E402
 from runners.step_scheduler import StepScheduler  # noqa: E402
 from schemas import GenerationJob  # noqa: E402
@@ -109,7 +109,7 @@ def decode_peak(seconds: int, full: bool) -> dict[str, Any]:
         mel = decode_tiled(vae, latents, tile)
         return vocode_chunked(vocoder, mel[:, 0])
 
-    decode(tile * 2)  # warm-up: one tile's activations are the working set
+    decode(tile * (TILES_PER_CALL + 2))  # warm-up: one full batch of tiles is the working set
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     began = time.perf_counter()
     audio = decode(seconds * 25)
@@ -128,7 +128,8 @@ def memory(seconds: list[int], full: bool) -> list[dict[str, Any]]:
     rows = []
     for duration in seconds:
         command = [sys.executable, __file__, "--decode-peak", str(duration), *(["--full"] if full else [])]
-        done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # as in the Bento's image (bentofile.yaml)
+        done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT, env=env)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return rows
 

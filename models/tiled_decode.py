@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 TILE_HALO = 32  # latent frames of context on each side of a tile: more than the decoder's convolutions reach
+TILES_PER_CALL = 4  # tiles decoded together (memory: this many tiles' activations, whatever the length)
 VOCODER_CHUNK = 2048  # mel frames per vocoder call (about 20 s)
 VOCODER_HALO = 64  # mel frames of context on each side: more than the vocoder's receptive field
 
@@ -52,7 +53,9 @@ class _NormStats:
     var: torch.Tensor | None = field(default=None, repr=False)
 
     def add(self, core: torch.Tensor) -> None:
-        grouped = core.double().reshape(core.shape[0], self.groups, -1)
+        """Sums over every frame of the cores (the batch rows are tiles of one waveform)."""
+        grouped = core.double().transpose(0, 1).reshape(core.shape[1], -1)  # (channels, everything else)
+        grouped = grouped.reshape(self.groups, -1)[None]
         total, squares = grouped.sum(-1), (grouped * grouped).sum(-1)
         self.total = total if self.total is None else self.total + total
         self.squares = squares if self.squares is None else self.squares + squares
@@ -128,31 +131,42 @@ def tiles(frames: int, bins: int, size: int, halo: int = TILE_HALO) -> list[_Til
 
 
 @torch.no_grad()
-def decode_tiled(vae: nn.Module, latents: torch.Tensor, tile_frames: int, halo: int = TILE_HALO) -> torch.Tensor:
-    """`vae.decode(latents).sample` for (1, channels, frames, bins) latents, tile by tile with shared statistics."""
+def decode_tiled(
+    vae: nn.Module, latents: torch.Tensor, tile_frames: int, halo: int = TILE_HALO, tiles_per_call: int = TILES_PER_CALL
+) -> torch.Tensor:
+    """`vae.decode(latents).sample` for (1, channels, frames, bins) latents, tile by tile with shared statistics.
+
+    Tiles of one shape (all but the first and last) run `tiles_per_call` at a time, as rows of one batch.
+    """
     assert latents.shape[0] == 1, "one waveform at a time"
     plan = tiles(latents.shape[2], latents.shape[3], tile_frames, halo)
     shared = SharedGroupNorms(vae.decoder)
+    calls: dict[tuple[int, int, int], list[_Tile]] = {}
+    for tile in plan:
+        calls.setdefault((tile.left, tile.length, tile.stop - tile.start), []).append(tile)
+    batches = [same[i : i + tiles_per_call] for same in calls.values() for i in range(0, len(same), tiles_per_call)]
 
-    def run(tile: _Tile) -> torch.Tensor:
-        shared.tile = tile
-        window = latents[:, :, tile.start - tile.left : tile.start - tile.left + tile.length]
+    def run(batch: list[_Tile]) -> torch.Tensor:
+        shared.tile = batch[0]  # the tiles of a batch share their geometry
+        windows = torch.cat([latents[:, :, t.start - t.left : t.start - t.left + t.length] for t in batch])
         if getattr(vae, "post_quant_conv", None) is not None:
-            window = vae.post_quant_conv(window)
-        return vae.decoder(window)
+            windows = vae.post_quant_conv(windows)
+        return vae.decoder(windows)
 
     with shared.active():
-        shared.measuring = None
-        run(plan[0])  # learns the order the decoder runs its GroupNorms in
+        run(batches[0][:1])  # learns the order the decoder runs its GroupNorms in
         for norm in list(shared.order):
             shared.measuring = norm
-            for tile in plan:
+            for batch in batches:
                 with suppress(_StopDecoding):
-                    run(tile)
+                    run(batch)
             shared.stats[norm].finalize()
         shared.measuring = None
-        pieces = [shared._core(run(tile)) for tile in plan]
-    return torch.cat(pieces, dim=2)
+        cores: dict[int, torch.Tensor] = {}
+        for batch in batches:
+            for tile, core in zip(batch, shared._core(run(batch)).split(1), strict=True):
+                cores[tile.start] = core
+    return torch.cat([cores[tile.start] for tile in plan], dim=2)
 
 
 @torch.no_grad()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +16,11 @@ import torch
 
 from models.audioldm2 import AudioLDM2Engine
 from models.multidiffusion import Fusion, Windows, split
+from models.tiled_decode import decode_tiled, vocode_chunked
 from schemas import GenerationJob, TransformJob, samples_to_bytes
 
-SINGLE_LATENT_OUTPUTS = Path(__file__).parent / "data" / "single_latent_outputs.json"
+ROOT = Path(__file__).resolve().parent.parent
+SINGLE_LATENT_OUTPUTS = ROOT / "tests" / "data" / "single_latent_outputs.json"
 
 
 def digest(tensor: torch.Tensor) -> str:
@@ -103,3 +108,79 @@ def test_a_long_job_batched_with_others_equals_alone(engine: AudioLDM2Engine) ->
     ]
     batched = engine.generate([others[0], long_job, others[1]])[1]
     assert torch.equal(batched.latents, engine.generate([long_job])[0].latents)
+
+
+# ---- decoding in tiles ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def latent_of_24_seconds() -> torch.Tensor:
+    return torch.randn(1, 8, 600, 16, generator=torch.Generator().manual_seed(0))  # three tiles of 256
+
+
+def relative_error(result: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((result - reference).abs().max() / reference.abs().max())
+
+
+def test_tiles_with_shared_statistics_decode_as_the_whole_latent_does(
+    engine: AudioLDM2Engine, latent_of_24_seconds: torch.Tensor
+) -> None:
+    """Exact but for the mid-block's attention: with it made the identity (a hook), tiles == whole to float
+    rounding, so the halo covers the convolutions and the shared GroupNorm statistics are the whole latent's.
+    With attention, each tile attends within itself and its halo: 1.9% of the peak here (random weights),
+    where tiles normalised on their own (diffusers' tiling) are off by 12.6%."""
+    vae = engine.pipe.vae
+    with torch.no_grad():
+        whole = vae.decode(latent_of_24_seconds).sample
+        tiled = decode_tiled(vae, latent_of_24_seconds, engine.window_frames)
+        vae.enable_tiling()
+        try:
+            independent = vae.decode(latent_of_24_seconds).sample
+        finally:
+            vae.disable_tiling()
+        handle = vae.decoder.mid_block.attentions[0].register_forward_hook(lambda module, args, output: args[0])
+        try:
+            whole_without_attention = vae.decode(latent_of_24_seconds).sample
+            tiled_without_attention = decode_tiled(vae, latent_of_24_seconds, engine.window_frames)
+        finally:
+            handle.remove()
+    assert relative_error(tiled_without_attention, whole_without_attention) < 1e-5
+    assert relative_error(tiled, whole) < 0.03
+    assert relative_error(independent, whole) > 3 * relative_error(tiled, whole)
+
+
+def test_the_vocoder_in_chunks_equals_the_whole_vocoder(engine: AudioLDM2Engine) -> None:
+    """Chunks carry more context than the vocoder's receptive field, so only float rounding differs (~4e-7)."""
+    mel = torch.randn(1, 2400, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        whole = engine.pipe.vocoder(mel).reshape(-1)
+        chunked = vocode_chunked(engine.pipe.vocoder, mel, chunk=512)
+    assert chunked.shape[0] == 2400 * 160
+    assert relative_error(chunked, whole[: chunked.shape[0]]) < 1e-5
+
+
+# As the Bento's image sets it (bentofile.yaml): glibc then returns freed large blocks at once; with its default
+# (a threshold that rises after each free) the peak RSS creeps up by fragmentation, ~100 MiB in a 120 s decode.
+ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def decode_peak(seconds: int) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "long_form.py"), "--decode-peak", str(seconds)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, **ALLOCATOR},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_decoding_memory_does_not_grow_with_the_duration_beyond_the_audio() -> None:
+    """Peak RSS growth while decoding, each length in a fresh process after a warm-up (bench/long_form.py):
+    from 60 s to 180 s it grows by the audio and mel that come out, not by activations (which stay one
+    batch of tiles)."""
+    short, long = decode_peak(60), decode_peak(180)
+    output_growth = (long["audio_mib"] - short["audio_mib"]) * 1.4  # the audio, and the mel (40% of it)
+    assert long["peak_growth_mib"] - short["peak_growth_mib"] < output_growth + 16
