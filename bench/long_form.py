@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_json  # noqa: E402
 from models.audioldm2 import AudioLDM2Engine, load_pipeline  # noqa: E402
 from models.profiles import audioldm2_checkpoint  # noqa: E402
-from models.tiled_decode import TILES_PER_CALL, decode_tiled, vocode_chunked  # noqa: E402
+from models.tiled_vae import TILES_PER_CALL, decode_tiled, vocode_chunked  # noqa: E402
 from runners.cancellation import CancelledJobs  # noqa: E402
 from runners.step_scheduler import StepScheduler  # noqa: E402
 from schemas import GenerationJob  # noqa: E402

@@ -28,7 +28,7 @@ from transformers.audio_utils import mel_filter_bank
 
 from models.multidiffusion import Fusion, Windows, split
 from models.phases import phase
-from models.tiled_decode import decode_tiled, vocode_chunked
+from models.tiled_vae import decode_tiled, encode_tiled, vocode_chunked
 from schemas import DiffusionParams, GenerationJob, Scheduler, TransformJob
 
 # AudioLDM2's mel features (its training STFT): 1024-point FFT and window, hop 160 at
@@ -346,7 +346,7 @@ class AudioLDM2Engine:
         waveforms = torch.empty(latents.shape[0], num_samples)
         for index, row in enumerate(latents.split(1)):
             row = row / self.pipe.vae.config.scaling_factor
-            if long:  # in tiles: memory of one tile, whatever the length (models/tiled_decode.py)
+            if long:  # in tiles: memory of one tile, whatever the length (models/tiled_vae.py)
                 mel = decode_tiled(self.pipe.vae, row, self.window_frames)
                 waveforms[index] = vocode_chunked(self.pipe.vocoder, mel[:, 0])[:num_samples]
             else:
@@ -397,7 +397,10 @@ class AudioLDM2Engine:
     def encode_audio(self, samples: np.ndarray, frames: int) -> torch.Tensor:
         """Clip -> VAE latent (the distribution's mean: deterministic), scaled for the UNet."""
         vae = self.pipe.vae
-        return vae.encode(self.log_mel(samples, frames)).latent_dist.mean * vae.config.scaling_factor
+        mel = self.log_mel(samples, frames)
+        if frames > self.single_latent_mel_frames:  # in tiles, as long latents are decoded
+            return encode_tiled(vae, mel, self.window_frames) * vae.config.scaling_factor
+        return vae.encode(mel).latent_dist.mean * vae.config.scaling_factor
 
     # ---- one job, start to finish ------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""Decoding a long latent in tiles along time: VAE decoder with GroupNorm statistics shared by all tiles, then
-the vocoder in overlapping chunks. Memory stays that of one tile, plus the mel spectrogram and the audio out.
+"""Long audio through the VAE in tiles along time, with GroupNorm statistics shared by all tiles (decoder, and
+encoder for long transforms), and through the vocoder in overlapping chunks. Memory stays that of one batch
+of tiles, plus what goes in and comes out (latent, mel spectrogram, audio).
 
 Decoding tiles independently (diffusers' `enable_tiling`) normalises each tile by its own statistics, so tiles
 drift apart in level. Here every GroupNorm uses the statistics of the whole latent, computed before it is
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import torch
 from torch import nn
@@ -28,7 +30,7 @@ VOCODER_CHUNK = 2048  # mel frames per vocoder call (about 20 s)
 VOCODER_HALO = 64  # mel frames of context on each side: more than the vocoder's receptive field
 
 
-class _StopDecoding(Exception):
+class _StopForward(Exception):
     """Raised by the GroupNorm being measured: nothing after it is needed in this sweep."""
 
 
@@ -89,23 +91,25 @@ class SharedGroupNorms:
 
     def _core(self, x: torch.Tensor) -> torch.Tensor:
         """The tile's own frames of a feature map: (batch, channels, time, bins), or (batch, channels, time x bins)
-        as attention flattens it; time and bins are the latent's times the same upsampling factor."""
+        as attention flattens it. Time and bins are the input's times one scale (up in a decoder, down in an
+        encoder); tile edges are multiples of every downsampling, so the scaled edges are whole frames."""
         tile = self.tile
         assert tile is not None
         if x.dim() == 4:
-            scale, row = x.shape[2] // tile.length, 1
+            scale = Fraction(x.shape[2], tile.length)
+            row = 1
         else:
-            scale = math.isqrt(x.shape[2] // (tile.length * tile.bins))
-            row = tile.bins * scale  # values per time frame once flattened
-        first = tile.left * scale * row
-        return x[:, :, first : first + (tile.stop - tile.start) * scale * row]
+            scale = Fraction(math.isqrt(round(Fraction(x.shape[2], tile.length * tile.bins) * 10**12)), 10**6)
+            row = int(tile.bins * scale)  # values per time frame once flattened
+        first = int(tile.left * scale) * row
+        return x[:, :, first : first + int((tile.stop - tile.start) * scale) * row]
 
     def _forward(self, norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
         if norm not in self.order:
             self.order.append(norm)
         if norm is self.measuring:
             self.stats.setdefault(norm, _NormStats(norm.num_groups)).add(self._core(x))
-            raise _StopDecoding
+            raise _StopForward
         stats = self.stats.get(norm)
         if stats is None or stats.mean is None or stats.var is None:
             return F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
@@ -131,16 +135,20 @@ def tiles(frames: int, bins: int, size: int, halo: int = TILE_HALO) -> list[_Til
 
 
 @torch.no_grad()
-def decode_tiled(
-    vae: nn.Module, latents: torch.Tensor, tile_frames: int, halo: int = TILE_HALO, tiles_per_call: int = TILES_PER_CALL
+def tiled(
+    stage: Callable[[torch.Tensor], torch.Tensor],
+    module: nn.Module,
+    x: torch.Tensor,
+    tile_frames: int,
+    halo: int,
+    tiles_per_call: int = TILES_PER_CALL,
 ) -> torch.Tensor:
-    """`vae.decode(latents).sample` for (1, channels, frames, bins) latents, tile by tile with shared statistics.
-
-    Tiles of one shape (all but the first and last) run `tiles_per_call` at a time, as rows of one batch.
-    """
-    assert latents.shape[0] == 1, "one waveform at a time"
-    plan = tiles(latents.shape[2], latents.shape[3], tile_frames, halo)
-    shared = SharedGroupNorms(vae.decoder)
+    """`stage(x)` for one (1, channels, frames, bins) input, computed tile by tile along time with the GroupNorms of
+    `module` (the part of `stage` that has them) using whole-input statistics. Tiles of one shape (all but the
+    first and last) run `tiles_per_call` at a time, as rows of one batch."""
+    assert x.shape[0] == 1, "one waveform at a time"
+    plan = tiles(x.shape[2], x.shape[3], tile_frames, halo)
+    shared = SharedGroupNorms(module)
     calls: dict[tuple[int, int, int], list[_Tile]] = {}
     for tile in plan:
         calls.setdefault((tile.left, tile.length, tile.stop - tile.start), []).append(tile)
@@ -148,17 +156,14 @@ def decode_tiled(
 
     def run(batch: list[_Tile]) -> torch.Tensor:
         shared.tile = batch[0]  # the tiles of a batch share their geometry
-        windows = torch.cat([latents[:, :, t.start - t.left : t.start - t.left + t.length] for t in batch])
-        if getattr(vae, "post_quant_conv", None) is not None:
-            windows = vae.post_quant_conv(windows)
-        return vae.decoder(windows)
+        return stage(torch.cat([x[:, :, t.start - t.left : t.start - t.left + t.length] for t in batch]))
 
     with shared.active():
-        run(batches[0][:1])  # learns the order the decoder runs its GroupNorms in
+        run(batches[0][:1])  # learns the order the module runs its GroupNorms in
         for norm in list(shared.order):
             shared.measuring = norm
             for batch in batches:
-                with suppress(_StopDecoding):
+                with suppress(_StopForward):
                     run(batch)
             shared.stats[norm].finalize()
         shared.measuring = None
@@ -167,6 +172,31 @@ def decode_tiled(
             for tile, core in zip(batch, shared._core(run(batch)).split(1), strict=True):
                 cores[tile.start] = core
     return torch.cat([cores[tile.start] for tile in plan], dim=2)
+
+
+def decode_tiled(vae: nn.Module, latents: torch.Tensor, tile_frames: int, halo: int = TILE_HALO) -> torch.Tensor:
+    """`vae.decode(latents).sample`, in tiles of `tile_frames` latent frames with shared GroupNorm statistics."""
+
+    def stage(window: torch.Tensor) -> torch.Tensor:
+        if getattr(vae, "post_quant_conv", None) is not None:
+            window = vae.post_quant_conv(window)
+        return vae.decoder(window)
+
+    return tiled(stage, vae.decoder, latents, tile_frames, halo)
+
+
+def encode_tiled(vae: nn.Module, mel: torch.Tensor, tile_frames: int, halo: int = TILE_HALO) -> torch.Tensor:
+    """The mean of `vae.encode(mel).latent_dist`, in tiles of `tile_frames` latent frames (mel frames in, the
+    encoder's downsampling times as many) with shared GroupNorm statistics."""
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)  # each down block but the last halves time and bins
+
+    def stage(window: torch.Tensor) -> torch.Tensor:
+        moments = vae.encoder(window)
+        if getattr(vae, "quant_conv", None) is not None:
+            moments = vae.quant_conv(moments)
+        return moments[:, : moments.shape[1] // 2]  # the mean half of the diagonal Gaussian's parameters
+
+    return tiled(stage, vae.encoder, mel, tile_frames * factor, halo * factor)
 
 
 @torch.no_grad()
