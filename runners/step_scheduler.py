@@ -185,7 +185,12 @@ class StepScheduler:
                     "denoise",
                     entry.denoise_started_ns,
                     time.time_ns(),
-                    {"steps": len(state.timesteps), "windows": len(state.windows), "passes": entry.passes},
+                    {
+                        "steps": len(state.timesteps),
+                        "rows": state.latents.shape[0],
+                        "windows": len(state.windows),
+                        "passes": entry.passes,
+                    },
                 )
             )
         began = time.perf_counter()
