@@ -52,7 +52,9 @@ class AudioLDM2Runner:
             pipe.enable_vae_slicing()
         self.engine = AudioLDM2Engine(pipe)
         self.cancelled = CancelledJobs()
-        self.scheduler = StepScheduler(self.engine, self.cancelled, share_passes=SETTINGS.batching)
+        self.scheduler = StepScheduler(
+            self.engine, self.cancelled, share_passes=SETTINGS.batching, cpu_threads=SETTINGS.model_threads
+        )
         if self.engine.sample_rate != AUDIOLDM2_SAMPLE_RATE:
             raise RuntimeError(f"{self.checkpoint.model_id} outputs {self.engine.sample_rate} Hz, not 16 kHz")
 

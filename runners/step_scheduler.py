@@ -57,8 +57,11 @@ class Entry:
 
 
 class StepScheduler:
-    def __init__(self, engine: AudioLDM2Engine, cancelled: CancelledJobs, share_passes: bool = True) -> None:
+    def __init__(
+        self, engine: AudioLDM2Engine, cancelled: CancelledJobs, share_passes: bool = True, cpu_threads: int = 0
+    ) -> None:
         self.engine = engine
+        self.cpu_threads = cpu_threads
         self.cancelled = cancelled
         self.share_passes = share_passes
         self.waiting: list[Entry] = []
@@ -84,6 +87,8 @@ class StepScheduler:
     # ---- the model thread -------------------------------------------------------------
 
     def _loop(self) -> None:
+        if self.cpu_threads:
+            torch.set_num_threads(self.cpu_threads)  # per thread: OpenMP's thread count is the calling thread's
         while True:
             with self._wake:
                 while not self.waiting and not self.active:
