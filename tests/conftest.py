@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import torch
 
@@ -113,12 +115,17 @@ class Served:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
+        # Workers run in sessions of their own, and one respawned after a kill may outlive the group: end them too.
+        workers = psutil.Process(self.process.pid).children(recursive=True)
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

@@ -168,7 +168,7 @@ def test_critique_text_only(server: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("generate", "rain", "--duration", "31"), "error: duration: Input should be less than or equal to 30\n"),
+        (("generate", "rain", "--duration", "601"), "error: duration: Input should be less than or equal to 600\n"),
         (("generate", "rain", "-n", "5"), "error: num_waveforms: Input should be less than or equal to 4\n"),
         (("generate", "rain", "--scheduler", "euler"), "error: scheduler: Input should be 'dpmpp' or 'ddim'\n"),
         (("transform", "clip.wav", "jazz", "--strength", "1.5"), "error: strength: Input should be less than or equal"),
