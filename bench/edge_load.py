@@ -181,8 +181,8 @@ KINDS: tuple[Kind, ...] = (
     good("critique_clip", "critique", 8, "text",
          lambda c, s: Call("/critique", data=form(preset="caption", max_new_tokens=8, seed=s), files=[wav(c.wav_1s5)])),
     # ---- bad: fields out of range -------------------------------------------------------------------------
-    bad("duration_31", "generate", 400, "duration", 2,
-        lambda c, s: Call("/generate", json=generate_body(s, duration=31))),
+    bad("duration_601", "generate", 400, "duration", 2,
+        lambda c, s: Call("/generate", json=generate_body(s, duration=601))),
     bad("steps_0_json", "generate", 400, "steps", 2,
         lambda c, s: Call("/generate/json", json=generate_body(s, steps=0))),
     bad("steps_0_form", "transform", 400, "steps", 2,

@@ -46,6 +46,7 @@ from schemas import GenerationJob  # noqa: E402
 from settings import SETTINGS  # noqa: E402
 
 MIB = 2**20
+PARTS = ("overlaps", "timings", "memory", "fairness")
 
 
 def tiny_engine(**options: Any) -> AudioLDM2Engine:
@@ -136,7 +137,7 @@ def memory(seconds: list[int], full: bool) -> list[dict[str, Any]]:
 
 def fairness(long_seconds: int, steps: int) -> dict[str, Any]:
     engine = tiny_engine()
-    scheduler = StepScheduler(engine, CancelledJobs())
+    scheduler = StepScheduler(engine, CancelledJobs(), cpu_threads=SETTINGS.model_threads)  # as the runner
     short = GenerationJob(prompt="a door knock", duration=2.0, steps=steps, seed=5, guidance_scale=3.0)
     long = GenerationJob(prompt="a long drone", duration=long_seconds, steps=steps, seed=6, guidance_scale=3.0)
 
@@ -163,6 +164,9 @@ def fairness(long_seconds: int, steps: int) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Long-form AudioLDM2", "", *header_markdown(report["header"]), ""]
+    for part, head in report.get("commands", {}).items():
+        lines.append(f"- {part}: `{head['command']}` ({head['date']})")
+    lines.append("")
     if "overlaps" in report:
         lines += [
             "## Window overlap (30 s clip, windows vs one latent)",
@@ -208,7 +212,7 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short lengths and few steps")
-    parser.add_argument("--only", choices=["overlaps", "timings", "memory", "fairness"], action="append")
+    parser.add_argument("--only", choices=PARTS, action="append")
     parser.add_argument("--full", action="store_true", help="memory: full-size VAE and vocoder architectures")
     parser.add_argument("--memory-seconds", type=int, nargs="+", default=[60, 600])
     parser.add_argument("--decode-peak", type=int, help=argparse.SUPPRESS)
@@ -217,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.decode_peak:
         print(json.dumps(decode_peak(args.decode_peak, args.full)))
         return 0
-    parts = set(args.only or ["overlaps", "timings", "memory", "fairness"])
+    parts = set(args.only or PARTS)
     steps = 2 if args.quick else 10
     report: dict[str, Any] = {"header": header(argv)}
     if "overlaps" in parts:
@@ -229,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     if "fairness" in parts:
         report["fairness"] = fairness(60 if args.quick else 600, steps)
     name = "long-form" + ("-quick" if args.quick else "") + ("-full-memory" if args.full else "")
+    previous = args.out / f"{name}.json"
+    if args.only and previous.exists():  # parts measured separately accumulate; each part keeps its own command
+        earlier = json.loads(previous.read_text())
+        commands = earlier.get("commands", {part: earlier["header"] for part in earlier if part in PARTS})
+        report = {**earlier, **report, "commands": {**commands, **{part: report["header"] for part in parts}}}
     write_json(args.out / f"{name}.json", report)
     (args.out / f"{name}.md").write_text(markdown(report) + "\n")
     print(markdown(report))

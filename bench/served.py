@@ -47,6 +47,7 @@ def serve(workdir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Se
         "AUDIO_STUDIO_PROFILE": "tiny",
         "BENTOML_HOME": str(workdir / "bentoml-home"),
         "HF_HUB_OFFLINE": "1",
+        "MALLOC_MMAP_THRESHOLD_": "65536",  # as the Bento's image sets it (bentofile.yaml)
         **(extra_env or {}),
     }
     log_path = workdir / "serve.log"

@@ -133,7 +133,9 @@ class Served:
 
 @pytest.fixture(scope="session")
 def serve_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return {**os.environ, "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml_home"))}
+    # The allocator setting of the Bento's image (bentofile.yaml): served memory is measured as it would run.
+    home = str(tmp_path_factory.mktemp("bentoml_home"))
+    return {**os.environ, "BENTOML_HOME": home, "MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 @pytest.fixture(scope="session")

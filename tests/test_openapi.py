@@ -266,7 +266,7 @@ def test_generated_python_client_calls_every_route(client_package: Any, server: 
     assert isinstance(compared, m.CritiqueResponse), compared
     assert [u.field for u in compared.audio_seconds] == ["audio", "reference"] and compared.preset == m.Preset.COMPARE
 
-    refused = generate.sync_detailed(client=client, body=m.GenerateRequest(prompt="rain", duration=31, steps=3))
+    refused = generate.sync_detailed(client=client, body=m.GenerateRequest(prompt="rain", duration=601, steps=3))
     assert refused.status_code == 400
     assert isinstance(refused.parsed, m.ErrorResponse), refused.content
     assert refused.parsed.kind.value == "invalid_input" and refused.parsed.detail[0].loc == ["duration"]
