@@ -221,8 +221,11 @@ class Provenance(BaseModel):
 
 
 class RunnerTimings(BaseModel):
-    batch_size: int = Field(description="Jobs in the runner batch this request was served in.")
-    group_size: int = Field(description="Jobs of that batch that ran through the model together with this one.")
+    batch_size: int = Field(description="Jobs in the batch the runner's adaptive batcher took this request in with.")
+    group_size: int = Field(
+        description="Most jobs that shared one model pass with this one (AudioLDM2: a UNet pass, where jobs join at "
+        "step boundaries; Music Flamingo: a generate call)."
+    )
     inference_s: float = Field(description="Seconds the model spent on this request's group.")
 
 

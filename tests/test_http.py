@@ -10,8 +10,6 @@ import httpx
 import pytest
 import soundfile
 
-from tests.metrics import batch_counts
-
 FAST = {"steps": 3}
 TIMEOUT = 120
 
@@ -87,17 +85,15 @@ def test_concurrent_requests_are_batched_and_match_their_solo_results(server: st
         {"prompt": f"sound {i}", "duration": [1, 2, 3][i % 3], "seed": 100 + i, "guidance_scale": 2 + i, **FAST}
         for i in range(8)
     ]
-    before = batch_counts(server, "generate")
     with ThreadPoolExecutor(max_workers=8) as pool:
         concurrent = list(pool.map(lambda b: post(server, "/generate/json", b), bodies))
-    after = batch_counts(server, "generate")
     assert [r.status_code for r in concurrent] == [200] * 8
     for body, response in zip(bodies, concurrent, strict=True):
         samples, _, _ = read_audio(base64.b64decode(response.json()["waveforms"][0]["audio_base64"]))
         assert len(samples) == body["duration"] * 16_000
-    batches, single = after[0] - before[0], after[1] - before[1]
-    assert batches - single >= 1, f"no batch larger than 1 among {batches:.0f} batches"
-    assert max(r.json()["timings"]["batch_size"] for r in concurrent) > 1
+    # Jobs of one length share UNet passes on the runner's step scheduler, whatever batches BentoML's intake
+    # formed (it hands each batch on at once; jobs join at the next step): group_size = most jobs in one pass.
+    assert max(r.json()["timings"]["group_size"] for r in concurrent) > 1
     # Batch invariance over HTTP: each request alone gives the same audio it got in the batch.
     for body, response in zip(bodies, concurrent, strict=True):
         solo = post(server, "/generate/json", body).json()
