@@ -39,6 +39,7 @@ import io
 import os
 import re
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -258,68 +259,92 @@ def wait_quiet(max_s: float, log: Callable[[str], None]) -> float:
             said = True
 
 
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+
+
+def measure_kind(
+    name: str, kind: Kind, client: httpx.Client, receiver: OTLPReceiver, plan: Plan, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """One kind's measured requests, measured again (up to plan.retries) while others used the CPU meanwhile."""
+    for attempt in range(1 + plan.retries):
+        waited = wait_quiet(plan.quiet_wait_s, log)
+        first_span = len(receiver.spans)  # settled: nothing of the requests before is still on its way
+        model_before = model_seconds(client)
+        share = CpuShare()
+        samples = [timed(client, kind) for _ in range(plan.counts[kind.name])]
+        foreign = share.foreign()
+        model_after = model_seconds(client)
+        if not foreign["contended"] or attempt == plan.retries:
+            break
+        log(f"{name} {kind.name}: others used {foreign['cores']:.2f} cores meanwhile; measuring again")
+        settled_span_count(receiver)
+    names = Counter(
+        f"{x.service}: {x.name}" for x in receiver.spans[first_span : settled_span_count(receiver)] if counted(x.name)
+    )
+    stats = {
+        **summary(samples),
+        "others_cpu": foreign,
+        "attempts": attempt + 1,
+        "quiet_wait_s": waited,
+        "spans": sum(names.values()),
+        "span_names": dict(sorted(names.items())),
+        "samples_ms": [round(s, 3) for s in samples],
+    }
+    if kind.runner is not None:  # the mean model time per request, from the runner's histogram
+        model_s = model_after.get(kind.runner, 0.0) - model_before.get(kind.runner, 0.0)
+        stats["model_mean_ms"] = 1000 * model_s / len(samples)
+        stats["rest_mean_ms"] = stats["mean_ms"] - stats["model_mean_ms"]
+    model = f", model {stats['model_mean_ms']:.1f} ms" if "model_mean_ms" in stats else ""
+    log(
+        f"{name} {kind.name}: n={stats['n']} median {stats['median_ms']:.1f} ms, p90 {stats['p90_ms']:.1f}, "
+        f"mean {stats['mean_ms']:.1f}{model}; others' CPU {foreign['cores']:.2f} cores; spans {stats['spans']}"
+    )
+    return stats
+
+
+def keep_log(workdir: Path, name: str, result: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Copy the server's log out of its temp dir (also when a request failed: the server's side of the story)."""
+    source = workdir / "serve.log"
+    if source.exists():
+        kept = Path(tempfile.gettempdir()) / f"access-cost-{slug(name)}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+        shutil.copyfile(source, kept)
+        result["server_log"] = str(kept)
+        result["log"] = {k: v for k, v in log_stats(source).items() if k != "runner_calls"}
+        log(f"{name}: server log kept at {kept}")
+
+
 def run_config(
     name: str, env: dict[str, str], key: str, receiver: OTLPReceiver, plan: Plan, log: Callable[[str], None]
 ) -> dict[str, Any]:
+    """One fresh server with `env`: warm-up, then each kind measured in turn."""
     result: dict[str, Any] = {"env": {k: ("<receiver>" if "OTLP" in k else v) for k, v in env.items()}}
     with tempfile.TemporaryDirectory(prefix="bench-access-cost-") as tmp:
         result["quiet_wait_s"] = wait_quiet(plan.quiet_wait_s, log)
         log(f"{name}: starting bentoml serve (tiny profile)")
         started = time.monotonic()
-        spans_before_start = len(receiver.spans)
-        with serve(Path(tmp), env) as server:
-            result["start_s"] = round(time.monotonic() - started, 2)
-            log(f"{name}: ready at {server.url} in {result['start_s']:.1f} s")
-            headers = {"Authorization": f"Bearer {key}"}
-            with httpx.Client(base_url=server.url, headers=headers, timeout=REQUEST_TIMEOUT_S) as client:
-                all_kinds = kinds()
-                for kind in all_kinds:
-                    for _ in range(plan.warmup):
-                        timed(client, kind)
-                spans_after_warmup = settled_span_count(receiver)
-                result["kinds"] = {}
-                for kind in all_kinds:
-                    for attempt in range(1 + plan.retries):
-                        waited = wait_quiet(plan.quiet_wait_s, log)
-                        first_span = len(receiver.spans)  # settled: nothing of the requests before is on its way
-                        model_before = model_seconds(client)
-                        share = CpuShare()
-                        samples = [timed(client, kind) for _ in range(plan.counts[kind.name])]
-                        foreign = share.foreign()
-                        model_after = model_seconds(client)
-                        if not foreign["contended"] or attempt == plan.retries:
-                            break
-                        log(f"{name} {kind.name}: others used {foreign['cores']:.2f} cores meanwhile; measuring again")
-                        settled_span_count(receiver)
-                    block_spans = receiver.spans[first_span : settled_span_count(receiver)]
-                    names = Counter(f"{x.service}: {x.name}" for x in block_spans if counted(x.name))
-                    stats = result["kinds"][kind.name] = {
-                        **summary(samples),
-                        "others_cpu": foreign,
-                        "attempts": attempt + 1,
-                        "quiet_wait_s": waited,
-                        "spans": sum(names.values()),
-                        "span_names": dict(sorted(names.items())),
-                        "samples_ms": [round(s, 3) for s in samples],
+        first_span = len(receiver.spans)
+        try:
+            with serve(Path(tmp), env) as server:
+                result["start_s"] = round(time.monotonic() - started, 2)
+                log(f"{name}: ready at {server.url} in {result['start_s']:.1f} s")
+                headers = {"Authorization": f"Bearer {key}"}
+                with httpx.Client(base_url=server.url, headers=headers, timeout=REQUEST_TIMEOUT_S) as client:
+                    for kind in kinds():
+                        for _ in range(plan.warmup):
+                            timed(client, kind)
+                    warmup_spans = settled_span_count(receiver) - first_span
+                    result["kinds"] = {
+                        kind.name: measure_kind(name, kind, client, receiver, plan, log) for kind in kinds()
                     }
-                    if kind.runner is not None:  # the mean model time per request, from the runner's histogram
-                        model_s = model_after.get(kind.runner, 0.0) - model_before.get(kind.runner, 0.0)
-                        stats["model_mean_ms"] = 1000 * model_s / len(samples)
-                        stats["rest_mean_ms"] = stats["mean_ms"] - stats["model_mean_ms"]
-                    model = f", model {stats['model_mean_ms']:.1f} ms" if "model_mean_ms" in stats else ""
-                    log(
-                        f"{name} {kind.name}: n={stats['n']} median {stats['median_ms']:.1f} ms, "
-                        f"p90 {stats['p90_ms']:.1f}, mean {stats['mean_ms']:.1f}{model}; "
-                        f"others' CPU {foreign['cores']:.2f} cores; spans {stats['spans']}"
-                    )
+        finally:
+            keep_log(Path(tmp), name, result, log)
         result["stop_s"] = server.stop_s
         result["stop_forced"] = server.stop_forced
-        result["log"] = {k: v for k, v in log_stats(server.log_path).items() if k != "runner_calls"}
-    spans_total = settled_span_count(receiver) - spans_before_start
     result["spans"] = {
-        "warmup": spans_after_warmup - spans_before_start,
+        "warmup": warmup_spans,
         "measured": sum(k["spans"] for k in result["kinds"].values()),
-        "total_including_shutdown": spans_total,
+        "total_including_shutdown": settled_span_count(receiver) - first_span,
     }
     return result
 
