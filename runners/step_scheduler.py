@@ -79,11 +79,6 @@ class StepScheduler:
             self._wake.notify()
         return [entry.future for entry in entries]
 
-    @property
-    def depth(self) -> tuple[int, int]:
-        """(jobs waiting to start, jobs in progress)."""
-        return len(self.waiting), len(self.active)
-
     # ---- the model thread -------------------------------------------------------------
 
     def _loop(self) -> None:
