@@ -18,6 +18,9 @@ the full-size embeddings, and prompt lengths stay realistic.
 
     .venv/bin/python bench/fullsize.py            # on a GPU: every measurement, ~5 min on an H100/H200
     .venv/bin/python bench/fullsize.py --smoke    # on a CPU in seconds: same code, tiny models, few steps
+
+The report is rewritten after every measured row, so a run stopped by a time limit keeps what it measured;
+`--budget-s` stops starting new cases once that many seconds have passed (they are listed as skipped).
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import diffusers  # noqa: E402
 import torch  # noqa: E402
+import transformers  # noqa: E402
 from diffusers import (  # noqa: E402
     AudioLDM2Pipeline,
     AudioLDM2ProjectionModel,
@@ -107,6 +112,7 @@ def audioldm2_unet(size: str) -> AudioLDM2UNet2DConditionModel:
         cross_attention_dim=(cross,) * 4,
         transformer_layers_per_block=depth,
         attention_head_dim=(4, 8, 12, 20),  # diffusers' legacy name for the head count: 32 channels per head
+        sample_size=256,  # latent frames of the native 10.24 s clip (the long-form window length)
     )
 
 
@@ -120,6 +126,7 @@ def full_vae() -> AutoencoderKL:
         block_out_channels=(128, 256, 512),
         layers_per_block=2,
         latent_channels=8,
+        sample_size=1024,  # mel frames of the native 10.24 s clip
     )
 
 
@@ -320,18 +327,25 @@ class DiffusionCase:
     steps: int
     compiled: bool
     batches: tuple[int, ...]
+    durations: tuple[float, ...]
 
 
-def audioldm2_cases(smoke: bool, device: torch.device) -> list[DiffusionCase]:
-    """fp32 vs half, DDIM 200 vs DPM++ 25, eager vs compiled UNet, batch 1/4/8 (smoke: few steps, batch 1/2)."""
+def audioldm2_cases(smoke: bool, device: torch.device, long_clip_s: float) -> list[DiffusionCase]:
+    """fp32 vs half, DDIM 200 vs DPM++ 25, eager vs compiled UNet, batch 1/4/8 (smoke: few steps, batch 1/2).
+
+    The serving configuration (half, DPM++ 25, eager) also renders `long_clip_s` clips (long-form windows and
+    tiled decoding) when it is above 0; the smoke form keeps 1 s clips.
+    """
     half = torch.float16 if device.type == "cuda" else torch.bfloat16  # CPU: bf16 kernels exist, fp16 convs not all
     dpm, ddim = (2, 2) if smoke else (25, 200)
     batches = (1, 2) if smoke else (1, 4, 8)
+    short = (1.0,) if smoke else (10.0,)
+    serving = short if smoke or long_clip_s <= 0 else (*short, long_clip_s)
     return [
-        DiffusionCase(torch.float32, Scheduler.DPMPP, dpm, False, (1,) if smoke else (1, 8)),
-        DiffusionCase(half, Scheduler.DPMPP, dpm, False, batches),
-        DiffusionCase(half, Scheduler.DDIM, ddim, False, (1,)),
-        DiffusionCase(half, Scheduler.DPMPP, dpm, True, (1,) if smoke else (1, 8)),
+        DiffusionCase(torch.float32, Scheduler.DPMPP, dpm, False, (1,) if smoke else (1, 8), short),
+        DiffusionCase(half, Scheduler.DPMPP, dpm, False, batches, serving),
+        DiffusionCase(half, Scheduler.DDIM, ddim, False, (1,), short),
+        DiffusionCase(half, Scheduler.DPMPP, dpm, True, (1,) if smoke else (1, 8), short),
     ]
 
 
@@ -371,31 +385,57 @@ def run_audioldm2(
     }
 
 
+@dataclass
+class Progress:
+    """Where the rows go as they are measured: the report is saved after each, and cases stop at the budget."""
+
+    rows: list[dict[str, Any]]
+    skipped: list[str]
+    save: Callable[[], None]
+    log: Callable[[str], None]
+    deadline: float
+
+    def within_budget(self, case: str) -> bool:
+        if time.monotonic() < self.deadline:
+            return True
+        self.skipped.append(case)
+        self.log(f"skipped (time budget): {case}")
+        return False
+
+    def add(self, row: dict[str, Any], message: str) -> None:
+        self.rows.append(row)
+        self.save()
+        self.log(message)
+
+
 def bench_audioldm2(
-    sizes: list[str], smoke: bool, device: torch.device, workdir: Path, log: Callable[[str], None]
-) -> list[dict[str, Any]]:
-    duration = 1.0 if smoke else 10.0
-    rows = []
+    sizes: list[str], smoke: bool, device: torch.device, workdir: Path, long_clip_s: float, progress: Progress
+) -> None:
     for size in sizes:
-        for case in audioldm2_cases(smoke, device):
+        for case in audioldm2_cases(smoke, device, long_clip_s):
             if size == "large" and (case.dtype == torch.float32 or case.scheduler is Scheduler.DDIM):
                 continue  # large: the serving configuration only (half precision, DPM++), eager and compiled
+            name = f"AudioLDM2 {size} {case.dtype} {case.scheduler.value} {case.steps} compiled={case.compiled}"
+            if not progress.within_budget(name):
+                continue
             pipe = smoke_audioldm2(device, case.dtype, workdir) if smoke else full_audioldm2(size, device, case.dtype)
             if case.compiled:
                 # In place: the engine keeps calling pipe.unet. CPU smoke traces with dynamo only (no C++ build).
                 pipe.unet.compile(dynamic=False, **({"backend": "eager"} if device.type == "cpu" else {}))
             engine = AudioLDM2Engine(pipe)
-            for batch in case.batches:
-                row = run_audioldm2(engine, case, batch, duration, device) | {"model": "tiny" if smoke else size}
-                rows.append(row)
-                log(
-                    f"AudioLDM2 {row['model']} {row['dtype']} {row['scheduler']} {row['steps']} "
-                    f"{'compiled' if case.compiled else 'eager'} batch {batch}: {row['s_per_clip']:.3f} s/clip, "
-                    f"peak {fmt(row['peak_gib'])} GiB"
-                )
+            for duration in case.durations:
+                for batch in case.batches:
+                    if not progress.within_budget(f"{name} batch {batch} {duration:g} s"):
+                        continue
+                    row = run_audioldm2(engine, case, batch, duration, device) | {"model": "tiny" if smoke else size}
+                    progress.add(
+                        row,
+                        f"AudioLDM2 {row['model']} {row['dtype']} {row['scheduler']} {row['steps']} "
+                        f"{'compiled' if case.compiled else 'eager'} batch {batch} {duration:g} s: "
+                        f"{row['s_per_clip']:.3f} s/clip, peak {fmt(row['peak_gib'])} GiB",
+                    )
             del engine, pipe
             free(device)
-    return rows
 
 
 # ---- Music Flamingo --------------------------------------------------------------------------
@@ -440,8 +480,11 @@ def critique_job(clip: Any, new_tokens: int, seed: int) -> CritiqueJob:
     return CritiqueJob(prompt=PRESET_PROMPTS[Preset.FEEDBACK], clips=[clip], max_new_tokens=new_tokens, seed=seed)
 
 
-def bench_music_flamingo(smoke: bool, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
-    """Prefill (30 s clip + preset prompt, 1 new token) and decode speed at batch 1/4/8, against the bandwidth bound."""
+def bench_music_flamingo(smoke: bool, device: torch.device, report: dict[str, Any], progress: Progress) -> None:
+    """Prefill (30 s clip + preset prompt, 1 new token) and decode speed at batch 1/4/8, against the bandwidth bound.
+
+    Sets `report["music_flamingo"]` before the first run; its "runs" are `progress.rows`, saved as they come.
+    """
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model, processor = smoke_music_flamingo(device, dtype) if smoke else full_music_flamingo(device, dtype)
     engine = MusicFlamingoEngine(model, processor)
@@ -457,8 +500,21 @@ def bench_music_flamingo(smoke: bool, device: torch.device, log: Callable[[str],
 
     with timed(device) as prep:
         engine.prepare([engine.conversation(critique_job(clip, 1, 0))])
-    rows = []
+    result = {
+        "model": "tiny" if smoke else "music-flamingo (AF3 + Qwen2.5-7B)",
+        "dtype": str(dtype).removeprefix("torch."),
+        "attention": model.config._attn_implementation,
+        "clip_s": 30.0,
+        "preprocess_s": prep["s"],
+        "language_model_weight_bytes": weight_bytes,
+        "kv_bytes_per_token": kv_bytes_per_token,
+        "bandwidth": bandwidth,
+        "runs": progress.rows,
+    }
+    report["music_flamingo"] = result
     for batch in batches:
+        if not progress.within_budget(f"Music Flamingo batch {batch}"):
+            continue
 
         def run(tokens: int, batch: int = batch) -> tuple[dict[str, float | None], list[Any]]:
             jobs = [critique_job(clip, tokens, seed) for seed in range(batch)]
@@ -497,24 +553,12 @@ def bench_music_flamingo(smoke: bool, device: torch.device, log: Callable[[str],
             "peak_gib": full["peak_gib"],
             "errors": errors,
         }
-        rows.append(row)
-        log(
+        progress.add(
+            row,
             f"Music Flamingo batch {batch}: prefill {row['prefill_s']:.3f} s, decode "
             f"{fmt(per_sequence, 1)} tok/s per sequence ({fmt(row['decode_tokens_per_s_total'], 1)} total), "
-            f"peak {fmt(row['peak_gib'])} GiB"
+            f"peak {fmt(row['peak_gib'])} GiB",
         )
-    result = {
-        "model": "tiny" if smoke else "music-flamingo (AF3 + Qwen2.5-7B)",
-        "dtype": str(dtype).removeprefix("torch."),
-        "attention": model.config._attn_implementation,
-        "clip_s": 30.0,
-        "preprocess_s": prep["s"],
-        "language_model_weight_bytes": weight_bytes,
-        "kv_bytes_per_token": kv_bytes_per_token,
-        "bandwidth": bandwidth,
-        "runs": rows,
-    }
-    return result
 
 
 # ---- preflight ------------------------------------------------------------------------------
@@ -564,13 +608,15 @@ def markdown(report: dict[str, Any]) -> str:
     if report["audioldm2"]:
         lines += [
             "",
-            "| AudioLDM2 | dtype | scheduler | steps | UNet | batch | s/clip | clips/s | first call s | peak GiB |",
-            "|---|---|---|---:|---|---:|---:|---:|---:|---:|",
+            "| AudioLDM2 | dtype | scheduler | steps | UNet | batch | clip s | s/clip | clips/s | first call s "
+            "| peak GiB |",
+            "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
         ]
         for r in report["audioldm2"]:
             lines.append(
                 f"| {r['model']} | {r['dtype']} | {r['scheduler']} | {r['steps']} "
-                f"| {'compiled' if r['compiled'] else 'eager'} | {r['batch']} | {r['s_per_clip']:.3f} "
+                f"| {'compiled' if r['compiled'] else 'eager'} | {r['batch']} | {r['duration_s']:g} "
+                f"| {r['s_per_clip']:.3f} "
                 f"| {r['clips_per_s']:.2f} | {r['first_call_s']:.1f} | {fmt(r['peak_gib'])} |"
             )
     mf = report["music_flamingo"]
@@ -595,6 +641,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {fmt(r['bound_steps_per_s'].get('measured'), 1)} "
                 f"| {fmt(r['fraction_of_bound'].get('measured'))} | {fmt(r['peak_gib'])} |"
             )
+    if report["skipped"]:
+        lines += ["", "Skipped (time budget): " + "; ".join(report["skipped"])]
     return "\n".join([*lines, ""])
 
 
@@ -605,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
     parser.add_argument("--only", choices=["params", "audioldm2", "music-flamingo"], action="append")
     parser.add_argument("--sizes", default="base,large", help="AudioLDM2 sizes to time (full mode)")
+    parser.add_argument("--long-clip-s", type=float, default=60.0, help="also time this clip length (0: none)")
+    parser.add_argument("--name", default=None, help="report file name (default fullsize or fullsize-smoke)")
+    parser.add_argument("--budget-s", type=float, default=None, help="start no new case after this many seconds")
     parser.add_argument(
         "--preflight", action="store_true", help="only run the full-size builders for one step (wiring check)"
     )
@@ -623,30 +674,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.preflight:
         write_json(args.out / "fullsize-preflight.json", header() | {"preflight": preflight(device, log)})
         return 0
+    deadline = time.monotonic() + (args.budget_s if args.budget_s is not None else float("inf"))
     report: dict[str, Any] = header(None if argv is None else ["bench/fullsize.py", *argv])
     report |= {
         "smoke": args.smoke,
         "device": str(device),
         "torch_cuda": torch.version.cuda,
+        "libraries": {"transformers": transformers.__version__, "diffusers": diffusers.__version__},
         # fp32 figures depend on these (PyTorch defaults: matmul TF32 off, cuDNN convolution TF32 on).
         "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+        "audioldm2": [],
+        "music_flamingo": None,
+        "skipped": [],
     }
+    name = args.name or ("fullsize-smoke" if args.smoke else "fullsize")
+
+    def save() -> None:
+        report["max_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        write_json(args.out / f"{name}.json", report)
+        (args.out / f"{name}.md").write_text(markdown(report))
+
     counts = parameter_counts()  # always: it is what the smoke test checks, and it costs ~1 s
     report["param_counts"] = counts
     report["published_checks"] = published_checks(counts)
     for check in report["published_checks"]:
         log(f"{check['name']}: {check['params'] / 1e6:,.1f} M (published ~{check['published'] / 1e6:,.0f} M)")
+    save()
+    if "music-flamingo" in only:
+        bench_music_flamingo(args.smoke, device, report, Progress([], report["skipped"], save, log, deadline))
+        free(device)
     with tempfile.TemporaryDirectory(prefix="bench-fullsize-") as tmp:
         sizes = (
             [] if "audioldm2" not in only else [s for s in args.sizes.split(",") if s] if not args.smoke else ["tiny"]
         )
-        report["audioldm2"] = bench_audioldm2(sizes, args.smoke, device, Path(tmp), log)
-    report["music_flamingo"] = bench_music_flamingo(args.smoke, device, log) if "music-flamingo" in only else None
+        progress = Progress(report["audioldm2"], report["skipped"], save, log, deadline)
+        bench_audioldm2(sizes, args.smoke, device, Path(tmp), args.long_clip_s, progress)
     free(device)
-    report["max_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    name = "fullsize-smoke" if args.smoke else "fullsize"
-    write_json(args.out / f"{name}.json", report)
-    (args.out / f"{name}.md").write_text(markdown(report))
+    save()
     log(f"wrote {args.out / (name + '.json')} and {args.out / (name + '.md')}")
     # run_in_groups turns a model fault into a per-job error: a benchmark that timed failures must fail.
     runs = report["audioldm2"] + (report["music_flamingo"] or {}).get("runs", [])
