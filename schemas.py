@@ -346,6 +346,18 @@ class CritiqueJob(GenerationSettings, RunnerJob):
         return [samples_from_bytes(clip) for clip in self.clips_f32le]
 
 
+ProgressPhase = Literal["queued", "encoding", "denoising", "decoding", "ranking", "prefill", "finished"]
+
+
+class RunnerProgress(BaseModel):
+    """Where one job is on its runner: the phase, and steps (denoising) or tokens (decoding) done of total."""
+
+    job_id: str
+    phase: ProgressPhase
+    done: int = 0
+    total: int = 0
+
+
 class RunnerLimits(BaseModel):
     """What the loaded checkpoint accepts; the front asks once and checks uploads against it."""
 

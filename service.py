@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,15 +25,20 @@ from starlette.responses import JSONResponse, Response
 
 from audio_io import MAX_UPLOAD_BYTES, AudioInputError, DecodedAudio, decode_upload, probe_upload
 from front import forms, quiet_client_errors, timeout_timer
-from front.access import AccessGuard, OpenPaths
+from front.access import ANONYMOUS, CALLER, AccessGuard, OpenPaths
 from front.admission import Admission, QuotaSettings, RunnerRoom
 from front.edge import EdgeGuard
 from front.errors import error_response, kind_of_status
 from front.metrics_dir import own_metrics_dir
 from front.openapi import OpenAPIDocument
-from front.rendering import audio_file_response, audio_json_response, job_error_response
-from front.runner_calls import answers_503_when_a_runner_is_down, call_runner, run_job
+from front.rendering import audio_answer, job_error_response
+from front.runner_calls import RunnerUnavailable, answers_503_when_a_runner_is_down, call_runner
 from front.trace_header import TraceIdHeader
+from front.work import Answer, RunnerCall, Work
+from jobs import open_store
+from jobs.manager import JobLimits, JobManager
+from jobs.records import JobStatus
+from jobs.routes import JobRoutes
 from presets import NEEDS_AUDIO, NEEDS_REFERENCE, compose_prompt
 from runners.audioldm2 import AudioLDM2Runner
 from runners.music_flamingo import MusicFlamingoRunner
@@ -45,13 +51,13 @@ from schemas import (
     AudioFormat,
     ClipUsage,
     CritiqueJob,
+    CritiqueOutcome,
     CritiqueRequest,
     CritiqueResponse,
     DeliveryParams,
     GenerateRequest,
     GenerateResponse,
     GenerationJob,
-    GenerationOutcome,
     RunnerLimits,
     Timings,
     TransformJob,
@@ -66,6 +72,7 @@ logger = logging.getLogger("bentoml.audio_studio")
 AudioFile = Annotated[Path, ContentType("audio/wav")]
 
 forms.install()
+JOB_ROUTES = JobRoutes()  # /jobs/{job_id}...: status, events, result, cancel (the manager is set at start-up)
 quiet_client_errors.install()
 timeout_timer.install()
 own_metrics_dir()
@@ -79,6 +86,12 @@ def upload_error(error: AudioInputError) -> JSONResponse:
     return error_response(kind_of_status(error.status), error.message, field=error.field)
 
 
+async def run(preparing: Awaitable[Work | JSONResponse]) -> Answer:
+    """A synchronous route's answer: the work run now, or the refusal it already is."""
+    work = await preparing
+    return work if isinstance(work, JSONResponse) else await work.run()
+
+
 @bentoml.service(
     name="audio-studio",
     workers=1,
@@ -86,6 +99,7 @@ def upload_error(error: AudioInputError) -> JSONResponse:
     endpoints={"livez": "/livez", "readyz": "/readyz"},
     **tracing_config(SETTINGS),
 )
+@bentoml.asgi_app(JOB_ROUTES.app, path="/jobs", name="jobs")
 class AudioStudio:
     """Text-to-audio and audio-to-audio with AudioLDM2; music critique with Music Flamingo."""
 
@@ -96,6 +110,22 @@ class AudioStudio:
     def __init__(self) -> None:
         logger.info("audio-studio front: profile=%s", SETTINGS.profile.value)
         self._flamingo_limits: RunnerLimits | None = None
+        self.jobs = JobManager(
+            open_store(SETTINGS),
+            JobLimits(SETTINGS.job_retention_s, SETTINGS.jobs_max_active, SETTINGS.jobs_max_active_per_key),
+            slots={
+                "audioldm2": SETTINGS.audioldm2_max_batch_size,
+                "music-flamingo": SETTINGS.music_flamingo_max_batch_size,
+            },
+        )
+        JOB_ROUTES.manager = self.jobs
+        logger.info(
+            "jobs: store %s", "sqlite in " + str(SETTINGS.job_data_dir) if SETTINGS.job_store == "sqlite" else "redis"
+        )
+
+    async def __is_ready__(self) -> bool:
+        """Ready when the job store answers (Redis, with several replicas): /readyz."""
+        return await self.jobs.ready()
 
     @bentoml.api(route="/generate")
     @answers_503_when_a_runner_is_down
@@ -104,79 +134,72 @@ class AudioStudio:
 
         Provenance travels in headers: X-Seed, X-Model-Id, X-Profile, X-Clap-Score when ranked.
         """
-        return self._answer(await self._generate(request), request.format, as_json=False)
+        return await run(self._generation(request, as_json=False))
 
     @bentoml.api(route="/generate/json")
     @answers_503_when_a_runner_is_down
     async def generate_json(self, request: GenerateRequest, /) -> GenerateResponse:
         """Generate audio from text; every waveform comes back base64-encoded with its seed, score and timings."""
-        started = time.perf_counter()
-        return self._answer(await self._generate(request), request.format, as_json=True, started=started)
+        return await run(self._generation(request, as_json=True))
 
     @bentoml.api(route="/transform")
     @answers_503_when_a_runner_is_down
     async def transform(self, request: TransformRequest, /) -> AudioFile:
         """Re-synthesise an uploaded clip toward a prompt (multipart/form-data); the response is the audio file."""
-        return self._answer(await self._transform(request), request.format, as_json=False)
+        return await run(self._transformation(request, as_json=False))
 
     @bentoml.api(route="/transform/json")
     @answers_503_when_a_runner_is_down
     async def transform_json(self, request: TransformRequest, /) -> GenerateResponse:
         """Re-synthesise an uploaded clip toward a prompt; JSON with the audio base64-encoded and metadata."""
-        started = time.perf_counter()
-        return self._answer(await self._transform(request), request.format, as_json=True, started=started)
+        return await run(self._transformation(request, as_json=True))
 
     @bentoml.api(route="/critique")
     @answers_503_when_a_runner_is_down
     async def critique(self, request: CritiqueRequest, /) -> CritiqueResponse:
         """Listen to a recording (and optionally a reference) and answer in text: teaching feedback,
         description, key, tempo, comparison (multipart/form-data)."""
-        started = time.perf_counter()
-        uploads = request.uploads
-        problem = self._critique_problem(request)
-        if problem is not None:
-            return error_response("invalid_input", problem[1], field=problem[0])
-        limits = await self._flamingo_limits_once()
-        try:
-            with span("front.decode_uploads", clips=len(uploads)) as decoding:
-                clips = await anyio.to_thread.run_sync(lambda: self._decode_clips(uploads, limits))
-                decoding.set_attribute("audio_seconds", sum(clip.seconds for clip in clips))
-        except AudioInputError as error:
-            return upload_error(error)
-        seed = draw_seed(request)
-        job = CritiqueJob(
-            **request.model_dump(include={"max_new_tokens", "do_sample", "temperature", "top_p"}),
-            prompt=compose_prompt(request.preset, request.prompt),
-            clips_f32le=[samples_to_bytes(clip.samples) for clip in clips],
-            seed=seed,
-        )
-        flamingo = self.music_flamingo.to_async
-        outcome = await run_job("music-flamingo", flamingo.critique, flamingo.cancel, job)
-        if outcome.error is not None:
-            return job_error_response(outcome.error)
-        assert outcome.timings is not None and outcome.text is not None
-        usage = [
-            ClipUsage(field=field, seconds=clip.seconds, source_seconds=clip.source_seconds, truncated=clip.truncated)
-            for (field, _), clip in zip(uploads, clips, strict=True)
-        ]
-        return CritiqueResponse(
-            text=outcome.text,
-            preset=request.preset,
-            model=outcome.provenance,
-            audio_seconds=usage,
-            truncated=any(u.truncated for u in usage),
-            tokens_generated=outcome.tokens_generated,
-            seed=seed,
-            timings=Timings(**outcome.timings.model_dump(), total_s=time.perf_counter() - started),
-        )
+        return await run(self._critique_work(request))
+
+    # ---- the same work as jobs (jobs/): 202 at once, then status, events, result, cancel under /jobs/{id} ----
+
+    @bentoml.api(route="/jobs/generate")
+    async def submit_generate(self, request: GenerateRequest, /, ctx: bentoml.Context) -> JobStatus:
+        """Submit /generate's request as a job; 202 with the job's status. Its result is /generate's audio file."""
+        return await self._submit(self._generation(request, as_json=False), ctx)
+
+    @bentoml.api(route="/jobs/transform")
+    async def submit_transform(self, request: TransformRequest, /, ctx: bentoml.Context) -> JobStatus:
+        """Submit /transform's request as a job (multipart/form-data); its result is /transform's audio file."""
+        return await self._submit(self._transformation(request, as_json=False), ctx)
+
+    @bentoml.api(route="/jobs/critique")
+    async def submit_critique(self, request: CritiqueRequest, /, ctx: bentoml.Context) -> JobStatus:
+        """Submit /critique's request as a job (multipart/form-data); its result is /critique's JSON."""
+        return await self._submit(self._critique_work(request), ctx)
 
     # ---- the steps behind the routes -----------------------------------------------
 
-    async def _generate(self, request: GenerateRequest) -> GenerationOutcome:
-        job = GenerationJob(**request.model_dump(exclude={"seed", "format"}), seed=draw_seed(request))
-        return await run_job("audioldm2", self.audioldm2.to_async.generate, self.audioldm2.to_async.cancel, job)
+    async def _submit(self, preparing: Awaitable[Work | JSONResponse], ctx: bentoml.Context) -> Response:
+        """Check the request as its synchronous route would, then queue it (202) or refuse it (4xx/503)."""
+        try:
+            work = await preparing
+            if isinstance(work, JSONResponse):
+                response: Response = work
+            else:
+                caller = ctx.request.scope.get(CALLER, ANONYMOUS)
+                response = await self.jobs.submit(work, caller, count_per_key=SETTINGS.api_keys_file is not None)
+        except RunnerUnavailable as error:
+            response = error_response("unavailable", str(error))
+        ctx.response.status_code = response.status_code  # BentoML answers with the context's status
+        return response
 
-    async def _transform(self, request: TransformRequest) -> GenerationOutcome | JSONResponse:
+    async def _generation(self, request: GenerateRequest, as_json: bool) -> Work:
+        seed = draw_seed(request)
+        job = GenerationJob(**request.model_dump(exclude={"seed", "format"}), seed=seed)
+        return self._audioldm2_work("generate", self.audioldm2.to_async.generate, job, request.format, as_json)
+
+    async def _transformation(self, request: TransformRequest, as_json: bool) -> Work | JSONResponse:
         try:
             with span("front.decode_uploads", clips=1) as decoding:
                 clip = await anyio.to_thread.run_sync(
@@ -197,20 +220,68 @@ class AudioStudio:
             seed=draw_seed(request),
             samples_f32le=samples_to_bytes(clip.samples),
         )
-        return await run_job("audioldm2", self.audioldm2.to_async.transform, self.audioldm2.to_async.cancel, job)
+        return self._audioldm2_work("transform", self.audioldm2.to_async.transform, job, request.format, as_json)
 
-    @staticmethod
-    def _answer(
-        outcome: GenerationOutcome | JSONResponse, audio_format: AudioFormat, as_json: bool, started: float = 0.0
-    ) -> Response | GenerateResponse:
-        """The audio file or its JSON form; an upload refusal or a runner's per-job error as the error answer."""
-        if isinstance(outcome, JSONResponse):
-            return outcome
-        if outcome.error is not None:
-            return job_error_response(outcome.error)
-        if as_json:
-            return audio_json_response(outcome, audio_format, time.perf_counter() - started)
-        return audio_file_response(outcome, audio_format)
+    def _audioldm2_work(
+        self, kind: str, submit: RunnerCall, job: GenerationJob | TransformJob, audio_format: AudioFormat, as_json: bool
+    ) -> Work:
+        runner = self.audioldm2.to_async
+        started = time.perf_counter()
+        return Work(
+            kind=kind,
+            runner="audioldm2",
+            job=job,
+            submit=submit,
+            cancel=runner.cancel,
+            progress=runner.progress,
+            render=lambda outcome: audio_answer(outcome, audio_format, as_json, started),
+            seed=job.seed,
+        )
+
+    async def _critique_work(self, request: CritiqueRequest) -> Work | JSONResponse:
+        started = time.perf_counter()
+        uploads = request.uploads
+        problem = self._critique_problem(request)
+        if problem is not None:
+            return error_response("invalid_input", problem[1], field=problem[0])
+        limits = await self._flamingo_limits_once()
+        try:
+            with span("front.decode_uploads", clips=len(uploads)) as decoding:
+                clips = await anyio.to_thread.run_sync(lambda: self._decode_clips(uploads, limits))
+                decoding.set_attribute("audio_seconds", sum(clip.seconds for clip in clips))
+        except AudioInputError as error:
+            return upload_error(error)
+        seed = draw_seed(request)
+        job = CritiqueJob(
+            **request.model_dump(include={"max_new_tokens", "do_sample", "temperature", "top_p"}),
+            prompt=compose_prompt(request.preset, request.prompt),
+            clips_f32le=[samples_to_bytes(clip.samples) for clip in clips],
+            seed=seed,
+        )
+        usage = [
+            ClipUsage(field=field, seconds=clip.seconds, source_seconds=clip.source_seconds, truncated=clip.truncated)
+            for (field, _), clip in zip(uploads, clips, strict=True)
+        ]
+
+        def render(outcome: CritiqueOutcome) -> CritiqueResponse | JSONResponse:
+            if outcome.error is not None:
+                return job_error_response(outcome.error)
+            assert outcome.timings is not None and outcome.text is not None
+            return CritiqueResponse(
+                text=outcome.text,
+                preset=request.preset,
+                model=outcome.provenance,
+                audio_seconds=usage,
+                truncated=any(u.truncated for u in usage),
+                tokens_generated=outcome.tokens_generated,
+                seed=seed,
+                timings=Timings(**outcome.timings.model_dump(), total_s=time.perf_counter() - started),
+            )
+
+        flamingo = self.music_flamingo.to_async
+        return Work(
+            "critique", "music-flamingo", job, flamingo.critique, flamingo.cancel, flamingo.progress, render, seed
+        )
 
     async def _flamingo_limits_once(self) -> RunnerLimits:
         if self._flamingo_limits is None:

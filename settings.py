@@ -72,6 +72,12 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _job_store(value: str) -> str:
+    if value != "sqlite" and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"AUDIO_STUDIO_JOB_STORE={value!r}: must be sqlite or a redis://, rediss:// or unix:// URL")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     profile: Profile
@@ -102,6 +108,12 @@ class Settings:
     music_flamingo_max_queued: int
     otlp_endpoint: str | None
     trace_sample_rate: float
+    job_store: str
+    job_data_dir: Path
+    job_retention_s: int
+    jobs_max_active: int
+    jobs_max_active_per_key: int
+    job_inline_result_bytes: int
 
 
 def load_settings() -> Settings:
@@ -155,6 +167,16 @@ def load_settings() -> Settings:
         # Tracing: OTLP/HTTP to this endpoint (e.g. http://otel-collector:4318/v1/traces); off when unset.
         otlp_endpoint=os.environ.get("AUDIO_STUDIO_OTLP_ENDPOINT") or None,
         trace_sample_rate=_float("AUDIO_STUDIO_TRACE_SAMPLE_RATE", 1.0, 0.0, 1.0),
+        # Jobs: `sqlite` (a file in the data folder, one front process) or a redis:// URL (several replicas).
+        job_store=_job_store(os.environ.get("AUDIO_STUDIO_JOB_STORE") or "sqlite"),
+        job_data_dir=Path(
+            os.environ.get("AUDIO_STUDIO_JOB_DATA_DIR") or Path.home() / ".local" / "share" / "audio-studio" / "jobs"
+        ),
+        job_retention_s=_int("AUDIO_STUDIO_JOB_RETENTION_S", 86_400, 1, 90 * 86_400),
+        jobs_max_active=_int("AUDIO_STUDIO_JOBS_MAX_ACTIVE", 256, 1, 1_000_000),
+        jobs_max_active_per_key=_int("AUDIO_STUDIO_JOBS_MAX_ACTIVE_PER_KEY", 32, 1, 1_000_000),
+        # With Redis: results up to this size live in Redis, larger ones in the data folder (a shared volume).
+        job_inline_result_bytes=_int("AUDIO_STUDIO_JOB_INLINE_RESULT_BYTES", 8 << 20, 0, 512 << 20),
     )
 
 

@@ -10,6 +10,9 @@ from starlette.responses import JSONResponse
 ErrorKind = Literal[
     "invalid_input",  # 400: a field out of range, a malformed body or form
     "unauthorized",  # 401: no API key, or one that is not (or no longer) valid
+    "not_found",  # 404: no such job (or not this API key's)
+    "conflict",  # 409: the job has no result (yet, or it failed or was cancelled)
+    "gone",  # 410: the job's result passed its retention time
     "too_large",  # 413: the body or an upload over its limit
     "unsupported_media_type",  # 415: wrong Content-Type, or an upload that is not accepted audio
     "rate_limited",  # 429 + Retry-After: this API key is over its rate or its requests in flight
@@ -37,6 +40,9 @@ class ErrorResponse(BaseModel):
 STATUS_OF_KIND: dict[str, int] = {
     "invalid_input": 400,
     "unauthorized": 401,
+    "not_found": 404,
+    "conflict": 409,
+    "gone": 410,
     "too_large": 413,
     "unsupported_media_type": 415,
     "rate_limited": 429,
@@ -48,6 +54,7 @@ STATUS_OF_KIND: dict[str, int] = {
 RETRY_AFTER_SECONDS = {"unavailable": 5, "out_of_memory": 10}
 KIND_OF_STATUS: dict[int, ErrorKind] = {
     401: "unauthorized",
+    404: "not_found",
     413: "too_large",
     415: "unsupported_media_type",
     429: "rate_limited",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 from starlette.responses import JSONResponse, Response
 
@@ -18,6 +19,17 @@ def job_error_response(error: JobError) -> JSONResponse:
     if error.kind == "cancelled":  # only its own client could have cancelled it, and that client is gone
         return error_response("unavailable", error.message)
     return error_response(error.kind, error.message)
+
+
+def audio_answer(
+    outcome: GenerationOutcome, audio_format: AudioFormat, as_json: bool, started: float
+) -> Response | GenerateResponse:
+    """The audio file or its JSON form, or the runner's per-job error as the error answer."""
+    if outcome.error is not None:
+        return job_error_response(outcome.error)
+    if as_json:
+        return audio_json_response(outcome, audio_format, time.perf_counter() - started)
+    return audio_file_response(outcome, audio_format)
 
 
 def audio_file_response(outcome: GenerationOutcome, audio_format: AudioFormat) -> Response:

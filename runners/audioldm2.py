@@ -17,6 +17,7 @@ from runners.batching import GroupRun
 from runners.cancellation import CancelledJobs, count_cancelled
 from runners.intake import concurrent_batches, install
 from runners.observe import observe_batch
+from runners.progress import ProgressBoard
 from runners.startup import RUNNER_CONFIG, log_model_choice
 from runners.step_scheduler import StepScheduler
 from schemas import (
@@ -26,6 +27,7 @@ from schemas import (
     GenerationOutcome,
     JobError,
     Provenance,
+    RunnerProgress,
     RunnerTimings,
     RunnerWaveform,
     TransformJob,
@@ -52,8 +54,13 @@ class AudioLDM2Runner:
             pipe.enable_vae_slicing()
         self.engine = AudioLDM2Engine(pipe)
         self.cancelled = CancelledJobs()
+        self.board = ProgressBoard()
         self.scheduler = StepScheduler(
-            self.engine, self.cancelled, share_passes=SETTINGS.batching, cpu_threads=SETTINGS.model_threads
+            self.engine,
+            self.cancelled,
+            share_passes=SETTINGS.batching,
+            cpu_threads=SETTINGS.model_threads,
+            board=self.board,
         )
         if self.engine.sample_rate != AUDIOLDM2_SAMPLE_RATE:
             raise RuntimeError(f"{self.checkpoint.model_id} outputs {self.engine.sample_rate} Hz, not 16 kHz")
@@ -85,6 +92,11 @@ class AudioLDM2Runner:
     async def cancel(self, job_ids: list[str]) -> None:
         """Forget these jobs: they leave at the next step boundary (or before starting)."""
         self.cancelled.add(job_ids)
+
+    @bentoml.api
+    async def progress(self, job_ids: list[str]) -> list[RunnerProgress]:
+        """Phase and denoising steps done of these jobs (`queued` while still in the batcher's queue)."""
+        return self.board.read(job_ids)
 
     async def _run(self, jobs: Sequence[J], start: Callable[[J], Denoising]) -> list[GroupRun[JobAudio]]:
         """Hand the batch to the step scheduler (the model thread) and wait for every job's answer."""

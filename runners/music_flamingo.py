@@ -14,6 +14,7 @@ from models.profiles import declare_weights, music_flamingo_checkpoint
 from runners.batching import GroupRun, run_in_groups
 from runners.cancellation import CANCELLED_WHILE_RUNNING, CancelledJobs, count_cancelled
 from runners.observe import observe_batch
+from runners.progress import ProgressBoard
 from runners.startup import RUNNER_CONFIG, log_model_choice
 from schemas import (
     MAX_PROMPT_TOKENS,
@@ -23,6 +24,7 @@ from schemas import (
     JobError,
     Provenance,
     RunnerLimits,
+    RunnerProgress,
     RunnerTimings,
 )
 from settings import SETTINGS
@@ -52,6 +54,7 @@ class MusicFlamingoRunner:
         model, processor = load_music_flamingo(str(self.checkpoint.path), device, dtype)
         self.engine = MusicFlamingoEngine(model, processor)
         self.cancelled = CancelledJobs()
+        self.board = ProgressBoard()
         if self.engine.sample_rate != MUSIC_FLAMINGO_SAMPLE_RATE:
             raise RuntimeError(f"{self.checkpoint.model_id} expects {self.engine.sample_rate} Hz, not 16 kHz")
 
@@ -75,6 +78,11 @@ class MusicFlamingoRunner:
         """
         self.cancelled.add(job_ids)
 
+    @bentoml.api
+    async def progress(self, job_ids: list[str]) -> list[RunnerProgress]:
+        """Phase and tokens decoded of these jobs (`queued` while still in the batcher's queue)."""
+        return self.board.read(job_ids)
+
     @bentoml.api(
         batchable=SETTINGS.batching,
         max_batch_size=SETTINGS.music_flamingo_max_batch_size,
@@ -94,12 +102,24 @@ class MusicFlamingoRunner:
                 outcomes[index] = CritiqueOutcome(error=error, provenance=self._provenance())
 
         def run(group: list[EngineJob]) -> list[CritiqueOutput]:
-            return self.engine.generate(group, stopped=lambda: [job.job_id in self.cancelled for job in group])
+            for job in group:
+                self.board.set(job.job_id, "prefill", 0, job.max_new_tokens)
+            tokens = 0
+
+            def stopped() -> list[bool]:  # called once per decoding step: counts the tokens for the progress board
+                nonlocal tokens
+                tokens += 1
+                for job in group:
+                    self.board.set(job.job_id, "decoding", min(tokens, job.max_new_tokens), job.max_new_tokens)
+                return [job.job_id in self.cancelled for job in group]
+
+            return self.engine.generate(group, stopped=stopped)
 
         runs = run_in_groups(engine_jobs, self.engine.group_key, run, dropped=lambda job: job.job_id in self.cancelled)
         observe_batch("music_flamingo", [jobs[index] for index in accepted], runs, started_ns)
         for index, run_result in zip(accepted, runs, strict=True):
             outcomes[index] = self._outcome(run_result, len(jobs), jobs[index].job_id)
+            self.board.set(jobs[index].job_id, "finished")
         answered = [o for o in outcomes if o is not None]
         count_cancelled("music-flamingo", (o.error for o in answered))
         return answered

@@ -9,7 +9,8 @@ resumes in between: the technique LLM servers use for decoding, with the model t
 priority so long work cannot starve short work, and the intake's queue caps bound the opposite.
 
 Per job: cancelled jobs leave at the next step boundary; a pass that fails is run again one job at a time, so
-only the job at fault fails; a finished job is decoded and answered at once.
+only the job at fault fails; a finished job is decoded and answered at once. Each job's phase and steps done
+are posted on a progress board (runners/progress.py) for the job API.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import torch
 
 from models.audioldm2 import AudioLDM2Engine, Denoising, JobAudio
-from models.phases import Phase, collect
+from models.phases import Phase, collect, watch
 from runners.batching import OUT_OF_MEMORY_ALONE, GroupRun
 from runners.cancellation import CANCELLED_WHILE_QUEUED, CANCELLED_WHILE_RUNNING, CancelledJobs
+from runners.progress import ProgressBoard
 from schemas import JobError, RunnerJob
 
 logger = logging.getLogger("bentoml.audio_studio")
@@ -50,7 +53,8 @@ class Entry:
     passes: int = 0
     most_jobs_in_a_pass: int = 0  # 0: never reached the model
 
-    def answer(self, output: JobAudio | None, error: JobError | None) -> None:
+    def answer(self, output: JobAudio | None, error: JobError | None, board: ProgressBoard) -> None:
+        board.set(self.job.job_id, "finished")
         run = GroupRun(output, error, self.batch_size, self.most_jobs_in_a_pass, self.attained_s, tuple(self.phases))
         if not self.future.done():
             self.future.set_result(run)
@@ -58,9 +62,15 @@ class Entry:
 
 class StepScheduler:
     def __init__(
-        self, engine: AudioLDM2Engine, cancelled: CancelledJobs, share_passes: bool = True, cpu_threads: int = 0
+        self,
+        engine: AudioLDM2Engine,
+        cancelled: CancelledJobs,
+        share_passes: bool = True,
+        cpu_threads: int = 0,
+        board: ProgressBoard | None = None,
     ) -> None:
         self.engine = engine
+        self.board = board or ProgressBoard()
         self.cpu_threads = cpu_threads
         self.cancelled = cancelled
         self.share_passes = share_passes
@@ -94,7 +104,7 @@ class StepScheduler:
             except Exception:  # the loop must outlive any one failure; the jobs involved are answered
                 logger.exception("step scheduler iteration failed")
                 for entry in arrived + self.active:
-                    entry.answer(None, JobError(kind="internal", message="the model thread failed; retry"))
+                    entry.answer(None, JobError(kind="internal", message="the model thread failed; retry"), self.board)
                 self.active = []
 
     def iteration(self, arrived: list[Entry]) -> None:
@@ -104,7 +114,7 @@ class StepScheduler:
         for entry in list(self.active):
             if entry.job.job_id in self.cancelled:
                 self.active.remove(entry)
-                entry.answer(None, CANCELLED_WHILE_RUNNING)
+                entry.answer(None, CANCELLED_WHILE_RUNNING, self.board)
         parts = self._next_pass()
         if parts:
             self._run_pass(parts)
@@ -114,17 +124,22 @@ class StepScheduler:
 
     def _admit(self, entry: Entry) -> None:
         if entry.job.job_id in self.cancelled:
-            return entry.answer(None, CANCELLED_WHILE_QUEUED)
+            return entry.answer(None, CANCELLED_WHILE_QUEUED, self.board)
         entry.started_ns = time.time_ns()
         began = time.perf_counter()
         try:
-            with collect() as phases:
+            with collect() as phases, self._watch(entry):
                 entry.state = entry.start(entry.job)
         except Exception as exc:
-            return entry.answer(None, self._fault(exc))
+            return entry.answer(None, self._fault(exc), self.board)
         entry.phases.extend(phases)
         entry.attained_s += time.perf_counter() - began
+        self.board.set(entry.job.job_id, "denoising", 0, len(entry.state.timesteps))
         self.active.append(entry)
+
+    def _watch(self, entry: Entry) -> AbstractContextManager[None]:
+        """Post the engine's phases (encoding, decoding, ranking) for this job as they begin."""
+        return watch(lambda name: self.board.engine_phase(entry.job.job_id, name))
 
     def _next_pass(self) -> list[tuple[Entry, int]]:
         """The least-served job's window size leads; jobs of that size fill the pass, least served first."""
@@ -169,12 +184,15 @@ class StepScheduler:
                 return
             entry = parts[0][0]
             self.active.remove(entry)
-            entry.answer(None, self._fault(exc))
+            entry.answer(None, self._fault(exc), self.board)
             return
         elapsed = time.perf_counter() - began
         rows = sum(count * entry.state.rows_per_window for entry, count in parts)  # type: ignore[union-attr]
         for entry, count in parts:
-            entry.attained_s += elapsed * count * entry.state.rows_per_window / rows  # type: ignore[union-attr]
+            state = entry.state
+            assert state is not None
+            entry.attained_s += elapsed * count * state.rows_per_window / rows
+            self.board.set(entry.job.job_id, "denoising", state.step, len(state.timesteps))
 
     def _finish(self, entry: Entry) -> None:
         state = entry.state
@@ -195,13 +213,13 @@ class StepScheduler:
             )
         began = time.perf_counter()
         try:
-            with collect() as phases:
+            with collect() as phases, self._watch(entry):
                 output = self.engine.finish(state)
         except Exception as exc:
-            return entry.answer(None, self._fault(exc))
+            return entry.answer(None, self._fault(exc), self.board)
         entry.phases.extend(phases)
         entry.attained_s += time.perf_counter() - began
-        entry.answer(output, None)
+        entry.answer(output, None, self.board)
 
     @staticmethod
     def _fault(exc: Exception) -> JobError:

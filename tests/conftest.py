@@ -57,6 +57,8 @@ class Served:
     """One `bentoml serve` process (and its workers) on 127.0.0.1, started and stopped by tests."""
 
     def __init__(self, target: str, env: dict[str, str], log_path: Path) -> None:
+        # Each server keeps its jobs beside its log (kept across restarts), unless the test names a folder.
+        env = {"AUDIO_STUDIO_JOB_DATA_DIR": str(log_path.parent / f"{log_path.stem}-jobs"), **env}
         self.target, self.env, self.log_path = target, env, log_path
         self.port: int | None = None  # chosen at the first start, kept for restarts
         self.process: subprocess.Popen[bytes] | None = None
@@ -127,6 +129,17 @@ class Served:
             with contextlib.suppress(psutil.NoSuchProcess):
                 worker.kill()
 
+    def kill(self) -> None:
+        """SIGKILL the server and every worker at once: a crash, with no shutdown of any kind."""
+        assert self.process is not None
+        workers = psutil.Process(self.process.pid).children(recursive=True)
+        os.killpg(self.process.pid, signal.SIGKILL)
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
+        self.process.wait()
+        psutil.wait_procs(workers, timeout=10)
+
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
@@ -174,6 +187,7 @@ SECURED_QUOTAS = {
     "AUDIO_STUDIO_KEY_BURST": "4",
     "AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE": "2",
     "AUDIO_STUDIO_AUDIOLDM2_MAX_QUEUED": "1",
+    "AUDIO_STUDIO_JOBS_MAX_ACTIVE_PER_KEY": "2",
 }
 
 

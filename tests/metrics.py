@@ -1,4 +1,4 @@
-"""Reading BentoML's adaptive batching histogram from /metrics."""
+"""Reading the service's Prometheus metrics in tests: adaptive batch sizes, cancelled jobs."""
 
 from __future__ import annotations
 
@@ -17,3 +17,10 @@ def batch_counts(server: str, method: str) -> tuple[float, float]:
     pattern = PATTERN.replace("{method}", re.escape(method))
     values = {f"{kind}:{le}": float(value) for kind, le, value in re.findall(pattern, metrics)}
     return values.get("count:", 0.0), values.get("bucket:1.0", 0.0)
+
+
+def cancelled_jobs(server: str, stage: str | None = None) -> float:
+    """Jobs the runners dropped because their client left or cancelled them (`stage`: queued or running)."""
+    metrics = httpx.get(f"{server}/metrics", timeout=10).text
+    labels = r"[^}]*" if stage is None else rf'[^}}]*stage="{stage}"[^}}]*'
+    return sum(float(v) for v in re.findall(rf"^audio_studio_jobs_cancelled_total\{{{labels}\}} (\S+)", metrics, re.M))

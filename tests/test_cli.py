@@ -18,12 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import soundfile
 
 from tests.audio_files import audio_file
 from tests.conftest import Secured
+from tests.metrics import cancelled_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_PATH = ROOT / "cli"
@@ -286,11 +286,6 @@ def test_a_slow_answer_exits_3_after_the_timeout(canned: str, tmp_path: Path) ->
     done = cli(tmp_path, "generate", "rain", "--url", canned, "--timeout", "0.5")
     assert done.returncode == 3
     assert done.stderr.splitlines()[-1] == f"error: no answer from {canned} within 0.5 s (--timeout)"
-
-
-def cancelled_jobs(server: str) -> float:
-    metrics = httpx.get(f"{server}/metrics", timeout=10).text
-    return sum(float(v) for v in re.findall(r"^audio_studio_jobs_cancelled_total\{[^}]*\} (\S+)", metrics, re.M))
 
 
 def test_ctrl_c_exits_130_and_the_server_drops_the_work(server: str, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from front.edge import READINESS_TIMEOUT_S
 from tests.conftest import Served
+from tests.metrics import cancelled_jobs
 
 TIMEOUT = 120
 SHUTDOWN_GRACE_S = 3
@@ -45,11 +46,6 @@ def workers(served: Served) -> dict[str, psutil.Process]:
         if match:
             found[match.group(1)] = child
     return found
-
-
-def cancelled_jobs(url: str) -> float:
-    metrics = httpx.get(f"{url}/metrics", timeout=10).text
-    return sum(float(v) for v in re.findall(r"^audio_studio_jobs_cancelled_total\{[^}]*\} (\S+)", metrics, re.M))
 
 
 def test_a_client_that_disconnects_has_its_work_dropped(served: Served) -> None:

@@ -1,0 +1,36 @@
+"""A checked request, ready to run on its runner: the synchronous routes run it at once, the job API later.
+
+Everything a request needs from its body (validation, decoded uploads, the seed) is settled before a Work
+exists, so a job fails validation at submission exactly as the synchronous route would, and both run the
+same runner call and render the same answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from front.runner_calls import run_job
+from schemas import RunnerJob, RunnerProgress
+
+Answer = Response | BaseModel  # an audio file, an error answer, or a JSON model BentoML serialises
+RunnerCall = Callable[[list[Any]], Awaitable[list[Any]]]  # a runner's batchable API
+
+
+@dataclass(frozen=True)
+class Work:
+    kind: str  # the public API: generate, transform or critique
+    runner: str  # audioldm2 or music-flamingo
+    job: RunnerJob
+    submit: RunnerCall
+    cancel: Callable[[list[str]], Awaitable[None]]
+    progress: Callable[[list[str]], Awaitable[list[RunnerProgress]]]
+    render: Callable[[Any], Answer]  # the runner's outcome as the public answer
+    seed: int | None = None
+
+    async def run(self) -> Answer:
+        return self.render(await run_job(self.runner, self.submit, self.cancel, self.job))

@@ -1,0 +1,197 @@
+"""The job API over HTTP on the tiny profile: results equal the synchronous answers, progress, events,
+cancellation, limits, and a restart (embedded SQLite store)."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile
+
+from tests.conftest import Served
+from tests.jobs_client import (
+    assert_progress_moves_forward,
+    events,
+    follow,
+    result,
+    status,
+    submit,
+    wait_until,
+)
+from tests.metrics import cancelled_jobs
+
+RATE = 16_000
+GENERATE = {"prompt": "rain on a tin roof", "duration": 20, "seed": 5, "steps": 12}
+LONG = {"prompt": "a slowly evolving drone", "duration": 300, "steps": 200}  # minutes on the tiny profile
+
+
+def wav(seconds: float, hz: float = 440.0) -> bytes:
+    t = np.arange(int(seconds * RATE)) / RATE
+    buffer = io.BytesIO()
+    soundfile.write(buffer, (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), RATE, format="WAV")
+    return buffer.getvalue()
+
+
+def without_timings(body: dict) -> dict:
+    return {k: v for k, v in body.items() if k != "timings"}
+
+
+# ---- on the shared server (default settings) ---------------------------------------------
+
+
+def test_a_generate_job_moves_forward_and_its_result_is_the_synchronous_answer(server: str) -> None:
+    job = submit(server, "generate", json=GENERATE)
+    assert job["state"] == "queued" and job["seed"] == 5 and job["kind"] == "generate"
+    statuses = follow(server, job["id"])
+    assert_progress_moves_forward(statuses)
+    denoising = [s["progress"] for s in statuses if s["progress"]["phase"] == "denoising"]
+    assert denoising and all(p["unit"] == "steps" and p["total"] == GENERATE["steps"] for p in denoising)
+    final = statuses[-1]
+    assert final["started_at"] and final["finished_at"] and final["expires_at"]
+    answer = result(server, job["id"])
+    assert answer.headers["content-type"] == "audio/wav" and answer.headers["x-seed"] == "5"
+    synchronous = httpx.post(f"{server}/generate", json=GENERATE, timeout=300)
+    assert answer.content == synchronous.content
+
+
+def test_a_transform_job_gives_the_synchronous_answer(server: str) -> None:
+    form = {"prompt": "the same, on strings", "strength": "0.6", "seed": "4", "steps": "6"}
+    files = {"audio": ("take.wav", wav(6.0), "audio/wav")}
+    job = submit(server, "transform", data=form, files=files)
+    assert_progress_moves_forward(follow(server, job["id"]))
+    synchronous = httpx.post(f"{server}/transform", data=form, files=files, timeout=300)
+    assert synchronous.status_code == 200
+    assert result(server, job["id"]).content == synchronous.content
+
+
+def test_a_critique_job_gives_the_synchronous_answer(server: str) -> None:
+    form = {"preset": "feedback", "seed": "3", "max_new_tokens": "48"}
+    files = {"audio": ("take.wav", wav(8.0), "audio/wav"), "reference": ("ref.wav", wav(8.0, 330.0), "audio/wav")}
+    form["preset"] = "compare"
+    job = submit(server, "critique", data=form, files=files)
+    statuses = follow(server, job["id"])
+    assert_progress_moves_forward(statuses)
+    answer = result(server, job["id"]).json()
+    synchronous = httpx.post(f"{server}/critique", data=form, files=files, timeout=300)
+    assert synchronous.status_code == 200
+    assert without_timings(answer) == without_timings(synchronous.json())
+
+
+def test_bad_input_is_refused_at_submission_as_the_synchronous_api_refuses_it(server: str) -> None:
+    for api, body in (("generate", {"json": {**GENERATE, "duration": 601}}), ("transform", {"data": {"prompt": "x"}})):
+        job = httpx.post(f"{server}/jobs/{api}", timeout=30, **body)
+        synchronous = httpx.post(f"{server}/{api}", timeout=30, **body)
+        assert job.status_code == synchronous.status_code == 400
+        assert job.json() == synchronous.json()
+    short = httpx.post(f"{server}/jobs/transform", data={"prompt": "x"}, files={"audio": ("a.wav", wav(0.1))})
+    assert short.status_code == 400 and short.json()["detail"][0]["loc"] == ["audio"]
+
+
+def test_unknown_jobs_are_404(server: str) -> None:
+    for path in ("0" * 32, "0" * 32 + "/result", "0" * 32 + "/events", "not-a-job-id"):
+        response = httpx.get(f"{server}/jobs/{path}", timeout=30)
+        assert response.status_code == 404 and response.json()["kind"] == "not_found"
+    assert httpx.post(f"{server}/jobs/{'0' * 32}/cancel", timeout=30).status_code == 404
+
+
+def test_events_end_with_the_final_status_and_a_reconnect_starts_from_the_current_one(server: str) -> None:
+    job = submit(server, "generate", json={**GENERATE, "seed": 6, "steps": 30})
+    first = list(events(server, job["id"], stop_after=2))  # then the client goes away mid-way
+    assert first[0]["state"] in ("queued", "running")
+    again = list(events(server, job["id"]))
+    assert again[0]["progress"]["fraction"] >= first[-1]["progress"]["fraction"]
+    assert again[-1]["state"] == "succeeded" and again[-1]["progress"]["fraction"] == 1.0
+    assert all(e["state"] not in ("succeeded", "failed", "cancelled") for e in again[:-1])
+    finished = list(events(server, job["id"]))  # a finished job: its final status, then the end
+    assert finished == [again[-1]]
+
+
+# ---- on a server of its own: two job slots, a cap of four, 30 s retention, restarts ----------------
+
+
+@pytest.fixture(scope="module")
+def jobs_server(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    env = {
+        **serve_env,
+        "AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE": "2",  # two jobs at a time on the runner, the rest wait
+        "AUDIO_STUDIO_JOBS_MAX_ACTIVE": "4",
+        "AUDIO_STUDIO_JOB_RETENTION_S": "30",
+    }
+    served = Served("service:AudioStudio", env, tmp_path_factory.mktemp("jobs") / "serve.log").start()
+    try:
+        yield served.wait_ready()
+    finally:
+        served.stop()
+
+
+def test_cancelled_jobs_stop_and_the_runner_moves_on(jobs_server: Served) -> None:
+    base = jobs_server.url
+    running = [submit(base, "generate", json={**LONG, "seed": seed}) for seed in (1, 2)]
+    queued = submit(base, "generate", json={**LONG, "seed": 3})
+    for job in running:
+        wait_until(base, job["id"], lambda s: s["progress"]["phase"] == "denoising" and s["progress"]["done"] >= 1)
+    waiting = status(base, queued["id"])
+    assert waiting["state"] == "queued" and waiting["progress"]["queue_position"] == 1
+    before = cancelled_jobs(base, stage="running")
+
+    assert httpx.post(f"{base}/jobs/{queued['id']}/cancel", timeout=30).status_code == 202
+    for job in running:
+        assert httpx.delete(f"{base}/jobs/{job['id']}", timeout=30).status_code == 202
+    for job in [queued, *running]:
+        final = wait_until(base, job["id"], lambda s: s["state"] != "queued" and s["state"] != "running")
+        assert final["state"] == "cancelled"
+        gone = httpx.get(f"{base}/jobs/{job['id']}/result", timeout=30)
+        assert gone.status_code == 409 and "cancelled" in gone.json()["error"]
+    assert status(base, queued["id"])["started_at"] is None  # it never ran
+    deadline = time.monotonic() + 60  # the runner counts them when it answers, at its next step boundary
+    while cancelled_jobs(base, stage="running") < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cancelled_jobs(base, stage="running") == before + 2  # both running jobs left the runner mid-way
+    quick = submit(base, "generate", json={**GENERATE, "duration": 2, "steps": 2})
+    assert follow(base, quick["id"])[-1]["state"] == "succeeded"
+
+
+def test_the_job_queue_cap_answers_429_with_retry_after(jobs_server: Served) -> None:
+    base = jobs_server.url
+    jobs = [submit(base, "generate", json={**LONG, "seed": seed}) for seed in range(4)]
+    refused = httpx.post(f"{base}/jobs/generate", json=LONG, timeout=30)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    assert refused.json()["kind"] == "rate_limited" and "4" in refused.json()["error"]
+    for job in jobs:
+        httpx.post(f"{base}/jobs/{job['id']}/cancel", timeout=30)
+    for job in jobs:
+        wait_until(base, job["id"], lambda s: s["state"] == "cancelled")
+
+
+def test_a_restart_keeps_finished_results_and_fails_interrupted_jobs(jobs_server: Served) -> None:
+    base = jobs_server.url
+    finished = submit(base, "generate", json={**GENERATE, "duration": 2, "steps": 2})
+    assert follow(base, finished["id"])[-1]["state"] == "succeeded"
+    expected = result(base, finished["id"]).content
+    interrupted = submit(base, "generate", json={**LONG, "seed": 9})
+    wait_until(base, interrupted["id"], lambda s: s["state"] == "running")
+
+    jobs_server.kill()
+    jobs_server.start().wait_ready()
+
+    assert result(base, finished["id"]).content == expected
+    failed = status(base, interrupted["id"])
+    assert failed["state"] == "failed" and failed["error_status"] == 503
+    assert "restarted" in failed["error"]["error"]
+
+    expires = status(base, finished["id"])["expires_at"]
+    wait_s = (np.datetime64(expires.rstrip("Z")) - np.datetime64("now")) / np.timedelta64(1, "s")
+    time.sleep(max(0.0, float(wait_s)) + 1.0)
+    for path in ("", "/result"):
+        gone = httpx.get(f"{base}/jobs/{finished['id']}{path}", timeout=30)
+        assert gone.status_code == 410 and gone.json()["kind"] == "gone"
+
+
+def test_results_are_files_in_the_data_folder(jobs_server: Served) -> None:
+    folder = Path(jobs_server.env["AUDIO_STUDIO_JOB_DATA_DIR"])
+    assert (folder / "jobs.sqlite3").is_file() and (folder / "results").is_dir()
