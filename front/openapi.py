@@ -31,6 +31,7 @@ from typing import Any
 
 from front.access import OpenPaths
 from front.errors import STATUS_OF_KIND, ErrorResponse
+from jobs.openapi import SUBMISSIONS, document_jobs
 
 logger = logging.getLogger("bentoml.audio_studio")
 
@@ -173,6 +174,7 @@ def published_openapi(raw: dict[str, Any], version: str, open_paths: OpenPaths |
                 fix_get(path, operation)
             if keyed and path in open_paths:
                 operation["security"] = []
+    document_jobs(doc, schemas, keyed)
     drop_unreferenced(doc, schemas)
     return doc
 
@@ -264,8 +266,9 @@ def fix_post(path: str, operation: dict[str, Any], schemas: dict[str, Any], keye
             # Text parts are plain text (front/forms.py keeps them as text; curl -F sends them so); file
             # parts are any bytes, read by their content. The defaults say exactly that.
             media.pop("encoding", None)
-        if path in EXAMPLES:
-            media["examples"] = copy.deepcopy(EXAMPLES[path])
+        examples = EXAMPLES.get(SUBMISSIONS.get(path, path))
+        if examples:
+            media["examples"] = copy.deepcopy(examples)
 
     responses = operation["responses"] = {str(code): r for code, r in operation.get("responses", {}).items()}
     responses.pop("404", None)  # the route exists: BentoML answers 404 for other paths only

@@ -70,6 +70,14 @@ OPERATIONS = {
     "GET /livez",
     "GET /readyz",
     "GET /metrics",
+    "POST /jobs/generate",
+    "POST /jobs/transform",
+    "POST /jobs/critique",
+    "GET /jobs/{job_id}",
+    "DELETE /jobs/{job_id}",
+    "POST /jobs/{job_id}/cancel",
+    "GET /jobs/{job_id}/events",
+    "GET /jobs/{job_id}/result",
 }
 # The knobs that set the model's work: (highest valid value, highest value sent). Each is valid from 1 up; an
 # in-range value above the cap is sent as the cap, an out-of-range one as generated, and an absent one whose
@@ -87,6 +95,9 @@ KNOBS = {
     "/transform": ("steps",),
     "/transform/json": ("steps",),
     "/critique": ("max_new_tokens",),
+    "/jobs/generate": ("steps", "duration", "num_waveforms"),
+    "/jobs/transform": ("steps",),
+    "/jobs/critique": ("max_new_tokens",),
 }
 FILE_FIELDS = ("audio", "reference")
 REAL_CLIP = audio_file("wav", 1.5)
