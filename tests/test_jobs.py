@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.conftest import Served
+from tests.conftest import Secured, Served
 from tests.jobs_client import (
     assert_progress_moves_forward,
     events,
@@ -26,8 +26,8 @@ from tests.jobs_client import (
 from tests.metrics import cancelled_jobs
 
 RATE = 16_000
-GENERATE = {"prompt": "rain on a tin roof", "duration": 20, "seed": 5, "steps": 12}
-LONG = {"prompt": "a slowly evolving drone", "duration": 300, "steps": 200}  # minutes on the tiny profile
+GENERATE = {"prompt": "rain on a tin roof", "duration": 10, "seed": 5, "steps": 8}
+LONG = {"prompt": "a slowly evolving drone", "duration": 20, "steps": 500}  # a minute or more on the tiny profile
 
 
 def wav(seconds: float, hz: float = 440.0) -> bytes:
@@ -100,7 +100,7 @@ def test_unknown_jobs_are_404(server: str) -> None:
 
 
 def test_events_end_with_the_final_status_and_a_reconnect_starts_from_the_current_one(server: str) -> None:
-    job = submit(server, "generate", json={**GENERATE, "seed": 6, "steps": 30})
+    job = submit(server, "generate", json={**GENERATE, "seed": 6, "steps": 16})
     first = list(events(server, job["id"], stop_after=2))  # then the client goes away mid-way
     assert first[0]["state"] in ("queued", "running")
     again = list(events(server, job["id"]))
@@ -109,6 +109,36 @@ def test_events_end_with_the_final_status_and_a_reconnect_starts_from_the_curren
     assert all(e["state"] not in ("succeeded", "failed", "cancelled") for e in again[:-1])
     finished = list(events(server, job["id"]))  # a finished job: its final status, then the end
     assert finished == [again[-1]]
+
+
+# ---- with API keys (the `secured` server: at most 2 jobs queued or running per key) ----------------------
+
+
+def test_a_job_belongs_to_the_api_key_that_submitted_it(secured: Secured) -> None:
+    base = secured.served.url
+    alpha, beta = ({"Authorization": f"Bearer {secured.keys[name]}"} for name in ("alpha", "beta"))
+    job = submit(base, "generate", headers=alpha, json={**GENERATE, "duration": 2, "steps": 2})
+    for path in ("", "/result", "/events"):
+        assert httpx.get(f"{base}/jobs/{job['id']}{path}", headers=beta, timeout=30).status_code == 404
+        assert httpx.get(f"{base}/jobs/{job['id']}{path}", timeout=30).status_code == 401
+    assert httpx.post(f"{base}/jobs/{job['id']}/cancel", headers=beta, timeout=30).status_code == 404
+    assert follow(base, job["id"], headers=alpha)[-1]["state"] == "succeeded"
+    assert result(base, job["id"], headers=alpha).content[:4] == b"RIFF"
+
+
+def test_each_api_key_has_its_own_job_cap(secured: Secured) -> None:
+    base = secured.served.url
+    gamma, beta = ({"X-API-Key": secured.keys[name]} for name in ("gamma", "beta"))
+    jobs = [submit(base, "generate", headers=gamma, json={**LONG, "seed": seed}) for seed in (1, 2)]
+    refused = httpx.post(f"{base}/jobs/generate", headers=gamma, json=LONG, timeout=30)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    assert "this API key has 2 jobs queued or running; its limit is 2" in refused.json()["error"]
+    other = submit(base, "generate", headers=beta, json={**GENERATE, "duration": 2, "steps": 2})  # not gamma's cap
+    for job in jobs:
+        assert httpx.delete(f"{base}/jobs/{job['id']}", headers=gamma, timeout=30).status_code == 202
+    for job in jobs:
+        wait_until(base, job["id"], lambda s: s["state"] == "cancelled", headers=gamma)
+    assert follow(base, other["id"], headers=beta)[-1]["state"] == "succeeded"
 
 
 # ---- on a server of its own: two job slots, a cap of four, 30 s retention, restarts ----------------

@@ -1,0 +1,117 @@
+"""The job API with its state in a real Redis, served by two front processes over the same runners:
+a job submitted on one front is followed, fetched and cancelled on the other."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Served
+from tests.jobs_client import assert_progress_moves_forward, events, follow, result, status, submit, wait_until
+from tests.redis_server import RedisServer
+from tests.test_jobs import GENERATE, LONG, wav, without_timings
+
+INLINE_RESULT_BYTES = 200_000  # a 2 s WAV (64 kB) stays in Redis, a 20 s one (640 kB) goes to the shared folder
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def fronts(
+    redis: RedisServer, serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Served, Served]]:
+    logs = tmp_path_factory.mktemp("replicas")
+    runners = [
+        Served("runners.audioldm2:AudioLDM2Runner", serve_env, logs / "audioldm2.log"),
+        Served("runners.music_flamingo:MusicFlamingoRunner", serve_env, logs / "flamingo.log"),
+    ]
+    started: list[Served] = []
+    try:
+        for runner in runners:  # one at a time: each picks its port just before it binds
+            started.append(runner)
+            runner.start().wait_ready()
+        env = {
+            **serve_env,
+            "AUDIO_STUDIO_AUDIOLDM2_URL": runners[0].url,
+            "AUDIO_STUDIO_MUSIC_FLAMINGO_URL": runners[1].url,
+            "AUDIO_STUDIO_JOB_STORE": redis.url,
+            "AUDIO_STUDIO_JOB_DATA_DIR": str(logs / "shared-volume"),
+            "AUDIO_STUDIO_JOB_INLINE_RESULT_BYTES": str(INLINE_RESULT_BYTES),
+        }
+        pair = []
+        for name in ("front-a", "front-b"):
+            front = Served("service:AudioStudio", env, logs / f"{name}.log")
+            started.append(front)
+            pair.append(front.start().wait_ready())
+        yield pair[0], pair[1]
+    finally:
+        for served in started:
+            served.stop()
+
+
+def test_a_job_submitted_on_one_front_is_followed_and_fetched_on_the_other(fronts: tuple[Served, Served]) -> None:
+    a, b = (front.url for front in fronts)
+    job = submit(a, "generate", json=GENERATE)
+    assert_progress_moves_forward(follow(b, job["id"]))
+    fetched = result(b, job["id"])
+    assert len(fetched.content) > INLINE_RESULT_BYTES  # read from the shared folder, streamed
+    assert fetched.content == httpx.post(f"{a}/generate", json=GENERATE, timeout=300).content
+
+
+def test_a_critique_job_streams_its_events_on_the_other_front(fronts: tuple[Served, Served]) -> None:
+    a, b = (front.url for front in fronts)
+    form = {"preset": "feedback", "seed": "2", "max_new_tokens": "32"}
+    files = {"audio": ("take.wav", wav(4.0), "audio/wav")}
+    job = submit(b, "critique", data=form, files=files)
+    seen = list(events(a, job["id"]))
+    assert seen[-1]["state"] == "succeeded"
+    fractions = [event["progress"]["fraction"] for event in seen]
+    assert fractions == sorted(fractions)
+    synchronous = httpx.post(f"{b}/critique", data=form, files=files, timeout=300).json()
+    assert without_timings(result(a, job["id"]).json()) == without_timings(synchronous)
+
+
+def test_a_short_result_lives_in_redis(fronts: tuple[Served, Served], redis: RedisServer) -> None:
+    a, b = (front.url for front in fronts)
+    job = submit(a, "generate", json={**GENERATE, "duration": 2, "steps": 2})
+    assert follow(a, job["id"])[-1]["state"] == "succeeded"
+    assert len(result(b, job["id"]).content) < INLINE_RESULT_BYTES
+    assert not (Path(fronts[0].env["AUDIO_STUDIO_JOB_DATA_DIR"]) / "results" / job["id"]).exists()
+
+
+def test_a_cancel_on_the_other_front_stops_the_job(fronts: tuple[Served, Served]) -> None:
+    a, b = (front.url for front in fronts)
+    job = submit(a, "generate", json={**LONG, "seed": 4})
+    wait_until(b, job["id"], lambda s: s["state"] == "running")
+    assert httpx.post(f"{b}/jobs/{job['id']}/cancel", timeout=30).status_code == 202
+    final = wait_until(b, job["id"], lambda s: s["state"] not in ("queued", "running"))
+    assert final["state"] == "cancelled"
+    assert status(a, job["id"])["state"] == "cancelled"
+
+
+def test_readiness_follows_redis(fronts: tuple[Served, Served], redis: RedisServer) -> None:
+    front = fronts[0].url
+    assert httpx.get(f"{front}/readyz", timeout=10).status_code == 200
+    redis.stop()
+    try:
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{front}/readyz", timeout=10).status_code == 200:
+            assert time.monotonic() < deadline, "/readyz stayed 200 with Redis down"
+            time.sleep(0.5)
+    finally:
+        redis.start()
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{front}/readyz", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "/readyz did not recover with Redis back"
+        time.sleep(0.5)
