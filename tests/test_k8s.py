@@ -195,3 +195,23 @@ def test_runner_network_policies_admit_only_the_front_and_prometheus(overlay: st
                 admitted += rule["from"]
         assert FRONT_PEER in admitted
         assert all(peer in (FRONT_PEER, PROMETHEUS_PEER) for peer in admitted), admitted
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "tiny-cpu"])
+def test_jobs_live_in_the_bundled_redis_and_the_front_is_ready_when_it_answers(overlay: str) -> None:
+    docs = render(overlay)
+    config = by_kind(docs, "ConfigMap")["audio-studio-config"]["data"]
+    [redis] = by_kind(docs, "StatefulSet").values()
+    service = by_kind(docs, "Service")["audio-studio-redis"]
+    assert config["AUDIO_STUDIO_JOB_STORE"] == f"redis://{service['metadata']['name']}:6379/0"
+    assert service["spec"]["selector"] == redis["spec"]["selector"]["matchLabels"]
+    args = container(redis)["args"]
+    assert args[args.index("--appendonly") + 1] == "yes" and "noeviction" in args  # persisted, never evicted
+    assert redis["spec"]["volumeClaimTemplates"][0]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    front = container(by_kind(docs, "Deployment")["audio-studio-front"])
+    assert front["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {item["name"]: item.get("value") for item in front["env"]}
+    assert env["BENTOML_CONFIG_OPTIONS"] == "services.runner_probe.enabled=false"
+    policy = by_kind(docs, "NetworkPolicy")["audio-studio-redis"]
+    [peer] = policy["spec"]["ingress"][0]["from"]
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "audio-studio-front"}
