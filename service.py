@@ -31,6 +31,8 @@ from front.edge import EdgeGuard
 from front.errors import error_response, kind_of_status
 from front.metrics_dir import own_metrics_dir
 from front.openapi import OpenAPIDocument
+from front.playground import PATH as PLAYGROUND_PATH
+from front.playground import playground_app
 from front.rendering import audio_answer, job_error_response
 from front.runner_calls import RunnerUnavailable, answers_503_when_a_runner_is_down, call_runner
 from front.trace_header import TraceIdHeader
@@ -168,10 +170,20 @@ class AudioStudio:
         """Submit /generate's request as a job; 202 with the job's status. Its result is /generate's audio file."""
         return await self._submit(self._generation(request, as_json=False), ctx)
 
+    @bentoml.api(route="/jobs/generate/json")
+    async def submit_generate_json(self, request: GenerateRequest, /, ctx: bentoml.Context) -> JobStatus:
+        """Submit /generate/json's request as a job; its result is /generate/json's JSON (every waveform)."""
+        return await self._submit(self._generation(request, as_json=True), ctx)
+
     @bentoml.api(route="/jobs/transform")
     async def submit_transform(self, request: TransformRequest, /, ctx: bentoml.Context) -> JobStatus:
         """Submit /transform's request as a job (multipart/form-data); its result is /transform's audio file."""
         return await self._submit(self._transformation(request, as_json=False), ctx)
+
+    @bentoml.api(route="/jobs/transform/json")
+    async def submit_transform_json(self, request: TransformRequest, /, ctx: bentoml.Context) -> JobStatus:
+        """Submit /transform/json's request as a job (multipart/form-data); its result is /transform/json's JSON."""
+        return await self._submit(self._transformation(request, as_json=True), ctx)
 
     @bentoml.api(route="/jobs/critique")
     async def submit_critique(self, request: CritiqueRequest, /, ctx: bentoml.Context) -> JobStatus:
@@ -334,6 +346,8 @@ ROOM_OF_ROUTE = {
     "/transform/json": audioldm2_room,
     "/critique": flamingo_room,
 }
+if SETTINGS.playground:
+    AudioStudio.mount_asgi_app(playground_app(), path=PLAYGROUND_PATH, name="playground")
 if SETTINGS.cors_origins:
     AudioStudio.add_asgi_middleware(
         CORSMiddleware,

@@ -114,6 +114,7 @@ class Settings:
     jobs_max_active: int
     jobs_max_active_per_key: int
     job_inline_result_bytes: int
+    playground: bool
 
 
 def load_settings() -> Settings:
@@ -177,6 +178,8 @@ def load_settings() -> Settings:
         jobs_max_active_per_key=_int("AUDIO_STUDIO_JOBS_MAX_ACTIVE_PER_KEY", 32, 1, 1_000_000),
         # With Redis: results up to this size live in Redis, larger ones in the data folder (a shared volume).
         job_inline_result_bytes=_int("AUDIO_STUDIO_JOB_INLINE_RESULT_BYTES", 8 << 20, 0, 512 << 20),
+        # The playground page at /ui (front/playground/); it uses the public API only.
+        playground=_bool("AUDIO_STUDIO_PLAYGROUND", True),
     )
 
 

@@ -147,8 +147,8 @@ class OpenPaths:
             return self.metrics
         if path == "/docs.json":
             return self.docs
-        if path == "/" or (isinstance(path, str) and path.startswith("/static_content/")):
-            return self.ui
+        if path in ("/", "/ui") or (isinstance(path, str) and path.startswith(("/static_content/", "/ui/"))):
+            return self.ui  # the Swagger UI and the playground page (the API behind them needs a key)
         return False
 
 

@@ -10,12 +10,14 @@ belonged to a process that died: whoever reads it marks it failed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import ParamSpec, TypeVar
 
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -28,6 +30,8 @@ from jobs.store import JobStore
 from schemas import RunnerProgress
 
 logger = logging.getLogger("bentoml.audio_studio")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 TICK_S = 0.5  # progress, cancels and heartbeats are this fresh
 HEARTBEAT_S = 5.0
@@ -58,6 +62,22 @@ class LocalJob:
     dirty: bool = False  # changed since it was last saved
     saved_at: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def store_errors_answer_503(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | JSONResponse]]:
+    """A job API call whose store cannot be reached is a 503 with Retry-After, not a 500."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | JSONResponse:
+        manager = args[0]
+        assert isinstance(manager, JobManager)
+        try:
+            return await method(*args, **kwargs)
+        except manager.store.errors as exc:
+            logger.warning("jobs: the store is unavailable (%s)", type(exc).__name__)
+            return error_response("unavailable", "the job store is unavailable; retry later")
+
+    return wrapper
 
 
 def links(job_id: str) -> JobLinks:
@@ -124,6 +144,7 @@ class JobManager:
 
     # ---- the API ------------------------------------------------------------------------
 
+    @store_errors_answer_503
     async def submit(self, work: Work, caller: str, count_per_key: bool) -> Response:
         await self.start()
         refusal = await self._over_limits(caller if count_per_key else None)
@@ -142,13 +163,14 @@ class JobManager:
         )
         record = JobRecord(status=status, caller=caller, instance=self.instance, runner=work.runner, heartbeat_at=stamp)
         local = LocalJob(work, record)
+        await self._save(local)  # first: a store that cannot take it leaves nothing behind (503)
         self.local[job_id] = local
         self.waiting[work.runner].append(job_id)
-        await self._save(local)
         local.task = asyncio.get_running_loop().create_task(self._run(local))
         logger.info("job %s (%s) queued for %s", job_id, work.kind, caller)
         return JSONResponse(status.model_dump(mode="json"), status_code=202, headers={"Location": status.links.status})
 
+    @store_errors_answer_503
     async def find(self, job_id: str, caller: str) -> JobRecord | JSONResponse:
         """The caller's job, current (a dead owner's job shown failed), or the 404/410 answer."""
         await self.start()
@@ -166,6 +188,7 @@ class JobManager:
             await self.store.save(record)
         return record
 
+    @store_errors_answer_503
     async def cancel(self, job_id: str, caller: str) -> Response:
         found = await self.find(job_id, caller)
         if isinstance(found, JSONResponse):
@@ -178,6 +201,7 @@ class JobManager:
                 await self.store.request_cancel(job_id)  # its owner, another replica, picks it up
         return JSONResponse(found.status.model_dump(mode="json"), status_code=202)
 
+    @store_errors_answer_503
     async def result(self, job_id: str, caller: str) -> Response:
         found = await self.find(job_id, caller)
         if isinstance(found, JSONResponse):

@@ -12,7 +12,13 @@ from typing import Any
 
 from jobs.records import JobStatus
 
-SUBMISSIONS = {"/jobs/generate": "/generate", "/jobs/transform": "/transform", "/jobs/critique": "/critique"}
+SUBMISSIONS = {
+    "/jobs/generate": "/generate",
+    "/jobs/generate/json": "/generate/json",
+    "/jobs/transform": "/transform",
+    "/jobs/transform/json": "/transform/json",
+    "/jobs/critique": "/critique",
+}
 JOB_ID = {
     "name": "job_id",
     "in": "path",
@@ -79,7 +85,14 @@ def document_jobs(doc: dict[str, Any], schemas: dict[str, Any], keyed: bool) -> 
     result_content = {
         "audio/wav": {"schema": {"type": "string", "format": "binary"}},
         "audio/flac": {"schema": {"type": "string", "format": "binary"}},
-        "application/json": {"schema": {"$ref": SCHEMA_REF.format("CritiqueResponse")}},
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {"$ref": SCHEMA_REF.format("GenerateResponse")},
+                    {"$ref": SCHEMA_REF.format("CritiqueResponse")},
+                ]
+            }
+        },
     }
     job_paths = {
         "/jobs/{job_id}": {
@@ -108,7 +121,7 @@ def document_jobs(doc: dict[str, Any], schemas: dict[str, Any], keyed: bool) -> 
             "get": operation_of(
                 "job_result",
                 "What the synchronous route would have answered: the audio file (generate, transform, with its "
-                "`X-` provenance headers) or the critique JSON.",
+                "`X-` provenance headers), or the JSON (generate/json, transform/json, critique).",
                 {
                     "200": {"description": "The result.", "content": result_content},
                     "409": error(

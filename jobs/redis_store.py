@@ -24,6 +24,8 @@ ACTIVE_KEEP_S = 7 * 24 * 3600  # a record of an active job outlives any job; its
 
 
 class RedisStore(JobStore):
+    errors = (OSError, RedisError)
+
     def __init__(self, url: str, folder: Path, inline_max_bytes: int) -> None:
         self.redis = Redis.from_url(url)
         self.files = ResultFiles(folder / "results")

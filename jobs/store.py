@@ -29,6 +29,8 @@ T = TypeVar("T")
 class JobStore(ABC):
     """The operations the job API needs, whatever keeps the data."""
 
+    errors: tuple[type[Exception], ...] = (OSError,)  # what its operations raise when the store is unreachable
+
     @abstractmethod
     async def save(self, record: JobRecord) -> None:
         """Create or replace a record (by its owner)."""
@@ -96,6 +98,8 @@ class ResultFiles:
 
 class SQLiteStore(JobStore):
     """One SQLite file (and a results folder) in the data folder; survives restarts of the service."""
+
+    errors = (OSError, sqlite3.Error)
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,8 @@ OPERATIONS = {
     "GET /readyz",
     "GET /metrics",
     "POST /jobs/generate",
+    "POST /jobs/generate/json",
+    "POST /jobs/transform/json",
     "POST /jobs/transform",
     "POST /jobs/critique",
     "GET /jobs/{job_id}",
@@ -96,6 +98,8 @@ KNOBS = {
     "/transform/json": ("steps",),
     "/critique": ("max_new_tokens",),
     "/jobs/generate": ("steps", "duration", "num_waveforms"),
+    "/jobs/generate/json": ("steps", "duration", "num_waveforms"),
+    "/jobs/transform/json": ("steps",),
     "/jobs/transform": ("steps",),
     "/jobs/critique": ("max_new_tokens",),
 }

@@ -59,6 +59,17 @@ def test_a_generate_job_moves_forward_and_its_result_is_the_synchronous_answer(s
     assert answer.content == synchronous.content
 
 
+def test_a_generate_json_job_gives_every_waveform_as_the_synchronous_route_does(server: str) -> None:
+    body = {**GENERATE, "duration": 2, "steps": 3, "num_waveforms": 2}
+    job = submit(server, "generate/json", json=body)
+    assert follow(server, job["id"])[-1]["state"] == "succeeded"
+    answer = result(server, job["id"])
+    assert answer.headers["content-type"] == "application/json"
+    synchronous = httpx.post(f"{server}/generate/json", json=body, timeout=300).json()
+    assert without_timings(answer.json()) == without_timings(synchronous)
+    assert sorted(w["seed"] for w in answer.json()["waveforms"]) == [5, 6]
+
+
 def test_a_transform_job_gives_the_synchronous_answer(server: str) -> None:
     form = {"prompt": "the same, on strings", "strength": "0.6", "seed": "4", "steps": "6"}
     files = {"audio": ("take.wav", wav(6.0), "audio/wav")}
@@ -151,6 +162,7 @@ def jobs_server(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
         "AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE": "2",  # two jobs at a time on the runner, the rest wait
         "AUDIO_STUDIO_JOBS_MAX_ACTIVE": "4",
         "AUDIO_STUDIO_JOB_RETENTION_S": "30",
+        "AUDIO_STUDIO_PLAYGROUND": "false",  # as production deployments that do not want the page set it
     }
     served = Served("service:AudioStudio", env, tmp_path_factory.mktemp("jobs") / "serve.log").start()
     try:
@@ -220,6 +232,10 @@ def test_a_restart_keeps_finished_results_and_fails_interrupted_jobs(jobs_server
     for path in ("", "/result"):
         gone = httpx.get(f"{base}/jobs/{finished['id']}{path}", timeout=30)
         assert gone.status_code == 410 and gone.json()["kind"] == "gone"
+
+
+def test_the_playground_page_is_off_by_its_setting(jobs_server: Served) -> None:
+    assert httpx.get(f"{jobs_server.url}/ui/", timeout=30).status_code == 404
 
 
 def test_results_are_files_in_the_data_folder(jobs_server: Served) -> None:

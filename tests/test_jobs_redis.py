@@ -100,7 +100,7 @@ def test_a_cancel_on_the_other_front_stops_the_job(fronts: tuple[Served, Served]
     assert status(a, job["id"])["state"] == "cancelled"
 
 
-def test_readiness_follows_redis(fronts: tuple[Served, Served], redis: RedisServer) -> None:
+def test_readiness_and_submissions_follow_redis(fronts: tuple[Served, Served], redis: RedisServer) -> None:
     front = fronts[0].url
     assert httpx.get(f"{front}/readyz", timeout=10).status_code == 200
     redis.stop()
@@ -109,6 +109,10 @@ def test_readiness_follows_redis(fronts: tuple[Served, Served], redis: RedisServ
         while httpx.get(f"{front}/readyz", timeout=10).status_code == 200:
             assert time.monotonic() < deadline, "/readyz stayed 200 with Redis down"
             time.sleep(0.5)
+        refused = httpx.post(f"{front}/jobs/generate", json=GENERATE, timeout=30)
+        assert refused.status_code == 503 and "job store" in refused.json()["error"], refused.text
+        assert int(refused.headers["retry-after"]) > 0
+        assert httpx.get(f"{front}/jobs/{'0' * 32}", timeout=30).status_code == 503
     finally:
         redis.start()
     deadline = time.monotonic() + 30

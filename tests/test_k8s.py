@@ -215,3 +215,11 @@ def test_jobs_live_in_the_bundled_redis_and_the_front_is_ready_when_it_answers(o
     policy = by_kind(docs, "NetworkPolicy")["audio-studio-redis"]
     [peer] = policy["spec"]["ingress"][0]["from"]
     assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "audio-studio-front"}
+
+
+def test_the_playground_is_off_in_production_and_on_in_the_demo() -> None:
+    setting = {
+        overlay: by_kind(render(overlay), "ConfigMap")["audio-studio-config"]["data"]["AUDIO_STUDIO_PLAYGROUND"]
+        for overlay in ("gpu", "tiny-cpu")
+    }
+    assert setting == {"gpu": "false", "tiny-cpu": "true"}

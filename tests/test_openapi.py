@@ -121,7 +121,7 @@ def test_every_post_route_declares_its_errors_and_media_types(document: dict[str
 
 def test_job_routes_are_documented(document: dict[str, Any]) -> None:
     paths = document["paths"]
-    for api in ("generate", "transform", "critique"):
+    for api in ("generate", "generate/json", "transform", "transform/json", "critique"):
         submit, synchronous = paths[f"/jobs/{api}"]["post"], paths[f"/{api}"]["post"]
         assert submit["requestBody"] == synchronous["requestBody"]  # the same body, the same validation
         assert set(submit["responses"]) == {"202", "429", *ERROR_STATUSES}

@@ -1,0 +1,245 @@
+// The playground: every call goes to the public job API (/jobs/...), as any client's would.
+"use strict";
+
+const KEY_STORAGE = "audio-studio-api-key";
+const POLL_MS = 400;
+const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+
+function headers(extra = {}) {
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
+}
+
+async function call(path, init = {}) {
+  return fetch(path, { ...init, headers: headers(init.headers || {}) });
+}
+
+// ---- errors next to their fields ----------------------------------------------------
+
+function clearErrors(form) {
+  form.querySelectorAll(".error, .form-error").forEach((node) => (node.textContent = ""));
+  form.querySelectorAll("[aria-invalid]").forEach((node) => node.removeAttribute("aria-invalid"));
+}
+
+function showError(form, body, fallback) {
+  const details = (body && body.detail) || [];
+  let placed = false;
+  for (const detail of details) {
+    const field = form.querySelector(`[data-field="${detail.loc[0]}"]`);
+    if (field) {
+      field.querySelector(".error").textContent = detail.msg;
+      const control = field.querySelector("input, textarea, select");
+      if (control) control.setAttribute("aria-invalid", "true");
+      placed = true;
+    }
+  }
+  if (!placed) form.querySelector(".form-error").textContent = (body && body.error) || fallback;
+}
+
+// ---- request bodies -------------------------------------------------------------------
+
+function jsonBody(form) {
+  const body = {};
+  for (const control of form.querySelectorAll("input[name], textarea[name], select[name]")) {
+    if (control.value === "") continue;
+    body[control.name] = control.dataset.kind === "number" ? Number(control.value) : control.value;
+  }
+  return JSON.stringify(body);
+}
+
+function formBody(form) {
+  const body = new FormData();
+  for (const control of form.querySelectorAll("input[name], textarea[name], select[name]")) {
+    if (control.type === "file") {
+      const file = control.files[0] || control.recorded;
+      if (file) body.append(control.name, file, file.name || "recording.wav");
+    } else if (control.value !== "") {
+      body.append(control.name, control.value);
+    }
+  }
+  return body;
+}
+
+// ---- a job: submit, follow with a progress bar and a cancel button, fetch the result -------
+
+function describe(status, elapsed) {
+  const p = status.progress;
+  const counted = p.total ? ` ${p.done}/${p.total} ${p.unit || ""}` : "";
+  const place = status.state === "queued" && p.queue_position ? ` (position ${p.queue_position})` : "";
+  return `${status.state}: ${p.phase}${counted}${place} · ${elapsed.toFixed(1)} s`;
+}
+
+async function runJob(form, panel) {
+  const api = form.dataset.api;
+  const init = form.hasAttribute("data-form")
+    ? { method: "POST", body: formBody(form) }
+    : { method: "POST", body: jsonBody(form), headers: { "Content-Type": "application/json" } };
+  const submitted = await call(`/jobs/${api}`, init);
+  const accepted = await submitted.json().catch(() => null);
+  if (submitted.status !== 202) {
+    showError(form, accepted, `the service answered ${submitted.status}`);
+    return null;
+  }
+  const box = panel.querySelector(".job");
+  box.hidden = false;
+  box.innerHTML = "";
+  const bar = Object.assign(document.createElement("progress"), { max: 1, value: 0 });
+  bar.setAttribute("aria-label", "Progress");
+  const text = Object.assign(document.createElement("span"), { role: "status" });
+  const cancel = Object.assign(document.createElement("button"), { type: "button", textContent: "Cancel" });
+  cancel.addEventListener("click", () => call(`/jobs/${accepted.id}/cancel`, { method: "POST" }));
+  box.append(bar, text, cancel);
+  const started = performance.now();
+  let status = accepted;
+  while (!FINAL.has(status.state)) {
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    const response = await call(`/jobs/${accepted.id}`);
+    if (!response.ok) break;
+    status = await response.json();
+    bar.value = status.progress.fraction;
+    text.textContent = describe(status, (performance.now() - started) / 1000);
+  }
+  cancel.remove();
+  if (status.state !== "succeeded") {
+    text.textContent = status.state === "cancelled" ? "Cancelled." : "";
+    if (status.error) showError(form, status.error, "the job failed");
+    return null;
+  }
+  text.textContent = `Done in ${((performance.now() - started) / 1000).toFixed(1)} s.`;
+  const result = await call(`/jobs/${accepted.id}/result`);
+  return result.json();
+}
+
+function wavBlob(base64) {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  return new Blob([bytes], { type: "audio/wav" });
+}
+
+// ---- the panels ---------------------------------------------------------------------------
+
+function generated(panel, answer) {
+  const list = panel.querySelector(".results");
+  list.innerHTML = "";
+  for (const waveform of answer.waveforms) {
+    const url = URL.createObjectURL(wavBlob(waveform.audio_base64));
+    const item = document.createElement("li");
+    const score = waveform.clap_score == null ? "" : ` · CLAP score ${waveform.clap_score.toFixed(3)}`;
+    item.innerHTML = `<span>Seed ${waveform.seed}${score}</span>`;
+    const audio = Object.assign(document.createElement("audio"), { controls: true, src: url });
+    audio.setAttribute("aria-label", `Waveform with seed ${waveform.seed}`);
+    const download = Object.assign(document.createElement("a"), {
+      href: url, download: `audio-${waveform.seed}.wav`, textContent: "Download",
+    });
+    const reuse = Object.assign(document.createElement("button"), { type: "button", textContent: "Use this seed" });
+    reuse.addEventListener("click", () => {
+      panel.querySelector('[name="seed"]').value = waveform.seed;
+      panel.querySelector('[name="num_waveforms"]').value = 1;
+      panel.querySelector('[name="seed"]').focus();
+    });
+    item.append(audio, download, " ", reuse);
+    list.append(item);
+  }
+}
+
+function transformed(panel, answer) {
+  panel.querySelector(".after").src = URL.createObjectURL(wavBlob(answer.waveforms[0].audio_base64));
+}
+
+function critiqued(panel, answer) {
+  const clips = answer.audio_seconds.map((u) => `${u.field}: ${u.seconds.toFixed(1)} s${u.truncated ? " (cut)" : ""}`);
+  panel.querySelector(".answer").textContent =
+    (answer.text || "(an empty answer)") + (clips.length ? `\n\n${clips.join(" · ")}` : "");
+}
+
+const SHOW = { generate: generated, transform: transformed, critique: critiqued };
+
+// ---- recording: the browser records compressed audio, the service takes WAV ----------------
+
+function encodeWav(buffer) {
+  const samples = buffer.getChannelData(0);
+  const view = new DataView(new ArrayBuffer(44 + samples.length * 2));
+  const text = (offset, s) => [...s].forEach((c, i) => view.setUint8(offset + i, c.charCodeAt(0)));
+  text(0, "RIFF"); view.setUint32(4, 36 + samples.length * 2, true); text(8, "WAVE"); text(12, "fmt ");
+  view.setUint32(16, 16, true); view.setUint16(20, 1, true); view.setUint16(22, 1, true);
+  view.setUint32(24, buffer.sampleRate, true); view.setUint32(28, buffer.sampleRate * 2, true);
+  view.setUint16(32, 2, true); view.setUint16(34, 16, true); text(36, "data");
+  view.setUint32(40, samples.length * 2, true);
+  samples.forEach((s, i) => view.setInt16(44 + i * 2, Math.max(-1, Math.min(1, s)) * 0x7fff, true));
+  return new File([view], "recording.wav", { type: "audio/wav" });
+}
+
+function setUpRecording(panel) {
+  const button = panel.querySelector(".record");
+  const input = panel.querySelector('input[name="audio"]');
+  if (!navigator.mediaDevices || !window.MediaRecorder) {
+    button.hidden = true;
+    return;
+  }
+  let recorder = null;
+  button.addEventListener("click", async () => {
+    if (recorder) {
+      recorder.stop();
+      return;
+    }
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true }).catch(() => null);
+    if (!stream) return;
+    const chunks = [];
+    recorder = new MediaRecorder(stream);
+    recorder.ondataavailable = (event) => chunks.push(event.data);
+    recorder.onstop = async () => {
+      stream.getTracks().forEach((track) => track.stop());
+      const decoded = await new AudioContext().decodeAudioData(await new Blob(chunks).arrayBuffer());
+      input.value = "";
+      input.recorded = encodeWav(decoded);
+      panel.querySelector(".before").src = URL.createObjectURL(input.recorded);
+      recorder = null;
+      button.textContent = "Record with the microphone";
+      button.setAttribute("aria-pressed", "false");
+    };
+    recorder.start();
+    button.textContent = "Stop recording";
+    button.setAttribute("aria-pressed", "true");
+  });
+  input.addEventListener("change", () => {
+    input.recorded = null;
+    if (input.files[0]) panel.querySelector(".before").src = URL.createObjectURL(input.files[0]);
+  });
+}
+
+// ---- start --------------------------------------------------------------------------------
+
+function setUpKey() {
+  const form = document.getElementById("key-form");
+  const input = document.getElementById("api-key");
+  const state = document.getElementById("key-state");
+  state.textContent = sessionStorage.getItem(KEY_STORAGE) ? "A key is set for this tab." : "";
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (input.value) sessionStorage.setItem(KEY_STORAGE, input.value);
+    else sessionStorage.removeItem(KEY_STORAGE);
+    input.value = "";
+    state.textContent = sessionStorage.getItem(KEY_STORAGE) ? "A key is set for this tab." : "No key.";
+  });
+}
+
+function setUpPanel(panel) {
+  const form = panel.querySelector("form");
+  const button = form.querySelector('button[type="submit"]');
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors(form);
+    button.disabled = true;
+    try {
+      const answer = await runJob(form, panel);
+      if (answer) SHOW[panel.id](panel, answer);
+    } catch (error) {
+      form.querySelector(".form-error").textContent = `Could not reach the service (${error.message}).`;
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+setUpKey();
+document.querySelectorAll("main section").forEach(setUpPanel);
+setUpRecording(document.getElementById("transform"));

@@ -1,0 +1,171 @@
+"""The playground page (/ui) in real headless Chromium (Debian's, driven by Playwright) against a real
+`bentoml serve` on the tiny profile: generate, transform, critique, errors next to their fields, cancel,
+the API key, labels and a 400 px wide screen. Screenshots land in tests/artifacts/ (git-ignored)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.audio_files import audio_file
+from tests.conftest import ROOT, Secured
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",  # this machine's network is closed: no calls home
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+STEP_MS = 60_000  # no step of a test waits longer
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is not installed: `apt-get install chromium` (.ci/run does)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def open_page(browser: Browser, base: str) -> Page:
+    page = browser.new_page(viewport={"width": 400, "height": 900})
+    page.set_default_timeout(STEP_MS)
+    page.goto(f"{base}/ui/")
+    return page
+
+
+def fetch_audio(page: Page, selector: str) -> np.ndarray:
+    """The bytes behind an audio element's source (a blob: URL), decoded as the WAV they are."""
+    data = page.evaluate(
+        """async (selector) => {
+            const source = document.querySelector(selector).src;
+            return Array.from(new Uint8Array(await (await fetch(source)).arrayBuffer()));
+        }""",
+        selector,
+    )
+    samples, rate = soundfile.read(io.BytesIO(bytes(data)), dtype="float32")
+    assert rate == 16_000
+    return samples
+
+
+def screenshot(page: Page, panel: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"playground-{panel}.png"
+    page.locator(f"#{panel}").screenshot(path=path)
+    image = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+    assert image.std() > 10, f"{path} looks blank"  # text, fields and buttons on a white panel
+
+
+def test_generate_plays_a_wav_of_the_requested_length(browser: Browser, server: str) -> None:
+    page = open_page(browser, server)
+    page.fill("#g-prompt", "a door knock")
+    page.fill("#g-duration", "2")
+    page.fill("#g-waveforms", "2")
+    page.click("#generate summary")  # the advanced knobs are folded away
+    page.fill("#g-steps", "3")
+    page.click("#generate button[type=submit]")
+    page.wait_for_selector("#generate .results li:nth-child(2) audio")
+    assert len(fetch_audio(page, "#generate .results audio")) == 2 * 16_000
+    first = page.locator("#generate .results li").first
+    seed = first.inner_text().split()[1]
+    assert "CLAP score" in first.inner_text() and first.locator("a[download]").count() == 1
+    first.get_by_role("button", name="Use this seed").click()
+    assert page.input_value("#g-seed") == seed and page.input_value("#g-waveforms") == "1"
+    screenshot(page, "generate")
+
+
+def test_transform_an_uploaded_file(browser: Browser, server: str, tmp_path: Path) -> None:
+    clip = tmp_path / "take.wav"
+    clip.write_bytes(audio_file("wav", 3.0))
+    page = open_page(browser, server)
+    page.set_input_files("#t-audio", str(clip))
+    page.click("#transform summary")
+    page.fill("#t-steps", "3")
+    page.click("#transform button[type=submit]")
+    page.wait_for_selector("#transform audio.after[src]")
+    assert page.get_attribute("#transform audio.before", "src")  # the upload, to compare by ear
+    assert len(fetch_audio(page, "#transform audio.after")) == 3 * 16_000
+    screenshot(page, "transform")
+
+
+def test_critique_an_uploaded_file_shows_text(browser: Browser, server: str, tmp_path: Path) -> None:
+    clip = tmp_path / "take.wav"
+    clip.write_bytes(audio_file("wav", 4.0))
+    page = open_page(browser, server)
+    page.set_input_files("#c-audio", str(clip))
+    page.click("#critique summary")
+    page.fill("#c-tokens", "16")
+    page.click("#critique button[type=submit]")
+    page.wait_for_selector("#critique .answer:not(:empty)")
+    assert "audio: 4.0 s" in page.inner_text("#critique .answer")
+    screenshot(page, "critique")
+
+
+def test_an_out_of_range_value_shows_the_servers_message_next_to_its_field(browser: Browser, server: str) -> None:
+    page = open_page(browser, server)
+    page.fill("#g-duration", "601")  # the form does not check: the server's message is the one shown
+    page.click("#generate button[type=submit]")
+    error = page.locator("#generate [data-field=duration] .error")
+    error.wait_for()
+    assert "600" in error.inner_text()
+    assert page.get_attribute("#g-duration", "aria-invalid") == "true"
+    assert page.inner_text("#generate .form-error") == ""
+
+
+def test_long_work_shows_progress_and_can_be_cancelled(browser: Browser, server: str) -> None:
+    page = open_page(browser, server)
+    page.fill("#g-duration", "20")
+    page.click("#generate summary")
+    page.fill("#g-steps", "500")
+    page.click("#generate button[type=submit]")
+    page.wait_for_function("document.querySelector('#generate .job progress')?.value > 0")
+    assert "denoising" in page.inner_text("#generate .job")
+    page.get_by_role("button", name="Cancel").click()
+    page.wait_for_function("document.querySelector('#generate .job').innerText.includes('Cancelled')")
+
+
+def test_every_control_is_labelled_and_the_page_fits_400_px(browser: Browser, server: str) -> None:
+    page = open_page(browser, server)
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('input, select, textarea')]
+              .filter((c) => c.labels.length === 0).map((c) => c.id || c.name)"""
+    )
+    assert unlabelled == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    page.keyboard.press("Tab")  # the first stop is the first link, and Enter on a button submits its form
+    assert page.evaluate("document.activeElement.tagName") == "A"
+
+
+def test_the_api_key_is_sent_from_session_storage_never_in_a_url(browser: Browser, secured: Secured) -> None:
+    base = secured.served.url
+    urls: list[str] = []
+    page = open_page(browser, base)
+    page.on("request", lambda request: urls.append(request.url))
+    page.fill("#g-duration", "1")
+    page.click("#generate button[type=submit]")
+    page.locator("#generate .form-error").wait_for()
+    assert "API key" in page.inner_text("#generate .form-error")  # 401: the server's message
+    key = secured.keys["alpha"]
+    page.fill("#api-key", key)
+    page.click("#key-form button")
+    assert page.evaluate("sessionStorage.getItem('audio-studio-api-key')") == key
+    page.click("#generate summary")
+    page.fill("#g-steps", "2")
+    page.click("#generate button[type=submit]")
+    page.wait_for_selector("#generate .results audio")
+    assert urls and not [url for url in urls if key in url]
