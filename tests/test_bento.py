@@ -50,13 +50,14 @@ def test_the_bento_serves_the_front_service_with_every_api(bento: Path) -> None:
     names = {service["name"] for service in manifest["services"]}
     assert names == {"audio-studio", "audioldm2-runner", "music-flamingo-runner"}
     assert manifest["models"] == []  # tiny profile: nothing from the hub
-    assert routes == {"/generate", "/generate/json", "/transform", "/transform/json", "/critique"}
+    synchronous = {"/generate", "/generate/json", "/transform", "/transform/json", "/critique"}
+    assert routes == synchronous | {f"/jobs{route}" for route in synchronous}
 
 
 def test_build_context_holds_the_code_and_nothing_else(bento: Path) -> None:
     src = bento / "src"
     modules = ("service.py", "settings.py", "schemas.py", "presets.py", "audio_io.py", "telemetry.py")
-    code = (*modules, "front", "runners", "models")
+    code = (*modules, "front", "front/playground/index.html", "jobs", "runners", "models")
     for path in (*code, "pyproject.toml"):
         assert (src / path).exists(), path
     for path in ("tests", "bench", "deploy", "cli", ".cache", ".venv", ".git"):
