@@ -89,14 +89,21 @@ def test_generate_plays_a_wav_of_the_requested_length(browser: Browser, server: 
     screenshot(page, "generate")
 
 
+def upload_and_submit(browser: Browser, base: str, folder: Path, panel: str, seconds: float, knobs: dict) -> Page:
+    """A fresh page; a WAV of `seconds` chosen in the panel's first file field, advanced knobs set, submitted."""
+    clip = folder / "take.wav"
+    clip.write_bytes(audio_file("wav", seconds))
+    page = open_page(browser, base)
+    page.set_input_files(f"#{panel} input[type=file]", str(clip))
+    page.click(f"#{panel} summary")
+    for selector, value in knobs.items():
+        page.fill(selector, value)
+    page.click(f"#{panel} button[type=submit]")
+    return page
+
+
 def test_transform_an_uploaded_file(browser: Browser, server: str, tmp_path: Path) -> None:
-    clip = tmp_path / "take.wav"
-    clip.write_bytes(audio_file("wav", 3.0))
-    page = open_page(browser, server)
-    page.set_input_files("#t-audio", str(clip))
-    page.click("#transform summary")
-    page.fill("#t-steps", "3")
-    page.click("#transform button[type=submit]")
+    page = upload_and_submit(browser, server, tmp_path, "transform", 3.0, {"#t-steps": "3"})
     page.wait_for_selector("#transform audio.after[src]")
     assert page.get_attribute("#transform audio.before", "src")  # the upload, to compare by ear
     assert len(fetch_audio(page, "#transform audio.after")) == 3 * 16_000
@@ -104,13 +111,7 @@ def test_transform_an_uploaded_file(browser: Browser, server: str, tmp_path: Pat
 
 
 def test_critique_an_uploaded_file_shows_text(browser: Browser, server: str, tmp_path: Path) -> None:
-    clip = tmp_path / "take.wav"
-    clip.write_bytes(audio_file("wav", 4.0))
-    page = open_page(browser, server)
-    page.set_input_files("#c-audio", str(clip))
-    page.click("#critique summary")
-    page.fill("#c-tokens", "16")
-    page.click("#critique button[type=submit]")
+    page = upload_and_submit(browser, server, tmp_path, "critique", 4.0, {"#c-tokens": "16"})
     page.wait_for_selector("#critique .answer:not(:empty)")
     assert "audio: 4.0 s" in page.inner_text("#critique .answer")
     screenshot(page, "critique")
