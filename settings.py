@@ -34,6 +34,9 @@ REQUEST_TIMEOUT_S = 900
 MAX_QUEUE_WAIT_MS = 840_000
 
 
+DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")  # auto: the GPU's half type on CUDA, else float32
+
+
 def _bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -84,8 +87,11 @@ class Settings:
     audioldm2_checkpoint: str
     tiny_model_dir: Path
     batching: bool
-    cpu_offload: bool
-    vae_slicing: bool
+    audioldm2_dtype: str
+    audioldm2_offload: str
+    audioldm2_attention_slicing: bool
+    music_flamingo_dtype: str
+    music_flamingo_attention: str
     audioldm2_max_batch_size: int
     audioldm2_max_latency_ms: int
     music_flamingo_checkpoint: str
@@ -129,8 +135,14 @@ def load_settings() -> Settings:
             os.environ.get("AUDIO_STUDIO_TINY_MODEL_DIR") or cache_home / "audio-studio" / "tiny-models"
         ),
         batching=_bool("AUDIO_STUDIO_BATCHING", True),
-        cpu_offload=_bool("AUDIO_STUDIO_CPU_OFFLOAD", False),
-        vae_slicing=_bool("AUDIO_STUDIO_VAE_SLICING", False),
+        # Memory and speed per runner (models/memory.py checks each against the machine at start-up).
+        audioldm2_dtype=_choice("AUDIO_STUDIO_AUDIOLDM2_DTYPE", "auto", DTYPE_CHOICES),
+        audioldm2_offload=_choice("AUDIO_STUDIO_AUDIOLDM2_OFFLOAD", "none", ("none", "model", "sequential")),
+        audioldm2_attention_slicing=_bool("AUDIO_STUDIO_AUDIOLDM2_ATTENTION_SLICING", False),
+        music_flamingo_dtype=_choice("AUDIO_STUDIO_MUSIC_FLAMINGO_DTYPE", "auto", DTYPE_CHOICES),
+        music_flamingo_attention=_choice(
+            "AUDIO_STUDIO_MUSIC_FLAMINGO_ATTENTION", "sdpa", ("sdpa", "eager", "flash_attention_2")
+        ),
         audioldm2_max_batch_size=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE", 8, 2, 64),
         # A job not started by then gets 503; the bound leaves the batch time inside the 900 s request timeout.
         audioldm2_max_latency_ms=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_LATENCY_MS", 600_000, 1_000, MAX_QUEUE_WAIT_MS),

@@ -416,8 +416,8 @@ def measure_direct(plan: Plan, clip: bytes, workdir: Path, requests: int) -> dic
     import torch
 
     from audio_io import decode_upload
-    from models.audioldm2 import AudioLDM2Engine, load_pipeline
-    from models.device import pick_device
+    from models.audioldm2 import AudioLDM2Engine, load_placed_pipeline
+    from models.memory import MemoryOptions, place
     from models.music_flamingo import MusicFlamingoEngine, load_music_flamingo
     from models.profiles import audioldm2_checkpoint, music_flamingo_checkpoint
     from presets import compose_prompt
@@ -428,10 +428,12 @@ def measure_direct(plan: Plan, clip: bytes, workdir: Path, requests: int) -> dic
 
     def load() -> tuple[AudioLDM2Engine, MusicFlamingoEngine]:
         """Both engines exactly as the runners build them."""
-        device, dtype = pick_device(torch.float16)
-        audioldm2 = AudioLDM2Engine(load_pipeline(str(audioldm2_checkpoint(SETTINGS, None).path), device, dtype))
+        pipe = load_placed_pipeline(
+            str(audioldm2_checkpoint(SETTINGS, None).path), place("AudioLDM2", MemoryOptions(), torch.float16)
+        )
+        flamingo = place("Music Flamingo", MemoryOptions(), torch.bfloat16)
         path = str(music_flamingo_checkpoint(SETTINGS, None).path)
-        return audioldm2, MusicFlamingoEngine(*load_music_flamingo(path, *pick_device(torch.bfloat16)))
+        return AudioLDM2Engine(pipe), MusicFlamingoEngine(*load_music_flamingo(path, flamingo.device, flamingo.dtype))
 
     def generation_job(i: int) -> GenerationJob:
         body = GenerateRequest.model_validate(plan.mix.generate_body(i))

@@ -26,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import GPT2LMHeadModel
 from transformers.audio_utils import mel_filter_bank
 
+from models.memory import Placement
 from models.multidiffusion import Fusion, Windows, split
 from models.phases import phase
 from models.tiled_vae import decode_tiled, encode_tiled, vocode_chunked
@@ -56,6 +57,20 @@ def load_pipeline(path: str, device: torch.device, dtype: torch.dtype) -> AudioL
     pipe = AudioLDM2Pipeline.from_pretrained(path, language_model=language_model, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def load_placed_pipeline(path: str, placement: Placement) -> AudioLDM2Pipeline:
+    """The pipeline on its device and dtype, offloaded and with sliced attention as `placement` asks."""
+    options = placement.options
+    on_gpu_later = options.offload != "none"  # offloading hooks move each model to the GPU when it runs
+    pipe = load_pipeline(path, torch.device("cpu") if on_gpu_later else placement.device, placement.dtype)
+    if options.offload == "model":
+        pipe.enable_model_cpu_offload()
+    elif options.offload == "sequential":
+        pipe.enable_sequential_cpu_offload()
+    if options.attention_slicing:
+        pipe.enable_attention_slicing()
+    return pipe
 
 
 @dataclass(frozen=True)

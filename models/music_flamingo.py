@@ -133,10 +133,12 @@ def model_class_for(config: PretrainedConfig) -> type[PreTrainedModel]:
         raise ValueError(f"no audio-text generation model for model_type {config.model_type!r}") from None
 
 
-def load_music_flamingo(path: str, device: torch.device, dtype: torch.dtype) -> tuple[PreTrainedModel, ProcessorMixin]:
+def load_music_flamingo(
+    path: str, device: torch.device, dtype: torch.dtype, attention: str = "sdpa"
+) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Load model and processor from a checkpoint folder; the classes come from its saved config."""
     config = AutoConfig.from_pretrained(path)
-    model = model_class_for(config).from_pretrained(path, config=config, dtype=dtype)
+    model = model_class_for(config).from_pretrained(path, config=config, dtype=dtype, attn_implementation=attention)
     processor = many_clips_processor_class(PROCESSOR_MAPPING[type(config)]).from_pretrained(path)
     return model.to(device).eval(), processor
 

@@ -10,15 +10,15 @@ from typing import TypeVar
 import bentoml
 import torch
 
-from models.audioldm2 import AudioLDM2Engine, Denoising, JobAudio, load_pipeline, waveform_seeds
-from models.device import pick_device
+from models.audioldm2 import AudioLDM2Engine, Denoising, JobAudio, load_placed_pipeline, waveform_seeds
+from models.memory import place
 from models.profiles import audioldm2_checkpoint, declare_weights
 from runners.batching import GroupRun
 from runners.cancellation import CancelledJobs, count_cancelled
 from runners.intake import concurrent_batches, install
 from runners.observe import observe_batch
 from runners.progress import ProgressBoard
-from runners.startup import RUNNER_CONFIG, log_model_choice
+from runners.startup import RUNNER_CONFIG, audioldm2_memory, log_model_choice
 from runners.step_scheduler import StepScheduler
 from schemas import (
     AUDIOLDM2_SAMPLE_RATE,
@@ -45,14 +45,9 @@ class AudioLDM2Runner:
 
     def __init__(self) -> None:
         self.checkpoint = audioldm2_checkpoint(SETTINGS, type(self).weights)
-        device, dtype = pick_device(torch.float16)
-        log_model_choice("AudioLDM2", self.checkpoint, device, dtype)
-        pipe = load_pipeline(str(self.checkpoint.path), device, dtype)
-        if SETTINGS.cpu_offload and device.type == "cuda":
-            pipe.enable_model_cpu_offload()
-        if SETTINGS.vae_slicing:
-            pipe.enable_vae_slicing()
-        self.engine = AudioLDM2Engine(pipe)
+        placement = place("AudioLDM2", audioldm2_memory(SETTINGS), torch.float16)
+        log_model_choice("AudioLDM2", self.checkpoint, placement)
+        self.engine = AudioLDM2Engine(load_placed_pipeline(str(self.checkpoint.path), placement))
         self.cancelled = CancelledJobs()
         self.board = ProgressBoard()
         self.scheduler = StepScheduler(

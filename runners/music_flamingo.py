@@ -7,7 +7,7 @@ import time
 import bentoml
 import torch
 
-from models.device import pick_device
+from models.memory import place
 from models.music_flamingo import MIN_CLIP_SECONDS, CritiqueOutput, MusicFlamingoEngine, load_music_flamingo
 from models.music_flamingo import CritiqueJob as EngineJob
 from models.profiles import declare_weights, music_flamingo_checkpoint
@@ -15,7 +15,7 @@ from runners.batching import GroupRun, run_in_groups
 from runners.cancellation import CANCELLED_WHILE_RUNNING, CancelledJobs, count_cancelled
 from runners.observe import observe_batch
 from runners.progress import ProgressBoard
-from runners.startup import RUNNER_CONFIG, log_model_choice
+from runners.startup import RUNNER_CONFIG, log_model_choice, music_flamingo_memory
 from schemas import (
     MAX_PROMPT_TOKENS,
     MUSIC_FLAMINGO_SAMPLE_RATE,
@@ -49,9 +49,11 @@ class MusicFlamingoRunner:
 
     def __init__(self) -> None:
         self.checkpoint = music_flamingo_checkpoint(SETTINGS, type(self).weights)
-        device, dtype = pick_device(torch.bfloat16)
-        log_model_choice("Music Flamingo", self.checkpoint, device, dtype)
-        model, processor = load_music_flamingo(str(self.checkpoint.path), device, dtype)
+        placement = place("Music Flamingo", music_flamingo_memory(SETTINGS), torch.bfloat16)
+        log_model_choice("Music Flamingo", self.checkpoint, placement)
+        model, processor = load_music_flamingo(
+            str(self.checkpoint.path), placement.device, placement.dtype, placement.options.attention
+        )
         self.engine = MusicFlamingoEngine(model, processor)
         self.cancelled = CancelledJobs()
         self.board = ProgressBoard()

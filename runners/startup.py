@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
-
+from models.memory import MemoryOptions, Placement
 from models.profiles import Checkpoint
-from settings import REQUEST_TIMEOUT_S, SETTINGS, Profile
+from settings import REQUEST_TIMEOUT_S, SETTINGS, Profile, Settings
 from telemetry import tracing_config
 
 logger = logging.getLogger("bentoml.audio_studio")
@@ -22,14 +21,26 @@ RUNNER_CONFIG: dict[str, Any] = {
 }
 
 
-def log_model_choice(runner: str, checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype) -> None:
-    """The start-up line that says which profile runs; random weights are never silent."""
+def log_model_choice(runner: str, checkpoint: Checkpoint, placement: Placement) -> None:
+    """The start-up line that says which profile runs and how it is placed; random weights are never silent."""
     logger.info(
-        "%s runner: profile=%s model=%s device=%s dtype=%s%s",
+        "%s runner: profile=%s model=%s %s%s",
         runner,
         checkpoint.profile.value,
         checkpoint.model_id,
-        device,
-        dtype,
+        placement.describe(),
         " (RANDOM WEIGHTS: for tests and demos only)" if checkpoint.profile is Profile.TINY else "",
     )
+
+
+def audioldm2_memory(settings: Settings) -> MemoryOptions:
+    return MemoryOptions(
+        dtype=settings.audioldm2_dtype,
+        offload=settings.audioldm2_offload,  # type: ignore[arg-type]  # checked by settings
+        attention_slicing=settings.audioldm2_attention_slicing,
+    )
+
+
+def music_flamingo_memory(settings: Settings) -> MemoryOptions:
+    attention = settings.music_flamingo_attention
+    return MemoryOptions(dtype=settings.music_flamingo_dtype, attention=attention)  # type: ignore[arg-type]

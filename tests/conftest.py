@@ -28,7 +28,7 @@ os.environ.setdefault("AUDIO_STUDIO_TINY_MODEL_DIR", str(ROOT / ".cache" / "tiny
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from models.audioldm2 import AudioLDM2Engine, load_pipeline  # noqa: E402
-from models.device import pick_device  # noqa: E402
+from models.memory import MemoryOptions, place  # noqa: E402
 from models.profiles import Checkpoint, audioldm2_checkpoint  # noqa: E402
 from settings import SETTINGS  # noqa: E402
 from tests.otlp_receiver import OTLPReceiver  # noqa: E402
@@ -43,7 +43,8 @@ def tiny_audioldm2() -> Checkpoint:
 
 @pytest.fixture(scope="session")
 def engine(tiny_audioldm2: Checkpoint) -> AudioLDM2Engine:
-    device, dtype = pick_device(torch.float16)
+    placement = place("AudioLDM2", MemoryOptions(), torch.float16)
+    device, dtype = placement.device, placement.dtype
     return AudioLDM2Engine(load_pipeline(str(tiny_audioldm2.path), device, dtype))
 
 

@@ -85,7 +85,9 @@ def test_full_profile_without_reachable_weights_fails_with_instructions(
         ("AUDIO_STUDIO_PROFILE", "huge", "must be one of full, tiny"),
         ("AUDIO_STUDIO_AUDIOLDM2_CHECKPOINT", "someone/else", "must be one of cvssp/audioldm2"),
         ("AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE", "1", "between 2 and 64"),
-        ("AUDIO_STUDIO_CPU_OFFLOAD", "maybe", "expected true/false"),
+        ("AUDIO_STUDIO_AUDIOLDM2_ATTENTION_SLICING", "maybe", "expected true/false"),
+        ("AUDIO_STUDIO_AUDIOLDM2_OFFLOAD", "some", "must be one of none, model, sequential"),
+        ("AUDIO_STUDIO_MUSIC_FLAMINGO_DTYPE", "float8", "must be one of auto, float32, float16, bfloat16"),
     ],
 )
 def test_bad_settings_fail_loudly(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str) -> None:

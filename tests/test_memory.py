@@ -1,0 +1,96 @@
+"""Memory and speed settings per runner (models/memory.py): each is applied and named in the start-up line,
+and a combination this machine cannot run stops the runner at start-up with the reason."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.audioldm2 import AudioLDM2Engine, load_placed_pipeline
+from models.memory import MemoryOptions, UnsupportedMemoryOption, place
+from models.music_flamingo import CritiqueJob, MusicFlamingoEngine, load_music_flamingo
+from models.profiles import Checkpoint, music_flamingo_checkpoint
+from runners.startup import log_model_choice
+from schemas import GenerationJob
+from settings import SETTINGS
+from tests.conftest import Served
+
+CPU = {"cuda": False}
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        (MemoryOptions(dtype="float16"), "float16 needs a GPU"),
+        (MemoryOptions(offload="model"), "offload=model moves weights between GPU and CPU memory"),
+        (MemoryOptions(offload="sequential"), "there is no GPU"),
+        (MemoryOptions(attention="flash_attention_2"), "flash_attention_2 runs on CUDA GPUs only"),
+    ],
+)
+def test_what_a_cpu_cannot_run_is_refused_with_the_reason(options: MemoryOptions, reason: str) -> None:
+    with pytest.raises(UnsupportedMemoryOption, match=reason):
+        place("AudioLDM2", options, torch.float16, **CPU)
+
+
+def test_flash_attention_needs_its_package_even_on_a_gpu() -> None:
+    with pytest.raises(UnsupportedMemoryOption, match="flash-attn package"):
+        place("Music Flamingo", MemoryOptions(attention="flash_attention_2"), torch.bfloat16, cuda=True)
+
+
+def test_auto_is_the_gpus_half_type_or_float32_and_is_named_in_the_start_up_line(
+    tiny_audioldm2: Checkpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert place("AudioLDM2", MemoryOptions(), torch.float16, cuda=True).dtype == torch.float16
+    placement = place("AudioLDM2", MemoryOptions(dtype="bfloat16", attention_slicing=True), torch.float16, **CPU)
+    assert (placement.device.type, placement.dtype) == ("cpu", torch.bfloat16)
+    with caplog.at_level(logging.INFO, logger="bentoml.audio_studio"):
+        log_model_choice("AudioLDM2", tiny_audioldm2, placement)
+    assert "device=cpu dtype=bfloat16 offload=none attention=sdpa sliced" in caplog.text
+
+
+def latents_with(options: MemoryOptions, path: Path) -> torch.Tensor:
+    engine = AudioLDM2Engine(load_placed_pipeline(str(path), place("AudioLDM2", options, torch.float16, **CPU)))
+    job = GenerationJob(prompt="a door knock", duration=1.0, steps=3, seed=4)
+    return engine.generate([job])[0].latents.float()
+
+
+def test_bfloat16_and_sliced_attention_run_end_to_end(tiny_audioldm2: Checkpoint) -> None:
+    full = latents_with(MemoryOptions(), tiny_audioldm2.path)
+    sliced = latents_with(MemoryOptions(attention_slicing=True), tiny_audioldm2.path)
+    half = latents_with(MemoryOptions(dtype="bfloat16"), tiny_audioldm2.path)
+    for latents in (sliced, half):
+        assert latents.shape == full.shape and torch.isfinite(latents).all()
+    assert (sliced - full).abs().max() <= 1e-4 * full.abs().max()  # the same attention, computed in slices
+    assert (half - full).abs().max() <= 0.1 * full.abs().max()  # 8 bits of mantissa over 3 steps
+
+
+def test_music_flamingo_eager_attention_gives_the_tokens_sdpa_gives() -> None:
+    path = str(music_flamingo_checkpoint(SETTINGS, None).path)
+    job = CritiqueJob(prompt="What is vibrato?", clips=[], max_new_tokens=8)
+    tokens = {}
+    for attention in ("eager", "sdpa"):
+        model, processor = load_music_flamingo(path, torch.device("cpu"), torch.float32, attention)
+        assert model.config._attn_implementation == attention
+        [output] = MusicFlamingoEngine(model, processor).generate([job])
+        tokens[attention] = output.token_ids
+    assert tokens["eager"] == tokens["sdpa"] and len(tokens["eager"]) >= 1  # greedy, float32
+
+
+def test_a_runner_asked_for_what_it_cannot_run_does_not_start(serve_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**serve_env, "AUDIO_STUDIO_AUDIOLDM2_OFFLOAD": "model"}
+    runner = Served("runners.audioldm2:AudioLDM2Runner", env, tmp_path / "runner.log").start()
+    try:
+        deadline = time.monotonic() + 120
+        assert runner.process is not None
+        while runner.process.poll() is None and "there is no GPU" not in runner.log_tail():
+            assert time.monotonic() < deadline, runner.log_tail()
+            time.sleep(0.5)
+        assert "AudioLDM2: offload=model moves weights between GPU and CPU memory, and there is no GPU" in (
+            runner.log_tail()
+        )
+    finally:
+        runner.stop()
