@@ -51,24 +51,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-# Before any project import: settings are read once, at import (as in tests/conftest.py).
-os.environ["AUDIO_STUDIO_PROFILE"] = "tiny"
-os.environ.setdefault("AUDIO_STUDIO_TINY_MODEL_DIR", str(ROOT / ".cache" / "tiny-models"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository
+import bench.tiny_profile  # noqa: F401  # the tiny profile, before any project import
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-import soundfile  # noqa: E402
+# isort: split
 
-from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_json  # noqa: E402
-from bench.edge_load import log_stats, source_state  # noqa: E402
-from bench.served import serve  # noqa: E402
-from bench.serving import CpuShare  # noqa: E402
-from tests.otlp_receiver import OTLPReceiver  # noqa: E402
+import httpx
+import numpy as np
+import psutil
+import soundfile
+
+from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_json
+from bench.edge_load import log_stats, source_state
+from bench.served import serve
+from bench.serving import CpuShare
+from tests.otlp_receiver import OTLPReceiver
 
 REQUEST_TIMEOUT_S = 300
 # BentoML's dispatcher spends its first 11 calls per runner fitting its latency model and holds a lone request

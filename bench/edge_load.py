@@ -28,7 +28,6 @@ import argparse
 import http.client
 import io
 import json
-import os
 import random
 import re
 import shutil
@@ -45,24 +44,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-# Before any project import: settings are read once, at import (as in tests/conftest.py).
-os.environ["AUDIO_STUDIO_PROFILE"] = "tiny"
-os.environ.setdefault("AUDIO_STUDIO_TINY_MODEL_DIR", str(ROOT / ".cache" / "tiny-models"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository
+from bench.tiny_profile import ROOT  # the tiny profile, before any project import
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-import soundfile  # noqa: E402
+# isort: split
 
-from bench.common import DEFAULT_OUT, fmt, header, header_markdown, percentiles, write_json  # noqa: E402
-from bench.served import serve  # noqa: E402
-from front.errors import STATUS_OF_KIND  # noqa: E402
-from schemas import MAX_SEED  # noqa: E402
-from tests.audio_files import audio_file  # noqa: E402
+import httpx
+import numpy as np
+import psutil
+import soundfile
+
+from bench.common import DEFAULT_OUT, fmt, header, header_markdown, percentiles, write_json
+from bench.served import serve
+from front.errors import STATUS_OF_KIND
+from schemas import MAX_SEED
+from tests.audio_files import audio_file
 
 REQUEST_TIMEOUT_S = 300
 MEMORY_SAMPLE_S = 0.2

@@ -27,23 +27,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ["AUDIO_STUDIO_PROFILE"] = "tiny"
-os.environ.setdefault("AUDIO_STUDIO_TINY_MODEL_DIR", str(ROOT / ".cache" / "tiny-models"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository
+from bench.tiny_profile import ROOT  # the tiny profile, before any project import
 
-import torch  # noqa: E402
+# isort: split
 
-from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_json  # noqa: E402
-from models.audioldm2 import AudioLDM2Engine, load_pipeline  # noqa: E402
-from models.profiles import audioldm2_checkpoint  # noqa: E402
-from models.tiled_vae import TILES_PER_CALL, decode_tiled, vocode_chunked  # noqa: E402
-from runners.cancellation import CancelledJobs  # noqa: E402
-from runners.step_scheduler import StepScheduler  # noqa: E402
-from schemas import GenerationJob  # noqa: E402
-from settings import SETTINGS  # noqa: E402
+import torch
+
+from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_json
+from models.audioldm2 import AudioLDM2Engine, load_pipeline
+from models.profiles import audioldm2_checkpoint
+from models.tiled_vae import TILES_PER_CALL, decode_tiled, vocode_chunked
+from runners.cancellation import CancelledJobs
+from runners.step_scheduler import StepScheduler
+from schemas import GenerationJob
+from settings import SETTINGS
 
 MIB = 2**20
 PARTS = ("overlaps", "timings", "memory", "fairness")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import re
 import sys
 import tempfile
@@ -32,24 +31,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-# Before any project import: settings are read once, at import (as in tests/conftest.py).
-os.environ["AUDIO_STUDIO_PROFILE"] = "tiny"
-os.environ.setdefault("AUDIO_STUDIO_TINY_MODEL_DIR", str(ROOT / ".cache" / "tiny-models"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository
+import bench.tiny_profile  # noqa: F401  # the tiny profile, before any project import
 
-import httpx  # noqa: E402
-import psutil  # noqa: E402
+# isort: split
 
-from bench import served  # noqa: E402
-from bench.common import DEFAULT_OUT, fmt, header, header_markdown, percentiles, write_json  # noqa: E402
-from models.local_tokenizers import CORPUS  # noqa: E402
-from presets import Preset  # noqa: E402
-from schemas import CritiqueRequest, GenerateRequest  # noqa: E402
-from tests.audio_files import audio_file  # noqa: E402
-from tests.metrics import PATTERN  # noqa: E402
+import httpx
+import psutil
+
+from bench import served
+from bench.common import DEFAULT_OUT, fmt, header, header_markdown, percentiles, write_json
+from models.local_tokenizers import CORPUS
+from presets import Preset
+from schemas import CritiqueRequest, GenerateRequest
+from tests.audio_files import audio_file
+from tests.metrics import PATTERN
 
 SERVER_START_TIMEOUT_S = 180
 REQUEST_TIMEOUT_S = 600

@@ -89,7 +89,7 @@ class SharedGroupNorms:
             for norm in self.norms:
                 del norm.forward
 
-    def _core(self, x: torch.Tensor) -> torch.Tensor:
+    def core(self, x: torch.Tensor) -> torch.Tensor:
         """The tile's own frames of a feature map: (batch, channels, time, bins), or (batch, channels, time x bins)
         as attention flattens it. Time and bins are the input's times one scale (up in a decoder, down in an
         encoder); tile edges are multiples of every downsampling, so the scaled edges are whole frames."""
@@ -108,7 +108,7 @@ class SharedGroupNorms:
         if norm not in self.order:
             self.order.append(norm)
         if norm is self.measuring:
-            self.stats.setdefault(norm, _NormStats(norm.num_groups)).add(self._core(x))
+            self.stats.setdefault(norm, _NormStats(norm.num_groups)).add(self.core(x))
             raise _StopForward
         stats = self.stats.get(norm)
         if stats is None or stats.mean is None or stats.var is None:
@@ -169,7 +169,7 @@ def tiled(
         shared.measuring = None
         cores: dict[int, torch.Tensor] = {}
         for batch in batches:
-            for tile, core in zip(batch, shared._core(run(batch)).split(1), strict=True):
+            for tile, core in zip(batch, shared.core(run(batch)).split(1), strict=True):
                 cores[tile.start] = core
     return torch.cat([cores[tile.start] for tile in plan], dim=2)
 

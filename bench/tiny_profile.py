@@ -1,0 +1,16 @@
+"""The tiny profile for the benchmarks that run it, set before any project import (settings are read once, at
+import), and the repository on sys.path. Each such benchmark imports it first."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+os.environ["AUDIO_STUDIO_PROFILE"] = "tiny"
+os.environ.setdefault("AUDIO_STUDIO_TINY_MODEL_DIR", str(ROOT / ".cache" / "tiny-models"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
