@@ -35,6 +35,7 @@ MAX_QUEUE_WAIT_MS = 840_000
 
 
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")  # auto: the GPU's half type on CUDA, else float32
+QUANTIZATIONS = ("none", "int8")  # int8: torchao weight-only int8 (models/memory.py)
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -90,8 +91,10 @@ class Settings:
     audioldm2_dtype: str
     audioldm2_offload: str
     audioldm2_attention_slicing: bool
+    audioldm2_quantization: str
     music_flamingo_dtype: str
     music_flamingo_attention: str
+    music_flamingo_quantization: str
     audioldm2_max_batch_size: int
     audioldm2_max_latency_ms: int
     music_flamingo_checkpoint: str
@@ -139,10 +142,12 @@ def load_settings() -> Settings:
         audioldm2_dtype=_choice("AUDIO_STUDIO_AUDIOLDM2_DTYPE", "auto", DTYPE_CHOICES),
         audioldm2_offload=_choice("AUDIO_STUDIO_AUDIOLDM2_OFFLOAD", "none", ("none", "model", "sequential")),
         audioldm2_attention_slicing=_bool("AUDIO_STUDIO_AUDIOLDM2_ATTENTION_SLICING", False),
+        audioldm2_quantization=_choice("AUDIO_STUDIO_AUDIOLDM2_QUANTIZATION", "none", QUANTIZATIONS),
         music_flamingo_dtype=_choice("AUDIO_STUDIO_MUSIC_FLAMINGO_DTYPE", "auto", DTYPE_CHOICES),
         music_flamingo_attention=_choice(
             "AUDIO_STUDIO_MUSIC_FLAMINGO_ATTENTION", "sdpa", ("sdpa", "eager", "flash_attention_2")
         ),
+        music_flamingo_quantization=_choice("AUDIO_STUDIO_MUSIC_FLAMINGO_QUANTIZATION", "none", QUANTIZATIONS),
         audioldm2_max_batch_size=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE", 8, 2, 64),
         # A job not started by then gets 503; the bound leaves the batch time inside the 900 s request timeout.
         audioldm2_max_latency_ms=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_LATENCY_MS", 600_000, 1_000, MAX_QUEUE_WAIT_MS),

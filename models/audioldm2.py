@@ -26,7 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import GPT2LMHeadModel
 from transformers.audio_utils import mel_filter_bank
 
-from models.memory import Placement
+from models.memory import Placement, quantize_linear_weights
 from models.multidiffusion import Fusion, Windows, split
 from models.phases import phase
 from models.tiled_vae import decode_tiled, encode_tiled, vocode_chunked
@@ -70,6 +70,8 @@ def load_placed_pipeline(path: str, placement: Placement) -> AudioLDM2Pipeline:
         pipe.enable_sequential_cpu_offload()
     if options.attention_slicing:
         pipe.enable_attention_slicing()
+    if options.quantization == "int8":
+        quantize_linear_weights(pipe.unet, pipe.text_encoder.text_model, pipe.text_encoder_2, pipe.language_model)
     return pipe
 
 

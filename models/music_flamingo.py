@@ -50,6 +50,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
+from models.memory import quantize_linear_weights
 from models.phases import phase, record
 
 MAX_CLIPS = 2  # performance, optional reference
@@ -134,11 +135,16 @@ def model_class_for(config: PretrainedConfig) -> type[PreTrainedModel]:
 
 
 def load_music_flamingo(
-    path: str, device: torch.device, dtype: torch.dtype, attention: str = "sdpa"
+    path: str, device: torch.device, dtype: torch.dtype, attention: str = "sdpa", int8_weights: bool = False
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """Load model and processor from a checkpoint folder; the classes come from its saved config."""
+    """Load model and processor from a checkpoint folder; the classes come from its saved config.
+
+    `int8_weights`: the language model's linear layers in int8 (models/memory.py says which and why).
+    """
     config = AutoConfig.from_pretrained(path)
     model = model_class_for(config).from_pretrained(path, config=config, dtype=dtype, attn_implementation=attention)
+    if int8_weights:
+        quantize_linear_weights(model.model.language_model)
     processor = many_clips_processor_class(PROCESSOR_MAPPING[type(config)]).from_pretrained(path)
     return model.to(device).eval(), processor
 

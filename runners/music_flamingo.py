@@ -51,8 +51,13 @@ class MusicFlamingoRunner:
         self.checkpoint = music_flamingo_checkpoint(SETTINGS, type(self).weights)
         placement = place("Music Flamingo", music_flamingo_memory(SETTINGS), torch.bfloat16)
         log_model_choice("Music Flamingo", self.checkpoint, placement)
+        options = placement.options
         model, processor = load_music_flamingo(
-            str(self.checkpoint.path), placement.device, placement.dtype, placement.options.attention
+            str(self.checkpoint.path),
+            placement.device,
+            placement.dtype,
+            options.attention,
+            int8_weights=options.quantization == "int8",
         )
         self.engine = MusicFlamingoEngine(model, processor)
         self.cancelled = CancelledJobs()

@@ -38,9 +38,13 @@ def audioldm2_memory(settings: Settings) -> MemoryOptions:
         dtype=settings.audioldm2_dtype,
         offload=settings.audioldm2_offload,  # type: ignore[arg-type]  # checked by settings
         attention_slicing=settings.audioldm2_attention_slicing,
+        quantization=settings.audioldm2_quantization,  # type: ignore[arg-type]
     )
 
 
 def music_flamingo_memory(settings: Settings) -> MemoryOptions:
-    attention = settings.music_flamingo_attention
-    return MemoryOptions(dtype=settings.music_flamingo_dtype, attention=attention)  # type: ignore[arg-type]
+    return MemoryOptions(
+        dtype=settings.music_flamingo_dtype,
+        attention=settings.music_flamingo_attention,  # type: ignore[arg-type]  # checked by settings
+        quantization=settings.music_flamingo_quantization,  # type: ignore[arg-type]
+    )

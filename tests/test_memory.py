@@ -80,6 +80,35 @@ def test_music_flamingo_eager_attention_gives_the_tokens_sdpa_gives() -> None:
     assert tokens["eager"] == tokens["sdpa"] and len(tokens["eager"]) >= 1  # greedy, float32
 
 
+def test_int8_weights_stay_close_to_float_weights(tiny_audioldm2: Checkpoint) -> None:
+    """torchao's weight-only int8 on the UNet and text encoders: within 1% of the float run's peak latent."""
+    full = latents_with(MemoryOptions(), tiny_audioldm2.path)
+    int8 = latents_with(MemoryOptions(quantization="int8"), tiny_audioldm2.path)
+    assert int8.shape == full.shape and torch.isfinite(int8).all()
+    assert (int8 - full).abs().max() <= 0.01 * full.abs().max()  # measured: 0.08%
+
+
+def test_music_flamingo_int8_language_model_stays_close() -> None:
+    """The language model's linear layers in int8: next-token logits within 5% of the float model's range."""
+    path = str(music_flamingo_checkpoint(SETTINGS, None).path)
+    job = CritiqueJob(prompt="What is vibrato?", clips=[], max_new_tokens=1)
+    logits = {}
+    for int8 in (False, True):
+        model, processor = load_music_flamingo(path, torch.device("cpu"), torch.float32, int8_weights=int8)
+        engine = MusicFlamingoEngine(model, processor)
+        with torch.no_grad():
+            logits[int8] = model(**engine.prepare([engine.conversation(job)])).logits[0, -1]
+    assert torch.isfinite(logits[True]).all()
+    spread = logits[False].max() - logits[False].min()
+    assert (logits[True] - logits[False]).abs().max() <= 0.05 * spread
+
+
+def test_int8_with_sequential_offload_is_refused() -> None:
+    options = MemoryOptions(quantization="int8", offload="sequential")
+    with pytest.raises(UnsupportedMemoryOption, match="do not combine"):
+        place("AudioLDM2", options, torch.float16, cuda=True)
+
+
 def test_a_runner_asked_for_what_it_cannot_run_does_not_start(serve_env: dict[str, str], tmp_path: Path) -> None:
     env = {**serve_env, "AUDIO_STUDIO_AUDIOLDM2_OFFLOAD": "model"}
     runner = Served("runners.audioldm2:AudioLDM2Runner", env, tmp_path / "runner.log").start()
