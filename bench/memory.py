@@ -1,0 +1,146 @@
+"""Weight memory of the quantization settings at full size, and what int8 costs in speed on this CPU.
+
+Random weights at the published architectures (bench/fullsize.py builds them):
+
+* AudioLDM2 base UNet (347 M parameters): float32 vs int8 weights (torchao weight-only, as
+  AUDIO_STUDIO_AUDIOLDM2_QUANTIZATION=int8 applies it), bytes of every weight tensor, and the median time of
+  one UNet forward (guidance rows of a 10 s clip, 2 rows) on this machine.
+* Music Flamingo: the language model (Qwen2.5-7B) in bfloat16 vs int8. Built at full width with 2 decoder
+  layers (all 28 would not fit beside the float copy in this machine's memory); the bytes of one layer are
+  measured and the whole model is that x 28 plus the embeddings, norm and lm_head, which stay in bfloat16, as
+  do the audio encoder and projector (counted from their shapes).
+
+    .venv/bin/python bench/memory.py        # ~2 min on 2 CPU cores; bench/results/memory.json and .md
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository
+import bench.tiny_profile  # noqa: F401  # the tiny profile (tokenizers), before any project import
+
+# isort: split
+import torch
+from torch import nn
+from transformers import AudioFlamingo3ForConditionalGeneration
+
+from bench.common import DEFAULT_OUT, header, header_markdown, write_json
+from bench.fullsize import audioldm2_unet, music_flamingo_config
+from models import tiny_music_flamingo
+from models.memory import quantize_linear_weights
+
+GIB = 2**30
+LAYERS_BUILT = 2
+LAYERS_PUBLISHED = 28
+
+
+def tensor_bytes(tensor: torch.Tensor) -> int:
+    """Storage of a tensor, or of the inner tensors of a tensor subclass (torchao's int8 data and scales)."""
+    if hasattr(tensor, "__tensor_flatten__"):
+        names, _ = tensor.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(tensor, name)) for name in names)
+    return tensor.numel() * tensor.element_size()
+
+
+def module_bytes(module: nn.Module) -> int:
+    return sum(tensor_bytes(p) for p in module.parameters()) + sum(tensor_bytes(b) for b in module.buffers())
+
+
+def unet_forward_s(unet: nn.Module, repeats: int) -> float:
+    latents = torch.randn(2, 8, 256, 16)
+    t5 = torch.randn(2, 128, 1024)
+    gpt = torch.randn(2, 8, 768)
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            started = time.perf_counter()
+            unet(latents, torch.tensor([500, 500]), encoder_hidden_states=gpt, encoder_hidden_states_1=t5)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
+def bench_unet(repeats: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    unet = audioldm2_unet("base").eval()
+    fp32 = {"weights_gib": module_bytes(unet) / GIB, "forward_s": unet_forward_s(unet, repeats)}
+    quantize_linear_weights(unet)
+    int8 = {"weights_gib": module_bytes(unet) / GIB, "forward_s": unet_forward_s(unet, repeats)}
+    return {"float32": fp32, "int8": int8}
+
+
+def bench_language_model() -> dict[str, Any]:
+    processor = tiny_music_flamingo.build_processor(tiny_music_flamingo.AF3_VARIANT)
+    config = music_flamingo_config(processor, layers=LAYERS_BUILT)
+    with torch.device("meta"):
+        full = AudioFlamingo3ForConditionalGeneration(music_flamingo_config(processor))
+    audio_side = sum(
+        p.numel() for m in (full.model.audio_tower, full.model.multi_modal_projector) for p in m.parameters()
+    )
+    del full
+    model = AudioFlamingo3ForConditionalGeneration._from_config(config, dtype=torch.bfloat16).eval()
+    language = model.model.language_model
+    results = {}
+    for name in ("bfloat16", "int8"):
+        if name == "int8":
+            quantize_linear_weights(language)
+        layer = module_bytes(language.layers[0])
+        rest = module_bytes(language) - LAYERS_BUILT * layer + module_bytes(model.lm_head)
+        results[name] = {
+            "layer_gib": layer / GIB,
+            "language_model_gib": (LAYERS_PUBLISHED * layer + rest) / GIB,
+            "audio_encoder_and_projector_gib": audio_side * 2 / GIB,  # bfloat16 in both
+        }
+        results[name]["whole_model_gib"] = (
+            results[name]["language_model_gib"] + results[name]["audio_encoder_and_projector_gib"]
+        )
+    del model
+    gc.collect()
+    return results
+
+
+def markdown(report: dict[str, Any]) -> str:
+    unet, lm = report["unet"], report["music_flamingo"]
+    lines = ["# Weight memory of the quantization settings (full size, random weights)", "", *header_markdown(report)]
+    lines += [
+        "",
+        "| model | weights | GiB of weights | one forward on this CPU |",
+        "|---|---|---:|---:|",
+        *[
+            f"| AudioLDM2 base UNet | {name} | {row['weights_gib']:.3f} | {row['forward_s']:.2f} s |"
+            for name, row in unet.items()
+        ],
+        *[
+            f"| Music Flamingo (language model; whole model) | {name} | {row['language_model_gib']:.2f}; "
+            f"{row['whole_model_gib']:.2f} | not timed |"
+            for name, row in lm.items()
+        ],
+        "",
+        f"Music Flamingo: one decoder layer measured at full width ({LAYERS_BUILT} built), x {LAYERS_PUBLISHED}, plus "
+        "the embeddings, final norm and lm_head (bfloat16 in both rows), plus the audio encoder and projector "
+        "(bfloat16, from their shapes).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--repeats", type=int, default=3, help="timed UNet forwards per configuration")
+    args = parser.parse_args()
+    report = header() | {"unet": bench_unet(args.repeats), "music_flamingo": bench_language_model()}
+    write_json(args.out / "memory.json", report)
+    (args.out / "memory.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
