@@ -61,7 +61,7 @@ import numpy as np
 import psutil
 import soundfile
 
-from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_json
+from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_report
 from bench.edge_load import log_stats, source_state
 from bench.served import serve
 from bench.serving import CpuShare
@@ -543,9 +543,7 @@ def main(argv: list[str] | None = None) -> int:
             report["configs"][name] = result
     report["wall_s"] = round(time.monotonic() - started, 1)
     compare(report["configs"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "access-cost.json", report)
-    (args.out / "access-cost.md").write_text(markdown(report))
+    write_report(args.out, "access-cost", report, markdown(report))
     print(markdown(report))
     return 0
 

@@ -110,5 +110,11 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def write_report(folder: Path, name: str, report: dict[str, Any], markdown: str) -> None:
+    """A benchmark's report as `name`.json (the figures) and `name`.md (the tables) side by side in `folder`."""
+    write_json(folder / f"{name}.json", report)
+    (folder / f"{name}.md").write_text(markdown)
+
+
 def fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"

@@ -54,7 +54,7 @@ import numpy as np
 import psutil
 import soundfile
 
-from bench.common import DEFAULT_OUT, fmt, header, header_markdown, percentiles, write_json
+from bench.common import DEFAULT_OUT, fmt, header, header_markdown, percentiles, write_report
 from bench.served import serve
 from front.errors import STATUS_OF_KIND
 from schemas import MAX_SEED
@@ -830,8 +830,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"server log kept at {kept_log}")
             if server.stop_forced or server.stop_s is None:
                 log(f"server needed SIGKILL to stop; log tail:\n{server.log_path.read_text()[-3000:]}")
-    write_json(args.out / "edge-load.json", report)
-    (args.out / "edge-load.md").write_text(markdown(report))
+    write_report(args.out, "edge-load", report, markdown(report))
     print(markdown(report))
     failures = failed_checks(report)
     for failure in failures:

@@ -71,7 +71,7 @@ from transformers import (  # noqa: E402
     T5EncoderModel,
 )
 
-from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_json  # noqa: E402
+from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_json, write_report  # noqa: E402
 from models import tiny_music_flamingo  # noqa: E402
 from models.audioldm2 import AudioLDM2Engine, load_pipeline  # noqa: E402
 from models.local_tokenizers import CORPUS  # noqa: E402
@@ -691,8 +691,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         report["max_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        write_json(args.out / f"{name}.json", report)
-        (args.out / f"{name}.md").write_text(markdown(report))
+        write_report(args.out, name, report, markdown(report))
 
     counts = parameter_counts()  # always: it is what the smoke test checks, and it costs ~1 s
     report["param_counts"] = counts

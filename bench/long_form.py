@@ -34,7 +34,7 @@ from bench.tiny_profile import ROOT  # the tiny profile, before any project impo
 
 import torch
 
-from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_json
+from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_report
 from models.audioldm2 import AudioLDM2Engine, load_pipeline
 from models.profiles import audioldm2_checkpoint
 from models.tiled_vae import TILES_PER_CALL, decode_tiled, vocode_chunked
@@ -236,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         earlier = json.loads(previous.read_text())
         commands = earlier.get("commands", {part: earlier["header"] for part in earlier if part in PARTS})
         report = {**earlier, **report, "commands": {**commands, **{part: report["header"] for part in parts}}}
-    write_json(args.out / f"{name}.json", report)
-    (args.out / f"{name}.md").write_text(markdown(report) + "\n")
+    write_report(args.out, name, report, markdown(report) + "\n")
     print(markdown(report))
     return 0
 

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from transformers import AudioFlamingo3ForConditionalGeneration
 
-from bench.common import DEFAULT_OUT, header, header_markdown, write_json
+from bench.common import DEFAULT_OUT, header, header_markdown, write_report
 from bench.fullsize import audioldm2_unet, music_flamingo_config
 from models import tiny_music_flamingo
 from models.memory import quantize_linear_weights
@@ -136,8 +136,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed UNet forwards per configuration")
     args = parser.parse_args()
     report = header() | {"unet": bench_unet(args.repeats), "music_flamingo": bench_language_model()}
-    write_json(args.out / "memory.json", report)
-    (args.out / "memory.md").write_text(markdown(report))
+    write_report(args.out, "memory", report, markdown(report))
     print(markdown(report))
     return 0
 

@@ -40,7 +40,7 @@ import httpx
 import psutil
 
 from bench import served
-from bench.common import DEFAULT_OUT, fmt, header, header_markdown, percentiles, write_json
+from bench.common import DEFAULT_OUT, fmt, header, header_markdown, percentiles, write_report
 from models.local_tokenizers import CORPUS
 from presets import Preset
 from schemas import CritiqueRequest, GenerateRequest
@@ -720,8 +720,7 @@ def main(argv: list[str] | None = None) -> int:
             for api, o in report["overhead"].items()
         },
     }
-    write_json(args.out / "serving.json", report)
-    (args.out / "serving.md").write_text(markdown(report))
+    write_report(args.out, "serving", report, markdown(report))
     log(f"wrote {args.out / 'serving.json'} and {args.out / 'serving.md'}")
     print(markdown(report))
     return 0
