@@ -107,15 +107,28 @@ def error_of(response: Response) -> tuple[ErrorResponse, int]:
     return ErrorResponse.model_validate(json.loads(bytes(response.body))), response.status_code
 
 
+def ended(record: JobRecord, state: str, error: Response | None = None, retention_s: int = 0) -> JobRecord:
+    """`record` in its final `state`, finished now: with the error's body, or a succeeded job's result kept
+    `retention_s`."""
+    finished = now()
+    update: dict[str, object] = {"state": state, "finished_at": finished}
+    if state == "succeeded":
+        update["progress"] = JobProgress(phase="finished", fraction=1.0)
+        update["expires_at"] = finished + timedelta(seconds=retention_s)
+    if error is not None:
+        update["error"], update["error_status"] = error_of(error)
+    status = record.status.model_copy(update=update)
+    return record.model_copy(update={"status": status, "purge_at": (status.expires_at or finished) + PURGE_AFTER})
+
+
 class JobManager:
     def __init__(self, store: JobStore, limits: JobLimits, slots: dict[str, int]) -> None:
         self.store = store
         self.limits = limits
-        self.slot_counts = slots
         self.instance = uuid.uuid4().hex
         self.local: dict[str, LocalJob] = {}
         self.waiting: dict[str, list[str]] = {runner: [] for runner in slots}
-        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._slots = {runner: asyncio.Semaphore(count) for runner, count in slots.items()}
         self._started: asyncio.Task[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -132,10 +145,11 @@ class JobManager:
         await asyncio.shield(self._started)
 
     async def _start(self) -> None:
-        self._slots = {runner: asyncio.Semaphore(count) for runner, count in self.slot_counts.items()}
         failed = await self.store.fail_interrupted(
-            lambda record: self._failed(
-                record, "unavailable", "the service restarted before this job finished; submit it again"
+            lambda record: ended(
+                record,
+                "failed",
+                error_response("unavailable", "the service restarted before this job finished; submit it again"),
             )
         )
         if failed:
@@ -182,9 +196,8 @@ class JobManager:
         if expires is not None and expires < now():
             return error_response("gone", f"job {job_id}'s result passed its retention time ({expires.isoformat()})")
         if record.active and local is None and record.heartbeat_at < now() - timedelta(seconds=STALE_S):
-            record = self._failed(
-                record, "unavailable", "the front process running this job stopped before it finished; submit it again"
-            )
+            stopped = "the front process running this job stopped before it finished; submit it again"
+            record = ended(record, "failed", error_response("unavailable", stopped))
             await self.store.save(record)
         return record
 
@@ -249,12 +262,13 @@ class JobManager:
             await self._finish(local, answer)
         except asyncio.CancelledError:
             self._leave_queue(local)
-            await self._end(local, "cancelled")
+            await self._end(local, ended(local.record, "cancelled"))
         except RunnerUnavailable as exc:
-            await self._end(local, "failed", error_response("unavailable", str(exc)))
+            await self._end(local, ended(local.record, "failed", error_response("unavailable", str(exc))))
         except Exception:
             logger.exception("job %s failed in the front", record.id)
-            await self._end(local, "failed", error_response("internal", "the job failed in the front; see its log"))
+            failure = error_response("internal", "the job failed in the front; see its log")
+            await self._end(local, ended(local.record, "failed", failure))
         finally:
             self.local.pop(record.id, None)
 
@@ -267,36 +281,21 @@ class JobManager:
         if isinstance(answer, BaseModel):
             answer = Response(answer.model_dump_json(), media_type="application/json")
         if answer.status_code >= 400:
-            return await self._end(local, "failed", answer)
+            return await self._end(local, ended(local.record, "failed", answer))
         body = bytes(answer.body)
-        expires = now() + timedelta(seconds=self.limits.retention_s)
-        await self.store.write_result(local.record.id, body, expires + PURGE_AFTER)
         headers = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-length", "content-type")}
         media_type = answer.media_type or answer.headers.get("content-type", "application/octet-stream")
-        local.record.result = ResultInfo(media_type=media_type, headers=headers, size=len(body))
-        await self._end(local, "succeeded")
+        result = ResultInfo(media_type=media_type, headers=headers, size=len(body))
+        done = ended(local.record.model_copy(update={"result": result}), "succeeded", None, self.limits.retention_s)
+        assert done.purge_at is not None
+        await self.store.write_result(done.id, body, done.purge_at)  # before the state says it is there
+        await self._end(local, done)
 
-    async def _end(self, local: LocalJob, state: str, error: Response | None = None) -> None:
-        status = local.record.status
-        finished = now()
-        update: dict[str, object] = {"state": state, "finished_at": finished}
-        if state == "succeeded":
-            update["progress"] = JobProgress(phase="finished", fraction=1.0)
-            update["expires_at"] = finished + timedelta(seconds=self.limits.retention_s)
-        if error is not None:
-            update["error"], update["error_status"] = error_of(error)
-        local.record.status = status.model_copy(update=update)
-        local.record.purge_at = (local.record.status.expires_at or finished) + PURGE_AFTER
+    async def _end(self, local: LocalJob, record: JobRecord) -> None:
+        """Keep and save the job's final record."""
+        local.record = record
         await self._save(local)
-        logger.info("job %s %s", local.record.id, state)
-
-    def _failed(self, record: JobRecord, kind: str, message: str) -> JobRecord:
-        error, status_code = error_of(error_response(kind, message))  # type: ignore[arg-type]
-        finished = now()
-        status = record.status.model_copy(
-            update={"state": "failed", "finished_at": finished, "error": error, "error_status": status_code}
-        )
-        return record.model_copy(update={"status": status, "purge_at": finished + PURGE_AFTER})
+        logger.info("job %s %s", local.record.id, local.record.status.state)
 
     async def _save(self, local: LocalJob) -> None:
         async with local.lock:
