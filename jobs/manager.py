@@ -10,6 +10,7 @@ belonged to a process that died: whoever reads it marks it failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -131,6 +132,8 @@ class JobManager:
         self._slots = {runner: asyncio.Semaphore(count) for runner, count in slots.items()}
         self._started: asyncio.Task[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._saves = 0  # jobs saved by this process so far: event streams wake on a change, not the next poll
+        self._saved = asyncio.Condition()
 
     # ---- start-up ----------------------------------------------------------------------
 
@@ -231,23 +234,33 @@ class JobManager:
         return StreamingResponse(self.store.read_result(job_id), media_type=found.result.media_type, headers=headers)
 
     async def events(self, job_id: str, caller: str) -> AsyncIterator[str]:
-        """One `status` event now and at every change; the stream ends after the final status."""
-        sent, quiet = "", 0.0
+        """One `status` event now and at every change; the stream ends after the final status.
+
+        A change this process makes is sent at once; one made by another replica within EVENT_POLL_S.
+        """
+        loop = asyncio.get_running_loop()
+        sent, sent_at = "", loop.time()
         while True:
+            seen = self._saves
             found = await self.find(job_id, caller)
             if isinstance(found, JSONResponse):
                 return
             payload = found.status.model_dump_json()
             if payload != sent:
                 yield f"event: status\ndata: {payload}\n\n"
-                sent, quiet = payload, 0.0
+                sent, sent_at = payload, loop.time()
             if found.status.state in FINAL:
                 return
-            await asyncio.sleep(EVENT_POLL_S)
-            quiet += EVENT_POLL_S
-            if quiet >= KEEPALIVE_S:
+            await self._saved_since(seen)
+            if loop.time() - sent_at >= KEEPALIVE_S:
                 yield ": keep-alive\n\n"
-                quiet = 0.0
+                sent_at = loop.time()
+
+    async def _saved_since(self, seen: int) -> None:
+        """Until this process has saved a job since `seen` saves, or EVENT_POLL_S at most."""
+        async with self._saved:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._saved.wait_for(lambda: self._saves != seen), EVENT_POLL_S)
 
     # ---- running a job ----------------------------------------------------------------
 
@@ -302,6 +315,9 @@ class JobManager:
             local.record.heartbeat_at = now()
             local.saved_at = asyncio.get_running_loop().time()
             await self.store.save(local.record)
+        async with self._saved:
+            self._saves += 1
+            self._saved.notify_all()
 
     async def _over_limits(self, caller: str | None) -> JSONResponse | None:
         fresh = now() - timedelta(seconds=STALE_S)
