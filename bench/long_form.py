@@ -39,6 +39,7 @@ from models.audioldm2 import AudioLDM2Engine, load_pipeline
 from models.profiles import audioldm2_checkpoint
 from models.tiled_vae import TILES_PER_CALL, decode_tiled, vocode_chunked
 from runners.cancellation import CancelledJobs
+from runners.model_thread import ModelThread
 from runners.step_scheduler import StepScheduler
 from schemas import GenerationJob
 from settings import SETTINGS
@@ -134,8 +135,9 @@ def memory(seconds: list[int], full: bool) -> list[dict[str, Any]]:
 
 
 def fairness(long_seconds: int, steps: int) -> dict[str, Any]:
-    engine = tiny_engine()
-    scheduler = StepScheduler(engine, CancelledJobs(), cpu_threads=SETTINGS.model_threads)  # as the runner
+    thread = ModelThread("audioldm2-model", SETTINGS.model_threads)  # as the runner: loaded and run on it
+    engine = thread.call(tiny_engine)
+    scheduler = StepScheduler(engine, CancelledJobs(), thread)
     short = GenerationJob(prompt="a door knock", duration=2.0, steps=steps, seed=5, guidance_scale=3.0)
     long = GenerationJob(prompt="a long drone", duration=long_seconds, steps=steps, seed=6, guidance_scale=3.0)
 

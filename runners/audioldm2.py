@@ -10,12 +10,14 @@ from typing import TypeVar
 import bentoml
 import torch
 
+from models.allocator import keep_freed_memory
 from models.audioldm2 import AudioLDM2Engine, Denoising, JobAudio, load_placed_pipeline, waveform_seeds
 from models.memory import place
 from models.profiles import audioldm2_checkpoint, declare_weights
 from runners.batching import GroupRun
 from runners.cancellation import CancelledJobs, count_cancelled
 from runners.intake import concurrent_batches, install
+from runners.model_thread import ModelThread
 from runners.observe import observe_batch
 from runners.progress import ProgressBoard
 from runners.startup import RUNNER_CONFIG, audioldm2_memory, log_model_choice
@@ -47,15 +49,13 @@ class AudioLDM2Runner:
         self.checkpoint = audioldm2_checkpoint(SETTINGS, type(self).weights)
         placement = place("AudioLDM2", audioldm2_memory(SETTINGS), torch.float16)
         log_model_choice("AudioLDM2", self.checkpoint, placement)
-        self.engine = AudioLDM2Engine(load_placed_pipeline(str(self.checkpoint.path), placement))
+        keep_freed_memory()  # the model's memory is reused, not mapped anew (models/allocator.py)
+        thread = ModelThread("audioldm2-model", SETTINGS.model_threads)
+        self.engine = thread.call(lambda: AudioLDM2Engine(load_placed_pipeline(str(self.checkpoint.path), placement)))
         self.cancelled = CancelledJobs()
         self.board = ProgressBoard()
         self.scheduler = StepScheduler(
-            self.engine,
-            self.cancelled,
-            share_passes=SETTINGS.batching,
-            cpu_threads=SETTINGS.model_threads,
-            board=self.board,
+            self.engine, self.cancelled, thread, share_passes=SETTINGS.batching, board=self.board
         )
         if self.engine.sample_rate != AUDIOLDM2_SAMPLE_RATE:
             raise RuntimeError(f"{self.checkpoint.model_id} outputs {self.engine.sample_rate} Hz, not 16 kHz")

@@ -29,6 +29,7 @@ from models.audioldm2 import AudioLDM2Engine, Denoising, JobAudio
 from models.phases import Phase, collect, watch
 from runners.batching import OUT_OF_MEMORY_ALONE, GroupRun
 from runners.cancellation import CANCELLED_WHILE_QUEUED, CANCELLED_WHILE_RUNNING, CancelledJobs
+from runners.model_thread import ModelThread
 from runners.progress import ProgressBoard
 from schemas import JobError, RunnerJob
 
@@ -65,20 +66,19 @@ class StepScheduler:
         self,
         engine: AudioLDM2Engine,
         cancelled: CancelledJobs,
+        thread: ModelThread,
         share_passes: bool = True,
-        cpu_threads: int = 0,
         board: ProgressBoard | None = None,
     ) -> None:
+        """`thread`: the thread that loaded `engine`; this scheduler's loop takes it over."""
         self.engine = engine
         self.board = board or ProgressBoard()
-        self.cpu_threads = cpu_threads
         self.cancelled = cancelled
         self.share_passes = share_passes
         self.waiting: list[Entry] = []
         self.active: list[Entry] = []
         self._wake = threading.Condition()
-        self._thread = threading.Thread(target=self._loop, name="audioldm2-steps", daemon=True)
-        self._thread.start()
+        thread.submit(self._loop)
 
     # ---- intake (any thread) ---------------------------------------------------------
 
@@ -92,8 +92,6 @@ class StepScheduler:
     # ---- the model thread -------------------------------------------------------------
 
     def _loop(self) -> None:
-        if self.cpu_threads:
-            torch.set_num_threads(self.cpu_threads)  # per thread: OpenMP's thread count is the calling thread's
         while True:
             with self._wake:
                 while not self.waiting and not self.active:

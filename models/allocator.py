@@ -1,0 +1,55 @@
+"""When glibc gives freed memory back to the system: at once while long audio is decoded, not while denoising.
+
+The image sets MALLOC_MMAP_THRESHOLD_=65536 (bentofile.yaml): every block over 64 KiB is its own mapping,
+returned when freed, so a process's peak memory follows what it holds. Decoding a long clip needs that: tiles
+and chunks of changing sizes fragment glibc's heap, and a 120 s decode's peak grew by 125 MiB with glibc's
+default against 34 MiB with 64 KiB (`bench/long_form.py --decode-peak 120`, tiny profile). The denoising loop
+pays for it instead: every activation is a fresh mapping whose pages fault in again, and a tiny-profile
+generate took about twice as long (2.20-2.59 vs 0.99-1.10 s, `bench/runner_cpu.py`). So a runner keeps freed
+blocks for reuse (`keep_freed_memory`, at start) and returns them only inside `returning_freed_memory` (long
+decodes and encodes). mallopt is process-wide; only runners call these. Without glibc both do nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+RETURNING_BYTES = 64 * 1024  # as the image's MALLOC_MMAP_THRESHOLD_
+KEEPING_BYTES = 32 * 1024 * 1024  # the ceiling of glibc's own dynamic threshold on 64-bit machines
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") else None
+
+
+_LIBC = _libc()
+
+
+def _mmap_threshold(size: int) -> None:
+    """Blocks of `size` bytes and more are mappings of their own; the heap's top is trimmed past twice that
+    (the ratio glibc keeps when it moves the threshold itself)."""
+    if _LIBC is not None:
+        _LIBC.mallopt(M_MMAP_THRESHOLD, size)
+        _LIBC.mallopt(M_TRIM_THRESHOLD, 2 * size)
+
+
+def keep_freed_memory() -> None:
+    _mmap_threshold(KEEPING_BYTES)
+
+
+@contextmanager
+def returning_freed_memory() -> Iterator[None]:
+    _mmap_threshold(RETURNING_BYTES)
+    try:
+        yield
+    finally:
+        keep_freed_memory()
