@@ -35,7 +35,7 @@ MAX_QUEUE_WAIT_MS = 840_000
 
 
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")  # auto: the GPU's half type on CUDA, else float32
-QUANTIZATIONS = ("none", "int8")  # int8: torchao weight-only int8 (models/memory.py)
+QUANTIZATIONS = ("none", "int8", "bnb-int8", "nf4")  # int8: torchao; bnb-int8, nf4: bitsandbytes (models/memory.py)
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -95,6 +95,7 @@ class Settings:
     music_flamingo_dtype: str
     music_flamingo_attention: str
     music_flamingo_quantization: str
+    music_flamingo_decoding: str
     audioldm2_max_batch_size: int
     audioldm2_max_latency_ms: int
     music_flamingo_checkpoint: str
@@ -148,6 +149,9 @@ def load_settings() -> Settings:
             "AUDIO_STUDIO_MUSIC_FLAMINGO_ATTENTION", "sdpa", ("sdpa", "eager", "flash_attention_2")
         ),
         music_flamingo_quantization=_choice("AUDIO_STUDIO_MUSIC_FLAMINGO_QUANTIZATION", "none", QUANTIZATIONS),
+        music_flamingo_decoding=_choice(
+            "AUDIO_STUDIO_MUSIC_FLAMINGO_DECODING", "dynamic", ("dynamic", "static", "compiled")
+        ),
         audioldm2_max_batch_size=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE", 8, 2, 64),
         # A job not started by then gets 503; the bound leaves the batch time inside the 900 s request timeout.
         audioldm2_max_latency_ms=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_LATENCY_MS", 600_000, 1_000, MAX_QUEUE_WAIT_MS),
@@ -164,9 +168,8 @@ def load_settings() -> Settings:
         shutdown_grace_s=_int("AUDIO_STUDIO_SHUTDOWN_GRACE_S", 20, 0, 3600),
         # Longest audio /generate makes and /transform takes, in seconds (long-form: windows of ~10 s).
         max_audio_seconds=_int("AUDIO_STUDIO_MAX_AUDIO_SECONDS", 600, 30, 3600),
-        # CPU threads of the AudioLDM2 model thread (0: torch's default). On the tiny profile one thread is 2.8x
-        # faster: its ops are so small that waking OpenMP workers from a non-main thread costs more than they do.
-        model_threads=_int("AUDIO_STUDIO_MODEL_THREADS", 1 if profile is Profile.TINY else 0, 0, 1024),
+        # CPU threads of each runner's model thread (0: torch's default, one per core).
+        model_threads=_int("AUDIO_STUDIO_MODEL_THREADS", 0, 0, 1024),
         # Access: API keys (off unless a keys file is named) and what else they guard.
         api_keys_file=Path(os.environ["AUDIO_STUDIO_API_KEYS_FILE"])
         if os.environ.get("AUDIO_STUDIO_API_KEYS_FILE")

@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import soxr
 import torch
-from diffusers import AudioLDM2Pipeline, DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers import AudioLDM2Pipeline, AudioLDM2UNet2DConditionModel, DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers import BitsAndBytesConfig as DiffusersBitsAndBytesConfig
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
-from transformers import GPT2LMHeadModel
+from transformers import BitsAndBytesConfig as TransformersBitsAndBytesConfig
+from transformers import ClapModel, GPT2LMHeadModel, T5EncoderModel
 from transformers.audio_utils import mel_filter_bank
 
-from models.memory import Placement, quantize_linear_weights
+from models.allocator import returning_freed_memory
+from models.memory import Placement, bitsandbytes_options, quantize_linear_weights
 from models.multidiffusion import Fusion, Windows, split
 from models.phases import phase
 from models.tiled_vae import decode_tiled, encode_tiled, vocode_chunked
@@ -45,25 +49,63 @@ SCHEDULERS: dict[Scheduler, type[SchedulerMixin]] = {
 }
 
 
-def load_pipeline(path: str, device: torch.device, dtype: torch.dtype) -> AudioLDM2Pipeline:
+def load_pipeline(path: str, device: torch.device, dtype: torch.dtype, quantization: str = "none") -> AudioLDM2Pipeline:
     """Load a diffusers AudioLDM2 folder.
 
     The published checkpoints list their language model as `GPT2Model`, which
     lacks the generation helpers the pipeline calls (diffusers issue 12630).
     Loading the same weights as `GPT2LMHeadModel` fixes it; for a checkpoint
     already saved as `GPT2LMHeadModel` this is the same load.
+
+    With a bitsandbytes `quantization` the UNet and text encoders are quantized
+    while loading, straight onto `device` (models/memory.py).
     """
-    language_model = GPT2LMHeadModel.from_pretrained(path, subfolder="language_model", dtype=dtype)
-    pipe = AudioLDM2Pipeline.from_pretrained(path, language_model=language_model, dtype=dtype)
+    bitsandbytes = bitsandbytes_options(quantization, dtype)
+    quantized = bitsandbytes_components(path, device, dtype, bitsandbytes) if bitsandbytes else {}
+    language_model = quantized.pop("language_model", None) or GPT2LMHeadModel.from_pretrained(
+        path, subfolder="language_model", dtype=dtype
+    )
+    pipe = AudioLDM2Pipeline.from_pretrained(path, language_model=language_model, dtype=dtype, **quantized)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return pipe.to(device)  # diffusers leaves bitsandbytes modules where they were loaded
+
+
+def bitsandbytes_components(
+    path: str, device: torch.device, dtype: torch.dtype, options: dict[str, Any]
+) -> dict[str, torch.nn.Module]:
+    """The UNet and text encoders (CLAP's text side, T5, GPT-2) with bitsandbytes weights, on `device`."""
+    on_device = {"device_map": {"": str(device)}}
+
+    def transformers_config(*unquantized: str) -> TransformersBitsAndBytesConfig:
+        return TransformersBitsAndBytesConfig(**options, llm_int8_skip_modules=list(unquantized) or None)
+
+    return {
+        "unet": AudioLDM2UNet2DConditionModel.from_pretrained(
+            path, subfolder="unet", torch_dtype=dtype, quantization_config=DiffusersBitsAndBytesConfig(**options)
+        ),
+        "text_encoder": ClapModel.from_pretrained(
+            path,
+            subfolder="text_encoder",
+            dtype=dtype,
+            quantization_config=transformers_config("audio_model", "audio_projection", "text_projection"),
+            **on_device,
+        ),
+        "text_encoder_2": T5EncoderModel.from_pretrained(
+            path, subfolder="text_encoder_2", dtype=dtype, quantization_config=transformers_config(), **on_device
+        ),
+        "language_model": GPT2LMHeadModel.from_pretrained(
+            path, subfolder="language_model", dtype=dtype, quantization_config=transformers_config(), **on_device
+        ),
+    }
 
 
 def load_placed_pipeline(path: str, placement: Placement) -> AudioLDM2Pipeline:
     """The pipeline on its device and dtype, offloaded and with sliced attention as `placement` asks."""
     options = placement.options
     on_gpu_later = options.offload != "none"  # offloading hooks move each model to the GPU when it runs
-    pipe = load_pipeline(path, torch.device("cpu") if on_gpu_later else placement.device, placement.dtype)
+    pipe = load_pipeline(
+        path, torch.device("cpu") if on_gpu_later else placement.device, placement.dtype, options.quantization
+    )
     if options.offload == "model":
         pipe.enable_model_cpu_offload()
     elif options.offload == "sequential":
@@ -91,10 +133,13 @@ class JobAudio:
     waveforms: torch.Tensor  # (num_waveforms, samples), float32 on the CPU
     latents: torch.Tensor  # (num_waveforms, channels, frames, bins)
     clap_scores: list[float] | None = None  # with several waveforms: each one's similarity to the prompt
+    # Checked where the audio is made (the model thread): a torch op on the runner's event loop would start an
+    # OpenMP team there, and two teams on two cores halve the model thread's speed (runners/model_thread.py).
+    finite: bool = field(init=False)
 
-    @property
-    def finite(self) -> bool:
-        return bool(torch.isfinite(self.waveforms).all() and torch.isfinite(self.latents).all())
+    def __post_init__(self) -> None:
+        finite = bool(torch.isfinite(self.waveforms).all() and torch.isfinite(self.latents).all())
+        object.__setattr__(self, "finite", finite)
 
 
 @dataclass(eq=False)
@@ -364,8 +409,9 @@ class AudioLDM2Engine:
         for index, row in enumerate(latents.split(1)):
             row = row / self.pipe.vae.config.scaling_factor
             if long:  # in tiles: memory of one tile, whatever the length (models/tiled_vae.py)
-                mel = decode_tiled(self.pipe.vae, row, self.window_frames)
-                waveforms[index] = vocode_chunked(self.pipe.vocoder, mel[:, 0])[:num_samples]
+                with returning_freed_memory():
+                    mel = decode_tiled(self.pipe.vae, row, self.window_frames)
+                    waveforms[index] = vocode_chunked(self.pipe.vocoder, mel[:, 0])[:num_samples]
             else:
                 mel = self.pipe.vae.decode(row).sample
                 waveforms[index] = self.pipe.mel_spectrogram_to_waveform(mel)[0, :num_samples]
@@ -416,7 +462,8 @@ class AudioLDM2Engine:
         vae = self.pipe.vae
         mel = self.log_mel(samples, frames)
         if frames > self.single_latent_mel_frames:  # in tiles, as long latents are decoded
-            return encode_tiled(vae, mel, self.window_frames) * vae.config.scaling_factor
+            with returning_freed_memory():
+                return encode_tiled(vae, mel, self.window_frames) * vae.config.scaling_factor
         return vae.encode(mel).latent_dist.mean * vae.config.scaling_factor
 
     # ---- one job, start to finish ------------------------------------------------

@@ -4,25 +4,34 @@ Each choice is a setting per runner (settings.py). A combination that cannot wor
 at start-up with the reason (never a silent fallback): float16 on a CPU, offloading without a GPU,
 FlashAttention 2 without CUDA or its package, int8 weights with sequential offload.
 
-Weight quantization (`int8`) is torchao's weight-only int8 on the linear layers of the models that hold most of
-the weights: AudioLDM2's UNet and text encoders (CLAP text, T5, GPT-2), Music Flamingo's language model. The
-VAE, vocoder, projection, audio encoder and projector stay as they are: they are small, and the VAE, vocoder and
-audio encoder are convolutional or sensitive at their ends, where int8 costs the most fidelity for the least
-memory.
+Weight quantization applies to the linear layers of the models that hold most of the weights: AudioLDM2's UNet
+and text encoders (CLAP text, T5, GPT-2), Music Flamingo's language model. The VAE, vocoder, projections, audio
+encoder and projector stay as they are: they are small, and the VAE, vocoder and audio encoder are convolutional
+or sensitive at their ends, where quantizing costs the most fidelity for the least memory. Three kinds:
+
+* `int8`: torchao's weight-only int8, applied after loading; runs on CPUs and GPUs;
+* `bnb-int8`: bitsandbytes' LLM.int8 (8-bit weights, outlier features in 16 bits), through the transformers and
+  diffusers quantization configs at load time; on CUDA, and on CPUs for Music Flamingo (diffusers' quantizer
+  needs a GPU);
+* `nf4`: bitsandbytes' 4-bit NormalFloat with double quantization (QLoRA's format), computing in the runner's
+  dtype; CUDA only here (its CPU path fails on layers narrower than its 64-value blocks, as the tiny models'
+  are).
 """
 
 from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 Offload = Literal["none", "model", "sequential"]
 Attention = Literal["sdpa", "eager", "flash_attention_2"]
-Quantization = Literal["none", "int8"]
+Quantization = Literal["none", "int8", "bnb-int8", "nf4"]
+Decoding = Literal["dynamic", "static", "compiled"]  # Music Flamingo's KV cache: grown per token, or preallocated
+BITSANDBYTES = ("bnb-int8", "nf4")
 
 
 class UnsupportedMemoryOption(ValueError):
@@ -36,6 +45,7 @@ class MemoryOptions:
     attention_slicing: bool = False
     attention: Attention = "sdpa"
     quantization: Quantization = "none"
+    decoding: Decoding = "dynamic"  # static / compiled: a preallocated KV cache, the decoding step compiled or not
 
 
 @dataclass(frozen=True)
@@ -50,11 +60,22 @@ class Placement:
         return (
             f"device={self.device} dtype={str(self.dtype).removeprefix('torch.')} offload={o.offload} "
             f"attention={o.attention}{' sliced' if o.attention_slicing else ''} weights={o.quantization}"
+            + ("" if o.decoding == "dynamic" else f" decoding={o.decoding}")
         )
 
 
-def place(runner: str, options: MemoryOptions, gpu_dtype: torch.dtype, cuda: bool | None = None) -> Placement:
-    """The device and dtype `options` ask for, or UnsupportedMemoryOption saying why they cannot be had."""
+def place(
+    runner: str,
+    options: MemoryOptions,
+    gpu_dtype: torch.dtype,
+    cuda: bool | None = None,
+    bitsandbytes_on_cpu: tuple[str, ...] = (),
+) -> Placement:
+    """The device and dtype `options` ask for, or UnsupportedMemoryOption saying why they cannot be had.
+
+    `bitsandbytes_on_cpu`: the bitsandbytes kinds this runner's loading library quantizes on a CPU (diffusers'
+    quantizer needs a GPU; transformers' runs LLM.int8 on a CPU too).
+    """
     cuda = torch.cuda.is_available() if cuda is None else cuda
     device = torch.device("cuda" if cuda else "cpu")
     if options.dtype == "auto":
@@ -89,8 +110,39 @@ def place(runner: str, options: MemoryOptions, gpu_dtype: torch.dtype, cuda: boo
                 f"{runner}: int8 weights and sequential offload do not combine (offload moves the weights "
                 "module by module as float tensors); use offload=model"
             )
+    elif options.quantization in BITSANDBYTES:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise UnsupportedMemoryOption(
+                f"{runner}: {options.quantization} weights need the bitsandbytes package, which is not installed"
+            )
+        if options.quantization == "nf4" and not cuda:
+            raise UnsupportedMemoryOption(
+                f"{runner}: nf4 weights run on CUDA GPUs only here (bitsandbytes' CPU 4-bit path fails on layers "
+                "narrower than its 64-value blocks); use int8 on a CPU"
+            )
+        if not cuda and options.quantization not in bitsandbytes_on_cpu:
+            raise UnsupportedMemoryOption(
+                f"{runner}: {options.quantization} weights need a CUDA GPU (diffusers' bitsandbytes quantizer "
+                "refuses a CPU); use int8 on a CPU"
+            )
+        if options.offload != "none":
+            raise UnsupportedMemoryOption(
+                f"{runner}: {options.quantization} weights stay on the device they were loaded on, and "
+                f"offload={options.offload} moves them; use offload=none"
+            )
     elif options.quantization != "none":
-        raise UnsupportedMemoryOption(f"{runner}: quantization {options.quantization!r} is not one of none, int8")
+        raise UnsupportedMemoryOption(
+            f"{runner}: quantization {options.quantization!r} is not one of none, int8, {', '.join(BITSANDBYTES)}"
+        )
+    if options.decoding == "compiled" and not cuda:
+        raise UnsupportedMemoryOption(
+            f"{runner}: compiled decoding runs on CUDA GPUs only (transformers compiles the decoding step there); "
+            "use decoding=static or dynamic on a CPU"
+        )
+    if options.decoding not in ("dynamic", "static", "compiled"):
+        raise UnsupportedMemoryOption(
+            f"{runner}: decoding {options.decoding!r} is not one of dynamic, static, compiled"
+        )
     return Placement(device, dtype, options)
 
 
@@ -100,3 +152,17 @@ def quantize_linear_weights(*modules: torch.nn.Module) -> None:
 
     for module in modules:
         quantize_(module, Int8WeightOnlyConfig())
+
+
+def bitsandbytes_options(quantization: str, compute_dtype: torch.dtype) -> dict[str, Any]:
+    """BitsAndBytesConfig arguments (transformers' and diffusers' take the same names), {} for other kinds."""
+    if quantization == "bnb-int8":
+        return {"load_in_8bit": True}
+    if quantization == "nf4":
+        return {
+            "load_in_4bit": True,
+            "bnb_4bit_quant_type": "nf4",
+            "bnb_4bit_use_double_quant": True,
+            "bnb_4bit_compute_dtype": compute_dtype,
+        }
+    return {}

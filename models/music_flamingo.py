@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import transformers
 from torch import nn
-from torch.nn import functional as F
 from transformers import (
     AutoConfig,
+    BitsAndBytesConfig,
     GenerationMixin,
     LogitsProcessor,
     LogitsProcessorList,
@@ -50,10 +50,12 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
-from models.memory import quantize_linear_weights
+from models.memory import bitsandbytes_options, quantize_linear_weights
 from models.phases import phase, record
 
 MAX_CLIPS = 2  # performance, optional reference
+UNQUANTIZED_MODULES = ["audio_tower", "multi_modal_projector", "lm_head"]  # see models/memory.py
+BITSANDBYTES_ON_CPU = ("bnb-int8",)  # transformers' LLM.int8 runs on a CPU; NF4 does not here
 MIN_CLIP_SECONDS = 0.1  # under 30 ms a clip encodes to zero audio tokens and breaks the model's span bookkeeping
 
 # Measured on this project's CPU (torch 2.13, fp32), see tests/test_music_flamingo_engine.py:
@@ -135,18 +137,32 @@ def model_class_for(config: PretrainedConfig) -> type[PreTrainedModel]:
 
 
 def load_music_flamingo(
-    path: str, device: torch.device, dtype: torch.dtype, attention: str = "sdpa", int8_weights: bool = False
+    path: str, device: torch.device, dtype: torch.dtype, attention: str = "sdpa", quantization: str = "none"
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Load model and processor from a checkpoint folder; the classes come from its saved config.
 
-    `int8_weights`: the language model's linear layers in int8 (models/memory.py says which and why).
+    `quantization`: the language model's linear layers in int8 or 4 bits (models/memory.py says which and why);
+    bitsandbytes quantizes while loading, straight onto `device`.
     """
     config = AutoConfig.from_pretrained(path)
-    model = model_class_for(config).from_pretrained(path, config=config, dtype=dtype, attn_implementation=attention)
-    if int8_weights:
+    bitsandbytes = bitsandbytes_options(quantization, dtype)
+    at_load = (
+        {
+            "quantization_config": BitsAndBytesConfig(**bitsandbytes, llm_int8_skip_modules=UNQUANTIZED_MODULES),
+            "device_map": {"": str(device)},
+        }
+        if bitsandbytes
+        else {}
+    )
+    model = model_class_for(config).from_pretrained(
+        path, config=config, dtype=dtype, attn_implementation=attention, **at_load
+    )
+    if quantization == "int8":
         quantize_linear_weights(model.model.language_model)
+    if not at_load:
+        model = model.to(device)
     processor = many_clips_processor_class(PROCESSOR_MAPPING[type(config)]).from_pretrained(path)
-    return model.to(device).eval(), processor
+    return model.eval(), processor
 
 
 # ---- generation helpers -----------------------------------------------------------
@@ -233,13 +249,14 @@ class FirstTokenClock(StoppingCriteria):
 
 
 def _row_padded_linear(linear: nn.Linear, multiple: int, x: torch.Tensor) -> torch.Tensor:
+    forward = type(linear).forward  # the class's own: F.linear, or a quantized layer's kernel
     rows = x.numel() // x.shape[-1]
     missing = -rows % multiple
     if missing == 0:
-        return F.linear(x, linear.weight, linear.bias)
+        return forward(linear, x)
     flat = x.reshape(rows, x.shape[-1])
     padded = torch.cat([flat, flat[:1].expand(missing, -1)])
-    return F.linear(padded, linear.weight, linear.bias)[:rows].reshape(*x.shape[:-1], -1)
+    return forward(linear, padded)[:rows].reshape(*x.shape[:-1], -1)
 
 
 def pad_linear_rows(model: nn.Module, multiple: int) -> None:
@@ -269,8 +286,17 @@ class MusicFlamingoEngine:
     18 s / 5.3 GB peak RSS instead of 5 s / 1.2 GB; 30 s clips: no difference).
     """
 
-    def __init__(self, model: PreTrainedModel, processor: ProcessorMixin, batch_invariant: bool = True) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        processor: ProcessorMixin,
+        batch_invariant: bool = True,
+        decoding: str = "dynamic",
+    ) -> None:
+        """`decoding`: the KV cache grown token by token (`dynamic`), preallocated (`static`), or preallocated
+        with the decoding step compiled by transformers (`compiled`, CUDA; models/memory.py checks it)."""
         self.model = model
+        self.decoding = decoding
         self.processor = processor
         self.device = model.device
         self.dtype = model.dtype
@@ -374,8 +400,11 @@ class MusicFlamingoEngine:
         if stopped is not None:
             stopping.append(RowsStopped(stopped, self.device))
         started = time.time_ns()
+        cache = {} if self.decoding == "dynamic" else {"cache_implementation": "static"}
         sequences = self.model.generate(
             **inputs,
+            **cache,
+            disable_compile=self.decoding != "compiled",
             max_new_tokens=max(budgets),
             do_sample=False,
             logits_processor=logits_processor,

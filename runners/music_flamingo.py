@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import bentoml
 import torch
 
+from models.allocator import keep_freed_memory
 from models.memory import place
-from models.music_flamingo import MIN_CLIP_SECONDS, CritiqueOutput, MusicFlamingoEngine, load_music_flamingo
+from models.music_flamingo import (
+    BITSANDBYTES_ON_CPU,
+    MIN_CLIP_SECONDS,
+    CritiqueOutput,
+    MusicFlamingoEngine,
+    load_music_flamingo,
+)
 from models.music_flamingo import CritiqueJob as EngineJob
 from models.profiles import declare_weights, music_flamingo_checkpoint
 from runners.batching import GroupRun, run_in_groups
 from runners.cancellation import CANCELLED_WHILE_RUNNING, CancelledJobs, count_cancelled
+from runners.model_thread import ModelThread
 from runners.observe import observe_batch
 from runners.progress import ProgressBoard
 from runners.startup import RUNNER_CONFIG, log_model_choice, music_flamingo_memory
@@ -49,17 +58,23 @@ class MusicFlamingoRunner:
 
     def __init__(self) -> None:
         self.checkpoint = music_flamingo_checkpoint(SETTINGS, type(self).weights)
-        placement = place("Music Flamingo", music_flamingo_memory(SETTINGS), torch.bfloat16)
+        placement = place(
+            "Music Flamingo", music_flamingo_memory(SETTINGS), torch.bfloat16, bitsandbytes_on_cpu=BITSANDBYTES_ON_CPU
+        )
         log_model_choice("Music Flamingo", self.checkpoint, placement)
         options = placement.options
-        model, processor = load_music_flamingo(
-            str(self.checkpoint.path),
-            placement.device,
-            placement.dtype,
-            options.attention,
-            int8_weights=options.quantization == "int8",
+        keep_freed_memory()  # the model's memory is reused, not mapped anew (models/allocator.py)
+        self.thread = ModelThread("music-flamingo-model", SETTINGS.model_threads)
+        model, processor = self.thread.call(
+            lambda: load_music_flamingo(
+                str(self.checkpoint.path),
+                placement.device,
+                placement.dtype,
+                options.attention,
+                options.quantization,
+            )
         )
-        self.engine = MusicFlamingoEngine(model, processor)
+        self.engine = MusicFlamingoEngine(model, processor, decoding=options.decoding)
         self.cancelled = CancelledJobs()
         self.board = ProgressBoard()
         if self.engine.sample_rate != MUSIC_FLAMINGO_SAMPLE_RATE:
@@ -95,7 +110,11 @@ class MusicFlamingoRunner:
         max_batch_size=SETTINGS.music_flamingo_max_batch_size,
         max_latency_ms=SETTINGS.music_flamingo_max_latency_ms,
     )
-    def critique(self, jobs: list[CritiqueJob]) -> list[CritiqueOutcome]:
+    async def critique(self, jobs: list[CritiqueJob]) -> list[CritiqueOutcome]:
+        """The batch runs on the model thread; the event loop stays free for `cancel` and `progress`."""
+        return await asyncio.wrap_future(self.thread.submit(lambda: self._critique(jobs)))
+
+    def _critique(self, jobs: list[CritiqueJob]) -> list[CritiqueOutcome]:
         started_ns = time.time_ns()
         outcomes: list[CritiqueOutcome | None] = [None] * len(jobs)
         accepted: list[int] = []

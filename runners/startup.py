@@ -47,4 +47,5 @@ def music_flamingo_memory(settings: Settings) -> MemoryOptions:
         dtype=settings.music_flamingo_dtype,
         attention=settings.music_flamingo_attention,  # type: ignore[arg-type]  # checked by settings
         quantization=settings.music_flamingo_quantization,  # type: ignore[arg-type]
+        decoding=settings.music_flamingo_decoding,  # type: ignore[arg-type]
     )

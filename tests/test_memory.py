@@ -7,12 +7,13 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from models.audioldm2 import AudioLDM2Engine, load_placed_pipeline
 from models.memory import MemoryOptions, UnsupportedMemoryOption, place
-from models.music_flamingo import CritiqueJob, MusicFlamingoEngine, load_music_flamingo
+from models.music_flamingo import BITSANDBYTES_ON_CPU, CritiqueJob, MusicFlamingoEngine, load_music_flamingo
 from models.profiles import Checkpoint, music_flamingo_checkpoint
 from runners.startup import log_model_choice
 from schemas import GenerationJob
@@ -20,6 +21,7 @@ from settings import SETTINGS
 from tests.conftest import Served
 
 CPU = {"cuda": False}
+ON_CPU = {"bitsandbytes_on_cpu": BITSANDBYTES_ON_CPU}
 
 
 @pytest.mark.parametrize(
@@ -29,6 +31,9 @@ CPU = {"cuda": False}
         (MemoryOptions(offload="model"), "offload=model moves weights between GPU and CPU memory"),
         (MemoryOptions(offload="sequential"), "there is no GPU"),
         (MemoryOptions(attention="flash_attention_2"), "flash_attention_2 runs on CUDA GPUs only"),
+        (MemoryOptions(quantization="nf4"), "nf4 weights run on CUDA GPUs only"),
+        (MemoryOptions(decoding="compiled"), "compiled decoding runs on CUDA GPUs only"),
+        (MemoryOptions(quantization="bnb-int8"), "diffusers' bitsandbytes quantizer refuses a CPU"),
     ],
 )
 def test_what_a_cpu_cannot_run_is_refused_with_the_reason(options: MemoryOptions, reason: str) -> None:
@@ -94,13 +99,65 @@ def test_music_flamingo_int8_language_model_stays_close() -> None:
     job = CritiqueJob(prompt="What is vibrato?", clips=[], max_new_tokens=1)
     logits = {}
     for int8 in (False, True):
-        model, processor = load_music_flamingo(path, torch.device("cpu"), torch.float32, int8_weights=int8)
+        model, processor = load_music_flamingo(
+            path, torch.device("cpu"), torch.float32, quantization="int8" if int8 else "none"
+        )
         engine = MusicFlamingoEngine(model, processor)
         with torch.no_grad():
             logits[int8] = model(**engine.prepare([engine.conversation(job)])).logits[0, -1]
     assert torch.isfinite(logits[True]).all()
     spread = logits[False].max() - logits[False].min()
     assert (logits[True] - logits[False]).abs().max() <= 0.05 * spread
+
+
+def test_music_flamingo_bitsandbytes_int8_runs_on_a_cpu_and_stays_close() -> None:
+    """LLM.int8 on the language model only: greedy tokens come out, next-token logits within 5% of float32's range."""
+    path = str(music_flamingo_checkpoint(SETTINGS, None).path)
+    placement = place("Music Flamingo", MemoryOptions(quantization="bnb-int8"), torch.bfloat16, **CPU, **ON_CPU)
+    job = CritiqueJob(prompt="What is vibrato?", clips=[], max_new_tokens=4)
+    logits = {}
+    for quantization in ("none", placement.options.quantization):
+        model, processor = load_music_flamingo(path, placement.device, torch.float32, quantization=quantization)
+        engine = MusicFlamingoEngine(model, processor)
+        with torch.no_grad():
+            logits[quantization] = model(**engine.prepare([engine.conversation(job)])).logits[0, -1]
+    layers = model.model.language_model.layers[0]
+    assert type(layers.self_attn.q_proj).__name__ == "Linear8bitLt"
+    assert type(model.lm_head) is torch.nn.Linear  # the audio side and lm_head stay in float
+    [output] = engine.generate([job])
+    assert 1 <= len(output.token_ids) <= 4
+    spread = logits["none"].max() - logits["none"].min()
+    assert (logits["bnb-int8"].float() - logits["none"]).abs().max() <= 0.05 * spread
+
+
+@pytest.mark.parametrize("quantization", ["bnb-int8", "nf4"])
+def test_bitsandbytes_weights_are_not_offloaded(quantization: str) -> None:
+    options = MemoryOptions(quantization=quantization, offload="model")  # type: ignore[arg-type]
+    with pytest.raises(UnsupportedMemoryOption, match="stay on the device they were loaded on"):
+        place("AudioLDM2", options, torch.float16, cuda=True)
+
+
+def test_a_static_kv_cache_gives_the_tokens_of_the_dynamic_one(caplog: pytest.LogCaptureFixture) -> None:
+    """Greedy, float32: the same tokens alone and in a batch with another job (text-only and with a clip)."""
+    path = str(music_flamingo_checkpoint(SETTINGS, None).path)
+    clip = np.sin(np.linspace(0, 2000, 16_000 * 3)).astype(np.float32)
+    jobs = [
+        CritiqueJob(prompt="What is vibrato?", clips=[], max_new_tokens=8),
+        CritiqueJob(prompt="Describe this take.", clips=[clip], max_new_tokens=6),
+    ]
+    placement = place("Music Flamingo", MemoryOptions(decoding="static"), torch.bfloat16, **CPU)
+    with caplog.at_level(logging.INFO, logger="bentoml.audio_studio"):
+        log_model_choice("Music Flamingo", music_flamingo_checkpoint(SETTINGS, None), placement)
+    assert "weights=none decoding=static" in caplog.text
+    model, processor = load_music_flamingo(path, placement.device, torch.float32)
+    tokens = {}
+    for decoding in ("dynamic", "static"):
+        engine = MusicFlamingoEngine(model, processor, decoding=decoding)
+        alone = [engine.generate([job])[0].token_ids for job in jobs]
+        together = [output.token_ids for output in engine.generate(jobs)]
+        assert together == alone
+        tokens[decoding] = alone
+    assert tokens["static"] == tokens["dynamic"] and all(tokens["static"])
 
 
 def test_int8_with_sequential_offload_is_refused() -> None:
