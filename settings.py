@@ -96,6 +96,7 @@ class Settings:
     music_flamingo_attention: str
     music_flamingo_quantization: str
     music_flamingo_decoding: str
+    music_flamingo_gpu_memory_gib: float
     audioldm2_max_batch_size: int
     audioldm2_max_latency_ms: int
     music_flamingo_checkpoint: str
@@ -149,6 +150,7 @@ def load_settings() -> Settings:
             "AUDIO_STUDIO_MUSIC_FLAMINGO_ATTENTION", "sdpa", ("sdpa", "eager", "flash_attention_2")
         ),
         music_flamingo_quantization=_choice("AUDIO_STUDIO_MUSIC_FLAMINGO_QUANTIZATION", "none", QUANTIZATIONS),
+        music_flamingo_gpu_memory_gib=_float("AUDIO_STUDIO_MUSIC_FLAMINGO_GPU_MEMORY_GIB", 0.0, 0.0, 4096.0),
         music_flamingo_decoding=_choice(
             "AUDIO_STUDIO_MUSIC_FLAMINGO_DECODING", "dynamic", ("dynamic", "static", "compiled")
         ),

@@ -46,6 +46,7 @@ class MemoryOptions:
     attention: Attention = "sdpa"
     quantization: Quantization = "none"
     decoding: Decoding = "dynamic"  # static / compiled: a preallocated KV cache, the decoding step compiled or not
+    gpu_memory_gib: float = 0.0  # > 0: at most this much of the weights on the GPU, the rest in CPU memory
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Placement:
             f"device={self.device} dtype={str(self.dtype).removeprefix('torch.')} offload={o.offload} "
             f"attention={o.attention}{' sliced' if o.attention_slicing else ''} weights={o.quantization}"
             + ("" if o.decoding == "dynamic" else f" decoding={o.decoding}")
+            + (f" gpu_memory={o.gpu_memory_gib:g}GiB+cpu" if o.gpu_memory_gib else "")
         )
 
 
@@ -139,6 +141,17 @@ def place(
             f"{runner}: compiled decoding runs on CUDA GPUs only (transformers compiles the decoding step there); "
             "use decoding=static or dynamic on a CPU"
         )
+    if options.gpu_memory_gib:
+        if not cuda:
+            raise UnsupportedMemoryOption(
+                f"{runner}: gpu_memory={options.gpu_memory_gib:g}GiB splits the weights between GPU and CPU memory, "
+                "and there is no GPU"
+            )
+        if options.quantization != "none" or options.decoding == "compiled":
+            raise UnsupportedMemoryOption(
+                f"{runner}: a model split between GPU and CPU memory runs unquantized and uncompiled here; "
+                "use quantization=none and decoding=dynamic or static, or fit it whole with int8 or nf4 weights"
+            )
     if options.decoding not in ("dynamic", "static", "compiled"):
         raise UnsupportedMemoryOption(
             f"{runner}: decoding {options.decoding!r} is not one of dynamic, static, compiled"

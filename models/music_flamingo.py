@@ -56,6 +56,7 @@ from models.phases import phase, record
 MAX_CLIPS = 2  # performance, optional reference
 UNQUANTIZED_MODULES = ["audio_tower", "multi_modal_projector", "lm_head"]  # see models/memory.py
 BITSANDBYTES_ON_CPU = ("bnb-int8",)  # transformers' LLM.int8 runs on a CPU; NF4 does not here
+CPU_MEMORY_GIB = 1024  # what a split placement may put in CPU memory: the host's own limit decides
 MIN_CLIP_SECONDS = 0.1  # under 30 ms a clip encodes to zero audio tokens and breaks the model's span bookkeeping
 
 # Measured on this project's CPU (torch 2.13, fp32), see tests/test_music_flamingo_engine.py:
@@ -137,23 +138,29 @@ def model_class_for(config: PretrainedConfig) -> type[PreTrainedModel]:
 
 
 def load_music_flamingo(
-    path: str, device: torch.device, dtype: torch.dtype, attention: str = "sdpa", quantization: str = "none"
+    path: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    attention: str = "sdpa",
+    quantization: str = "none",
+    gpu_memory_gib: float = 0.0,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Load model and processor from a checkpoint folder; the classes come from its saved config.
 
     `quantization`: the language model's linear layers in int8 or 4 bits (models/memory.py says which and why);
-    bitsandbytes quantizes while loading, straight onto `device`.
+    bitsandbytes quantizes while loading, straight onto `device`. `gpu_memory_gib` > 0: accelerate places the
+    modules on GPU 0 up to that much and the rest in CPU memory, moved to the GPU as each runs.
     """
     config = AutoConfig.from_pretrained(path)
     bitsandbytes = bitsandbytes_options(quantization, dtype)
-    at_load = (
-        {
+    at_load: dict[str, Any] = {}
+    if bitsandbytes:
+        at_load = {
             "quantization_config": BitsAndBytesConfig(**bitsandbytes, llm_int8_skip_modules=UNQUANTIZED_MODULES),
             "device_map": {"": str(device)},
         }
-        if bitsandbytes
-        else {}
-    )
+    elif gpu_memory_gib:
+        at_load = {"device_map": "auto", "max_memory": {0: f"{gpu_memory_gib}GiB", "cpu": f"{CPU_MEMORY_GIB}GiB"}}
     model = model_class_for(config).from_pretrained(
         path, config=config, dtype=dtype, attn_implementation=attention, **at_load
     )

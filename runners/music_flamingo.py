@@ -72,6 +72,7 @@ class MusicFlamingoRunner:
                 placement.dtype,
                 options.attention,
                 options.quantization,
+                options.gpu_memory_gib,
             )
         )
         self.engine = MusicFlamingoEngine(model, processor, decoding=options.decoding)

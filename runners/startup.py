@@ -48,4 +48,5 @@ def music_flamingo_memory(settings: Settings) -> MemoryOptions:
         attention=settings.music_flamingo_attention,  # type: ignore[arg-type]  # checked by settings
         quantization=settings.music_flamingo_quantization,  # type: ignore[arg-type]
         decoding=settings.music_flamingo_decoding,  # type: ignore[arg-type]
+        gpu_memory_gib=settings.music_flamingo_gpu_memory_gib,
     )

@@ -33,6 +33,7 @@ ON_CPU = {"bitsandbytes_on_cpu": BITSANDBYTES_ON_CPU}
         (MemoryOptions(attention="flash_attention_2"), "flash_attention_2 runs on CUDA GPUs only"),
         (MemoryOptions(quantization="nf4"), "nf4 weights run on CUDA GPUs only"),
         (MemoryOptions(decoding="compiled"), "compiled decoding runs on CUDA GPUs only"),
+        (MemoryOptions(gpu_memory_gib=10), "splits the weights between GPU and CPU memory, and there is no GPU"),
         (MemoryOptions(quantization="bnb-int8"), "diffusers' bitsandbytes quantizer refuses a CPU"),
     ],
 )
@@ -158,6 +159,13 @@ def test_a_static_kv_cache_gives_the_tokens_of_the_dynamic_one(caplog: pytest.Lo
         assert together == alone
         tokens[decoding] = alone
     assert tokens["static"] == tokens["dynamic"] and all(tokens["static"])
+
+
+def test_a_split_placement_is_named_in_the_start_up_line_and_runs_unquantized() -> None:
+    placement = place("Music Flamingo", MemoryOptions(gpu_memory_gib=10.5), torch.bfloat16, cuda=True)
+    assert placement.describe().endswith("weights=none gpu_memory=10.5GiB+cpu")
+    with pytest.raises(UnsupportedMemoryOption, match="runs unquantized and uncompiled"):
+        place("Music Flamingo", MemoryOptions(gpu_memory_gib=10, quantization="int8"), torch.bfloat16, cuda=True)
 
 
 def test_int8_with_sequential_offload_is_refused() -> None:
