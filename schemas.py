@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
+from critique_format import StructuredCritique
 from presets import Preset
 from settings import SETTINGS
 from telemetry import Received
@@ -127,8 +128,20 @@ class DeliveryParams(BaseModel):
     format: AudioFormat = Field(AudioFormat.WAV, description="Audio container: `wav` or `flac` (16-bit PCM, mono).")
 
 
+class RankBy(str, enum.Enum):
+    CLAP = "clap"  # text-audio embedding similarity, computed on the AudioLDM2 runner
+    CRITIC = "critic"  # Music Flamingo listens to each candidate and scores it (needs its runner)
+
+
 class GenerateRequest(DeliveryParams, GenerationParams):
     """POST /generate and /generate/json (fields in that order: `seed` is checked after `num_waveforms`)."""
+
+    rank_by: RankBy = Field(
+        RankBy.CLAP,
+        description="How candidates are ordered: `clap` (similarity of text and audio embeddings) or `critic` "
+        "(Music Flamingo listens to each candidate and scores, 1 to 10, how well it matches the prompt and how clean "
+        "it is; costs one critique row per candidate, and answers 503 when the Music Flamingo runner is down).",
+    )
 
     @field_validator("seed")
     @classmethod
@@ -195,6 +208,8 @@ class RunnerWaveform(BaseModel):
     samples_f32le: bytes = Field(description="Mono float32 little-endian samples at the runner's sample rate.")
     seed: int
     clap_score: float | None = None
+    critic_score: int | None = None  # set by the front with rank_by=critic (front/studio.py)
+    critic_reason: str | None = None
 
     @classmethod
     def from_array(cls, samples: np.ndarray, seed: int, clap_score: float | None) -> RunnerWaveform:
@@ -243,6 +258,8 @@ class GeneratedWaveform(BaseModel):
     audio_base64: str = Field(description="The audio file (in the requested format), base64-encoded.")
     seed: int = Field(description="Seed that regenerates exactly this waveform with num_waveforms=1.")
     clap_score: float | None = Field(None, description="CLAP text-audio similarity; present when ranked.")
+    critic_score: int | None = Field(None, description="Music Flamingo's 1-10 score, with `rank_by: critic`.")
+    critic_reason: str | None = Field(None, description="Music Flamingo's reason for its score.")
 
 
 class Timings(RunnerTimings):
@@ -307,6 +324,16 @@ class CritiqueParams(GenerationSettings):
     )
 
 
+class CritiqueOutputFormat(str, enum.Enum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class LongAudio(str, enum.Enum):
+    TRUNCATE = "truncate"  # hear the first per-clip-limit seconds only
+    SEGMENTS = "segments"  # hear everything: overlapping segments, critiqued together, then summarised
+
+
 class CritiqueRequest(CritiqueParams):
     """POST /critique (multipart/form-data).
 
@@ -325,6 +352,18 @@ class CritiqueRequest(CritiqueParams):
         max_length=1,
         description="A reference recording to compare `audio` against (zero or one file, same formats).",
     )
+    output: CritiqueOutputFormat = Field(
+        CritiqueOutputFormat.TEXT,
+        description="`text` (an answer in prose) or `json`: `structured` follows the StructuredCritique schema, "
+        "guaranteed by decoding under its grammar (it always parses and validates; with a short max_new_tokens the "
+        "object is closed early with empty values and `closed_early` says so).",
+    )
+    long_audio: LongAudio = Field(
+        LongAudio.TRUNCATE,
+        description="A recording longer than the model's per-clip limit: `truncate` hears its beginning only; "
+        "`segments` critiques overlapping segments of it together and summarises them in one more pass "
+        "(the response lists the segments).",
+    )
 
     @property
     def uploads(self) -> list[tuple[Literal["audio", "reference"], Path]]:
@@ -340,6 +379,7 @@ class CritiqueJob(GenerationSettings, RunnerJob):
     prompt: str | None = Field(description="The user turn's text (preset and prompt composed), or None.")
     clips_f32le: list[bytes] = Field(description="0 to 2 clips, mono float32 little-endian at 16 kHz, in order.")
     seed: int = Field(ge=0, le=MAX_SEED)
+    json_schema: str | None = Field(None, description="Decode under this JSON schema's grammar; None: free text.")
 
     @property
     def clips(self) -> list[np.ndarray]:
@@ -368,6 +408,7 @@ class RunnerLimits(BaseModel):
 
 class CritiqueOutcome(BaseModel):
     text: str | None = None
+    closed_early: bool = False  # structured output: the token budget ran short and the JSON was closed early
     tokens_generated: int = 0
     prompt_tokens: int = 0
     error: JobError | None = None
@@ -382,10 +423,26 @@ class ClipUsage(BaseModel):
     truncated: bool = Field(description="True when the clip was cut to the model's per-clip limit.")
 
 
+class Segment(BaseModel):
+    """One part of a long recording, critiqued as its own row (`long_audio: segments`)."""
+
+    start_s: float
+    end_s: float
+    text: str = Field(description="The segment's own critique (JSON text with `output: json`).")
+
+
 class CritiqueResponse(BaseModel):
     """POST /critique."""
 
-    text: str
+    text: str = Field(description="The answer; with `output: json`, the structured critique as JSON text.")
+    structured: StructuredCritique | None = Field(None, description="With `output: json`: the critique as data.")
+    closed_early: bool = Field(
+        False, description="`output: json` only: max_new_tokens ran short and the object was closed with empty values."
+    )
+    long_audio: LongAudio = Field(description="The long-audio policy that ran.")
+    segments: list[Segment] = Field(
+        [], description="With `long_audio: segments` and a recording longer than one segment: each segment's critique."
+    )
     preset: Preset | None
     model: Provenance
     audio_seconds: list[ClipUsage] = Field(description="One entry per uploaded clip, in order.")

@@ -10,12 +10,14 @@ front/.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import secrets
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import anyio
 import bentoml
@@ -23,45 +25,43 @@ from bentoml.validators import ContentType
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 
-from audio_io import MAX_UPLOAD_BYTES, AudioInputError, DecodedAudio, decode_upload, probe_upload
+from audio_io import MAX_UPLOAD_BYTES, AudioInputError, decode_upload
 from front import forms, quiet_client_errors, timeout_timer
 from front.access import ANONYMOUS, CALLER, AccessGuard, OpenPaths
 from front.admission import Admission, QuotaSettings, RunnerRoom
+from front.critique_work import CritiquePlan, SegmentSettings, critique_problem, decode_clips
 from front.edge import EdgeGuard
 from front.errors import error_response, kind_of_status
 from front.metrics_dir import own_metrics_dir
 from front.openapi import OpenAPIDocument
 from front.playground import PATH as PLAYGROUND_PATH
 from front.playground import playground_app
-from front.rendering import audio_answer, job_error_response
-from front.runner_calls import RunnerUnavailable, answers_503_when_a_runner_is_down, call_runner
+from front.rendering import audio_answer
+from front.runner_calls import RunnerUnavailable, answers_503_when_a_runner_is_down, call_runner, run_job
+from front.studio import critique_in_segments, rank_by_critic
 from front.trace_header import TraceIdHeader
 from front.work import Answer, RunnerCall, Work
 from jobs import open_store
 from jobs.manager import JobLimits, JobManager
 from jobs.records import JobStatus
 from jobs.routes import JobRoutes
-from presets import NEEDS_AUDIO, NEEDS_REFERENCE, compose_prompt
 from runners.audioldm2 import AudioLDM2Runner
 from runners.music_flamingo import MusicFlamingoRunner
 from schemas import (
     AUDIOLDM2_SAMPLE_RATE,
     MAX_SEED,
-    MAX_TOTAL_AUDIO_SECONDS,
     MAX_TRANSFORM_SECONDS,
     MIN_TRANSFORM_SECONDS,
     AudioFormat,
-    ClipUsage,
-    CritiqueJob,
-    CritiqueOutcome,
     CritiqueRequest,
     CritiqueResponse,
     DeliveryParams,
     GenerateRequest,
     GenerateResponse,
     GenerationJob,
+    GenerationOutcome,
+    RankBy,
     RunnerLimits,
-    Timings,
     TransformJob,
     TransformRequest,
     samples_to_bytes,
@@ -111,7 +111,7 @@ class AudioStudio:
 
     def __init__(self) -> None:
         logger.info("audio-studio front: profile=%s", SETTINGS.profile.value)
-        self._flamingo_limits: RunnerLimits | None = None
+        self._flamingo_limits_seen: RunnerLimits | None = None
         self.jobs = JobManager(
             open_store(SETTINGS),
             JobLimits(SETTINGS.job_retention_s, SETTINGS.jobs_max_active, SETTINGS.jobs_max_active_per_key),
@@ -134,7 +134,7 @@ class AudioStudio:
     async def generate(self, request: GenerateRequest, /) -> AudioFile:
         """Generate audio from text; the response body is the audio file (the best-ranked waveform).
 
-        Provenance travels in headers: X-Seed, X-Model-Id, X-Profile, X-Clap-Score when ranked.
+        Provenance travels in headers: X-Seed, X-Model-Id, X-Profile, X-Clap-Score / X-Critic-Score when ranked.
         """
         return await run(self._generation(request, as_json=False))
 
@@ -208,8 +208,18 @@ class AudioStudio:
 
     async def _generation(self, request: GenerateRequest, as_json: bool) -> Work:
         seed = draw_seed(request)
-        job = GenerationJob(**request.model_dump(exclude={"seed", "format"}), seed=seed)
-        return self._audioldm2_work("generate", self.audioldm2.to_async.generate, job, request.format, as_json)
+        job = GenerationJob(**request.model_dump(exclude={"seed", "format", "rank_by"}), seed=seed)
+        work = self._audioldm2_work("generate", self.audioldm2.to_async.generate, job, request.format, as_json)
+        if request.rank_by is not RankBy.CRITIC:
+            return work
+        limits = await self._flamingo_limits(cached=False)  # its runner down: 503 before generating
+        flamingo = self.music_flamingo.to_async
+
+        async def generate_then_rank() -> GenerationOutcome:
+            generated = await run_job("audioldm2", work.submit, work.cancel, job)
+            return await rank_by_critic(flamingo.critique, flamingo.cancel, job.prompt, generated, limits)
+
+        return dataclasses.replace(work, execute=generate_then_rank)
 
     async def _transformation(self, request: TransformRequest, as_json: bool) -> Work | JSONResponse:
         try:
@@ -252,88 +262,51 @@ class AudioStudio:
 
     async def _critique_work(self, request: CritiqueRequest) -> Work | JSONResponse:
         started = time.perf_counter()
-        uploads = request.uploads
-        problem = self._critique_problem(request)
+        problem = critique_problem(request)
         if problem is not None:
             return error_response("invalid_input", problem[1], field=problem[0])
-        limits = await self._flamingo_limits_once()
+        limits = await self._flamingo_limits()
+        segments = SegmentSettings(
+            SETTINGS.critique_segment_seconds or limits.max_clip_seconds, SETTINGS.critique_segment_overlap_seconds
+        )
         try:
-            with span("front.decode_uploads", clips=len(uploads)) as decoding:
-                clips = await anyio.to_thread.run_sync(lambda: self._decode_clips(uploads, limits))
+            with span("front.decode_uploads", clips=len(request.uploads)) as decoding:
+                clips = await anyio.to_thread.run_sync(lambda: decode_clips(request, limits, segments))
                 decoding.set_attribute("audio_seconds", sum(clip.seconds for clip in clips))
         except AudioInputError as error:
             return upload_error(error)
-        seed = draw_seed(request)
-        job = CritiqueJob(
-            **request.model_dump(include={"max_new_tokens", "do_sample", "temperature", "top_p"}),
-            prompt=compose_prompt(request.preset, request.prompt),
-            clips_f32le=[samples_to_bytes(clip.samples) for clip in clips],
-            seed=seed,
-        )
-        usage = [
-            ClipUsage(field=field, seconds=clip.seconds, source_seconds=clip.source_seconds, truncated=clip.truncated)
-            for (field, _), clip in zip(uploads, clips, strict=True)
-        ]
-
-        def render(outcome: CritiqueOutcome) -> CritiqueResponse | JSONResponse:
-            if outcome.error is not None:
-                return job_error_response(outcome.error)
-            assert outcome.timings is not None and outcome.text is not None
-            return CritiqueResponse(
-                text=outcome.text,
-                preset=request.preset,
-                model=outcome.provenance,
-                audio_seconds=usage,
-                truncated=any(u.truncated for u in usage),
-                tokens_generated=outcome.tokens_generated,
-                seed=seed,
-                timings=Timings(**outcome.timings.model_dump(), total_s=time.perf_counter() - started),
-            )
-
+        plan = CritiquePlan(request, clips, draw_seed(request), segments, limits.sample_rate, started)
         flamingo = self.music_flamingo.to_async
+        rows = plan.rows()
+        if not plan.segmented:
+            render = functools.partial(plan.respond, segments=[])
+            return Work(
+                "critique",
+                "music-flamingo",
+                rows[0],
+                flamingo.critique,
+                flamingo.cancel,
+                flamingo.progress,
+                render,
+                plan.seed,
+            )
         return Work(
-            "critique", "music-flamingo", job, flamingo.critique, flamingo.cancel, flamingo.progress, render, seed
+            "critique",
+            "music-flamingo",
+            rows[0],  # progress follows the first segment
+            flamingo.critique,
+            flamingo.cancel,
+            flamingo.progress,
+            lambda run: plan.respond(run.final, run.segments),
+            plan.seed,
+            execute=lambda: critique_in_segments(flamingo.critique, flamingo.cancel, rows, plan.bounds, plan.summarise),
         )
 
-    async def _flamingo_limits_once(self) -> RunnerLimits:
-        if self._flamingo_limits is None:
-            self._flamingo_limits = await call_runner("music-flamingo", self.music_flamingo.to_async.limits)
-        return self._flamingo_limits
-
-    @staticmethod
-    def _critique_problem(request: CritiqueRequest) -> tuple[str, str] | None:
-        """The field at fault and why, for combinations pydantic's per-field bounds cannot express."""
-        if request.reference and not request.audio:
-            return "reference", "a reference needs `audio` (the performance to compare with it)"
-        if request.preset in NEEDS_AUDIO and not request.audio:
-            return "audio", f"preset `{request.preset.value}` needs an audio upload"
-        if request.preset in NEEDS_REFERENCE and not request.reference:
-            return "reference", f"preset `{request.preset.value}` needs a reference recording"
-        if not request.audio and not (request.prompt and request.prompt.strip()):
-            return "prompt", "send audio, a prompt, or both"
-        return None
-
-    @staticmethod
-    def _decode_clips(
-        uploads: list[tuple[Literal["audio", "reference"], Path]], limits: RunnerLimits
-    ) -> list[DecodedAudio]:
-        """Check every upload's header (the total length too) before decoding any of them."""
-        total = sum(probe_upload(path, field).duration for field, path in uploads)
-        if total > MAX_TOTAL_AUDIO_SECONDS:
-            raise AudioInputError(
-                uploads[0][0], f"the uploads hold {total:.1f} s of audio; the limit is {MAX_TOTAL_AUDIO_SECONDS} s"
-            )
-        return [
-            decode_upload(
-                path,
-                field,
-                limits.sample_rate,
-                limits.max_clip_seconds,
-                truncate=True,
-                min_seconds=limits.min_clip_seconds,
-            )
-            for field, path in uploads
-        ]
+    async def _flamingo_limits(self, cached: bool = True) -> RunnerLimits:
+        """The Music Flamingo checkpoint's limits (asked once; `cached=False` also checks the runner is up)."""
+        if self._flamingo_limits_seen is None or not cached:
+            self._flamingo_limits_seen = await call_runner("music-flamingo", self.music_flamingo.to_async.limits)
+        return self._flamingo_limits_seen
 
 
 # The front's middlewares, outermost first (inside BentoML's tracing, metrics and access log).
@@ -354,7 +327,15 @@ if SETTINGS.cors_origins:
         allow_origins=list(SETTINGS.cors_origins),
         allow_methods=["GET", "POST"],
         allow_headers=["Authorization", "X-API-Key", "Content-Type"],
-        expose_headers=["X-Trace-Id", "Retry-After", "X-Seed", "X-Model-Id", "X-Profile", "X-Clap-Score"],
+        expose_headers=[
+            "X-Trace-Id",
+            "Retry-After",
+            "X-Seed",
+            "X-Model-Id",
+            "X-Profile",
+            "X-Clap-Score",
+            "X-Critic-Score",
+        ],
     )
 OPEN_PATHS = OpenPaths(
     metrics=not SETTINGS.metrics_need_key, docs=not SETTINGS.docs_need_key, ui=not SETTINGS.ui_need_key

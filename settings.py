@@ -126,6 +126,8 @@ class Settings:
     jobs_max_active_per_key: int
     job_inline_result_bytes: int
     playground: bool
+    critique_segment_seconds: float
+    critique_segment_overlap_seconds: float
 
 
 def load_settings() -> Settings:
@@ -202,6 +204,9 @@ def load_settings() -> Settings:
         job_inline_result_bytes=_int("AUDIO_STUDIO_JOB_INLINE_RESULT_BYTES", 8 << 20, 0, 512 << 20),
         # The playground page at /ui (front/playground/); it uses the public API only.
         playground=_bool("AUDIO_STUDIO_PLAYGROUND", True),
+        # long_audio=segments: segment length (0: the checkpoint's per-clip limit) and the overlap of neighbours.
+        critique_segment_seconds=_float("AUDIO_STUDIO_CRITIQUE_SEGMENT_SECONDS", 0.0, 0.0, 1200.0),
+        critique_segment_overlap_seconds=_float("AUDIO_STUDIO_CRITIQUE_SEGMENT_OVERLAP_SECONDS", 10.0, 0.0, 300.0),
     )
 
 

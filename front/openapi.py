@@ -133,6 +133,12 @@ FILE_HEADERS = (
         False,
         "GeneratedWaveform.clap_score",
     ),
+    (
+        "X-Critic-Score",
+        "Music Flamingo's 1-10 score of this waveform; sent with `rank_by: critic`.",
+        False,
+        "GeneratedWaveform.critic_score",
+    ),
 )
 
 

@@ -44,6 +44,8 @@ def audio_file_response(outcome: GenerationOutcome, audio_format: AudioFormat) -
     }
     if best.clap_score is not None:
         headers["X-Clap-Score"] = f"{best.clap_score:.6f}"
+    if best.critic_score is not None:
+        headers["X-Critic-Score"] = str(best.critic_score)
     body = encode_audio(best.samples, outcome.sample_rate, audio_format)
     return Response(body, media_type=MEDIA_TYPES[audio_format], headers=headers)
 
@@ -59,6 +61,8 @@ def audio_json_response(outcome: GenerationOutcome, audio_format: AudioFormat, t
                 audio_base64=base64.b64encode(encode_audio(w.samples, outcome.sample_rate, audio_format)).decode(),
                 seed=w.seed,
                 clap_score=w.clap_score,
+                critic_score=w.critic_score,
+                critic_reason=w.critic_reason,
             )
             for w in outcome.waveforms
         ],

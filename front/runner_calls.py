@@ -71,25 +71,37 @@ async def run_job(
     cancel: Callable[[list[str]], Awaitable[None]],
     job: J,
 ) -> T:
-    """Send one job to a runner's batchable API and return its outcome.
+    """Send one job to a runner's batchable API and return its outcome (see run_jobs)."""
+    [outcome] = await run_jobs(runner, submit, cancel, [job])
+    return outcome
 
-    A resend after a dropped connection goes under a new job id, and the dropped attempt (which may still be
+
+async def run_jobs(
+    runner: str,
+    submit: Callable[[list[J]], Awaitable[list[T]]],
+    cancel: Callable[[list[str]], Awaitable[None]],
+    jobs: list[J],
+) -> list[T]:
+    """Send jobs to a runner's batchable API in one call (so they share a batch) and return their outcomes.
+
+    A resend after a dropped connection goes under new job ids, and the dropped attempt (which may still be
     queued or running on the runner) is cancelled; jobs are deterministic (the seed is fixed before the call),
     so the resend returns exactly what the first attempt would have. When the caller is cancelled (its client
-    disconnected, see front/edge.py) the runner is told to drop the job: BentoML cannot take a queued job back.
+    disconnected, see front/edge.py) the runner is told to drop the jobs: BentoML cannot take a queued job back.
     """
-    current = job
+    current = jobs
 
-    def resend_under_a_new_id() -> None:
+    def resend_under_new_ids() -> None:
         nonlocal current
-        cancel_in_background(runner, cancel, current.job_id)
-        current = current.model_copy(update={"job_id": new_job_id()})
+        for job in current:
+            cancel_in_background(runner, cancel, job.job_id)
+        current = [job.model_copy(update={"job_id": new_job_id()}) for job in current]
 
     try:
-        [outcome] = await call_runner(runner, lambda: submit([current]), on_dropped=resend_under_a_new_id)
-        return outcome
+        return await call_runner(runner, lambda: submit(current), on_dropped=resend_under_new_ids)
     except asyncio.CancelledError:
-        cancel_in_background(runner, cancel, current.job_id)
+        for job in current:
+            cancel_in_background(runner, cancel, job.job_id)
         raise
 
 

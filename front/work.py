@@ -31,6 +31,10 @@ class Work:
     progress: Callable[[list[str]], Awaitable[list[RunnerProgress]]]
     render: Callable[[Any], Answer]  # the runner's outcome as the public answer
     seed: int | None = None
+    # Work of several runner calls (segments, critic ranking; front/studio.py): `job` is the one progress follows.
+    execute: Callable[[], Awaitable[Any]] | None = None
 
     async def run(self) -> Answer:
+        if self.execute is not None:
+            return self.render(await self.execute())
         return self.render(await run_job(self.runner, self.submit, self.cancel, self.job))

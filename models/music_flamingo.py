@@ -50,6 +50,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
+from models.constrained import ConstrainedRows, GrammarBook, row_constraints
 from models.memory import bitsandbytes_options, quantize_linear_weights
 from models.phases import phase, record
 
@@ -72,6 +73,14 @@ CPU_PROMPT_MULTIPLE = 512
 CPU_ROW_MULTIPLE = 4
 
 
+class FieldError(ValueError):
+    """A job the engine refuses because of one request field (named, so the client is told which)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass(frozen=True, eq=False)  # eq on numpy arrays raises; jobs compare by identity
 class CritiqueJob:
     """One conversation: optional text and 0-2 clips (mono float32 at the engine's sample rate)."""
@@ -84,6 +93,7 @@ class CritiqueJob:
     top_p: float = 1.0
     seed: int = 0
     job_id: str = ""  # the caller's name for the job (the runner cancels by it)
+    json_schema: str | None = None  # decode under this JSON schema's grammar (models/constrained.py); None: free text
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,8 @@ class CritiqueOutput:
     prompt_tokens: int  # chat template + audio placeholders, without padding
     token_ids: tuple[int, ...] = ()  # the `tokens_generated` new token ids, for exact comparisons
     non_finite: bool = False  # sampling met NaN/Inf probabilities; the row was ended there
+    grammar_broken: bool = False  # the grammar refused a token the row took: never expected, reported, not served
+    closed_early: bool = False  # structured row: its budget reached the reserve and the JSON was closed early
 
 
 # ---- loading -------------------------------------------------------------------
@@ -318,6 +330,9 @@ class MusicFlamingoEngine:
         self.eos_token_ids: set[int] = set() if eos is None else set(eos) if isinstance(eos, list) else {eos}
         self.pad_token_id: int = processor.tokenizer.pad_token_id
         self.end_token: int = min(self.eos_token_ids) if self.eos_token_ids else self.pad_token_id
+        self.grammars = GrammarBook(
+            processor.tokenizer, model.config.get_text_config().vocab_size, sorted(self.eos_token_ids)
+        )
 
     def group_key(self, job: CritiqueJob) -> tuple[()]:
         """Jobs with equal keys may share one `generate` call: here every job can.
@@ -341,6 +356,14 @@ class MusicFlamingoEngine:
             raise ValueError("max_new_tokens must be at least 1")
         if job.do_sample and not (job.temperature > 0 and 0 < job.top_p <= 1):
             raise ValueError("sampling needs temperature > 0 and 0 < top_p <= 1")
+        if job.json_schema is not None and job.max_new_tokens <= (
+            reserve := self.grammars.grammar(job.json_schema).reserve
+        ):
+            raise FieldError(
+                "max_new_tokens",
+                f"structured output needs max_new_tokens of at least {reserve + 1} with this model's tokenizer "
+                f"({reserve} are kept to close the JSON); got {job.max_new_tokens}",
+            )
 
     @staticmethod
     def conversation(job: CritiqueJob) -> list[dict[str, Any]]:
@@ -399,6 +422,9 @@ class MusicFlamingoEngine:
         budgets = [job.max_new_tokens for job in jobs]
         sampling = [Sampling(j.temperature, j.top_p, j.seed) if j.do_sample else None for j in jobs]
         logits_processor = LogitsProcessorList()
+        constraints = row_constraints(self.grammars, [job.json_schema for job in jobs], budgets)
+        if any(constraints):
+            logits_processor.append(ConstrainedRows(self.grammars, constraints, prompt_length))
         sampler = PerRowSampler(sampling, self.model.generation_config.top_k, self.end_token)
         if any(sampling):
             logits_processor.append(sampler)
@@ -424,7 +450,7 @@ class MusicFlamingoEngine:
         record("prefill", started, first_token, rows=len(jobs), prompt_tokens=prompt_length)
         record("decode", first_token, time.time_ns(), rows=len(jobs), new_tokens=new_tokens.shape[1])
         outputs = []
-        for i, job in enumerate(jobs):
+        for i, (job, row) in enumerate(zip(jobs, constraints, strict=True)):
             tokens = self.own_tokens(new_tokens[i, : job.max_new_tokens].tolist())
             outputs.append(
                 CritiqueOutput(
@@ -433,6 +459,8 @@ class MusicFlamingoEngine:
                     prompt_tokens=int(prompt_tokens[i]),
                     token_ids=tuple(tokens),
                     non_finite=i in sampler.failed,
+                    grammar_broken=bool(row and row.broken),
+                    closed_early=bool(row and row.closing),
                 )
             )
         return outputs

@@ -14,6 +14,7 @@ from models.music_flamingo import (
     BITSANDBYTES_ON_CPU,
     MIN_CLIP_SECONDS,
     CritiqueOutput,
+    FieldError,
     MusicFlamingoEngine,
     load_music_flamingo,
 )
@@ -49,6 +50,7 @@ def engine_job(job: CritiqueJob) -> EngineJob:
         top_p=job.top_p,
         seed=job.seed,
         job_id=job.job_id,
+        json_schema=job.json_schema,
     )
 
 
@@ -158,6 +160,8 @@ class MusicFlamingoRunner:
         """Per-job input checks the front cannot make (they need the tokenizer); one bad job never runs."""
         try:
             self.engine.check(job)
+        except FieldError as exc:
+            return JobError(kind="invalid_input", field=exc.field, message=str(exc))
         except ValueError as exc:
             return JobError(kind="invalid_input", message=str(exc))
         tokens = self.engine.count_prompt_tokens(job)
@@ -188,7 +192,11 @@ class MusicFlamingoRunner:
                 "retry with another seed or a higher temperature",
             )
             return outcome
+        if run.output.grammar_broken:
+            outcome.error = JobError(kind="internal", message="the structured output left its grammar; retry")
+            return outcome
         outcome.text = run.output.text
+        outcome.closed_early = run.output.closed_early
         outcome.tokens_generated = run.output.tokens_generated
         outcome.prompt_tokens = run.output.prompt_tokens
         return outcome

@@ -152,12 +152,20 @@ def serve_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {**os.environ, "BENTOML_HOME": home, "MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
+SEGMENTS_ENV = {"AUDIO_STUDIO_CRITIQUE_SEGMENT_SECONDS": "4", "AUDIO_STUDIO_CRITIQUE_SEGMENT_OVERLAP_SECONDS": "1"}
+
+
 @pytest.fixture(scope="session")
 def server(
     tiny_audioldm2: Checkpoint, serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """A real `bentoml serve` of the front service and its runners on 127.0.0.1, tiny profile."""
-    served = Served("service:AudioStudio", serve_env, tmp_path_factory.mktemp("serve") / "serve.log").start()
+    """A real `bentoml serve` of the front service and its runners on 127.0.0.1, tiny profile.
+
+    Long recordings are heard in segments of 4 s overlapping by 1 s (tests/test_studio.py), not the tiny
+    checkpoint's 600 s: 2.5 times that would pass the 20-minute upload limit.
+    """
+    env = {**serve_env, **SEGMENTS_ENV}
+    served = Served("service:AudioStudio", env, tmp_path_factory.mktemp("serve") / "serve.log").start()
     try:
         yield served.wait_ready().url
     finally:

@@ -56,7 +56,15 @@ def test_the_bento_serves_the_front_service_with_every_api(bento: Path) -> None:
 
 def test_build_context_holds_the_code_and_nothing_else(bento: Path) -> None:
     src = bento / "src"
-    modules = ("service.py", "settings.py", "schemas.py", "presets.py", "audio_io.py", "telemetry.py")
+    modules = (
+        "service.py",
+        "settings.py",
+        "schemas.py",
+        "presets.py",
+        "critique_format.py",
+        "audio_io.py",
+        "telemetry.py",
+    )
     code = (*modules, "front", "front/playground/index.html", "jobs", "runners", "models")
     for path in (*code, "pyproject.toml"):
         assert (src / path).exists(), path

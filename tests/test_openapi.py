@@ -31,7 +31,7 @@ VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["versi
 ERROR_STATUSES = {"400", "413", "415", "500", "503"}
 FILE_ROUTES = {"/generate", "/transform"}
 AUDIO_MEDIA_TYPES = {"audio/wav", "audio/flac"}
-FILE_HEADERS = {"X-Seed", "X-Model-Id", "X-Profile", "X-Sample-Rate", "X-Clap-Score"}
+FILE_HEADERS = {"X-Seed", "X-Model-Id", "X-Profile", "X-Sample-Rate", "X-Clap-Score", "X-Critic-Score"}
 QUICK = {"steps": 3, "duration": 1}
 CLIENT_PACKAGE = "audio_studio_client"
 # openapi-python-client only knows JSON, text and octet-stream bodies: audio responses are read as bytes.
@@ -108,6 +108,7 @@ def test_every_post_route_declares_its_errors_and_media_types(document: dict[str
             assert set(ok["headers"]) >= FILE_HEADERS, path
             assert ok["headers"]["X-Profile"]["schema"]["enum"] == ["full", "tiny"]
             assert ok["headers"]["X-Clap-Score"]["required"] is False
+            assert ok["headers"]["X-Critic-Score"]["required"] is False
         else:
             assert set(ok["content"]) == {"application/json"}, path
         body_types = set(operation["requestBody"]["content"])

@@ -78,3 +78,18 @@ def test_a_stopped_runner_gives_503_and_the_front_recovers(topology: dict[str, S
     assert other.status_code == 200, other.text  # the other runner still serves
     runner.start().wait_ready()
     assert generate(front).status_code == 200
+
+
+def test_critic_ranking_needs_music_flamingo_and_plain_generation_does_not(topology: dict[str, Served]) -> None:
+    front, runner = topology["front"], topology["music_flamingo"]
+    body = {"prompt": "rain", "duration": 1, "steps": 2, "seed": 1, "num_waveforms": 2, "rank_by": "critic"}
+    assert httpx.post(f"{front.url}/generate/json", json=body, timeout=TIMEOUT).status_code == 200
+    runner.stop()
+    down = httpx.post(f"{front.url}/generate/json", json=body, timeout=TIMEOUT)
+    assert down.status_code == 503, down.text
+    assert "music-flamingo runner is unavailable" in down.json()["error"] and down.headers["retry-after"]
+    plain = httpx.post(f"{front.url}/generate/json", json={**body, "rank_by": "clap"}, timeout=TIMEOUT)
+    assert plain.status_code == 200, plain.text
+    assert [w["critic_score"] for w in plain.json()["waveforms"]] == [None, None]
+    runner.start().wait_ready()
+    assert httpx.post(f"{front.url}/generate/json", json=body, timeout=TIMEOUT).status_code == 200

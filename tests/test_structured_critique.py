@@ -1,0 +1,175 @@
+"""Structured critique on the tiny Music Flamingo (random weights): the grammar alone guarantees the shape.
+
+Every preset's prompt, with and without audio and a reference, greedy and sampled, alone and in batches mixed
+with free-text rows: the text parses and validates against the published schema; greedy rows are the same
+batched as alone; a short budget closes the object early instead of cutting it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xgrammar
+
+from critique_format import (
+    CRITIC_SCHEMA_TEXT,
+    CriticVerdict,
+    StructuredCritique,
+    clamp_times,
+    grammar_schema,
+    grammar_text,
+    shift_times,
+)
+from models.music_flamingo import CritiqueJob, FieldError, MusicFlamingoEngine, load_music_flamingo
+from models.tiny_music_flamingo import AF3_VARIANT, save_tiny_music_flamingo
+from presets import NEEDS_REFERENCE, Preset, compose_prompt
+
+RATE = 16_000
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> MusicFlamingoEngine:
+    path: Path = tmp_path_factory.mktemp("structured") / AF3_VARIANT
+    save_tiny_music_flamingo(path, AF3_VARIANT)
+    model, processor = load_music_flamingo(str(path), torch.device("cpu"), torch.float32)
+    return MusicFlamingoEngine(model, processor)
+
+
+def clip(seconds: float, seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(int(seconds * RATE)) * 0.1).astype(np.float32)
+
+
+def structured_job(
+    engine: MusicFlamingoEngine, preset: Preset | None, clips: int, budget_over_reserve: int = 60, **sampling
+) -> CritiqueJob:
+    reference, timed = clips == 2, clips > 0
+    schema = grammar_text(reference, timed)
+    budget = engine.grammars.grammar(schema).reserve + budget_over_reserve
+    prompt = compose_prompt(preset, None if preset else "How is this?")
+    return CritiqueJob(prompt, [clip(2.0 + k, k) for k in range(clips)], budget, json_schema=schema, **sampling)
+
+
+def valid(text: str) -> StructuredCritique:
+    critique = StructuredCritique.model_validate_json(text)
+    assert critique.model_dump(exclude_none=True).keys() >= {"summary", "assessments", "findings", "practice_plan"}
+    return critique
+
+
+CASES = [(preset, 2 if preset in NEEDS_REFERENCE else 1) for preset in Preset] + [(None, 0), (None, 1)]
+
+
+@pytest.mark.parametrize(("preset", "clips"), CASES, ids=lambda v: str(getattr(v, "value", v)))
+def test_every_preset_parses_greedy_and_sampled(engine: MusicFlamingoEngine, preset: Preset | None, clips: int) -> None:
+    jobs = [
+        structured_job(engine, preset, clips),
+        structured_job(engine, preset, clips, do_sample=True, temperature=1.5, top_p=1.0, seed=11),
+    ]
+    for output in engine.generate(jobs):
+        critique = valid(output.text)
+        assert (critique.reference_differences is not None) == (clips == 2)
+        if clips == 0:
+            assert critique.findings == []
+        assert not output.grammar_broken
+
+
+def test_mixed_batch_greedy_rows_match_alone(engine: MusicFlamingoEngine) -> None:
+    jobs = [
+        structured_job(engine, Preset.FEEDBACK, 1),
+        CritiqueJob("Describe it", [clip(3.0, 5)], 40),  # free text
+        structured_job(engine, Preset.COMPARE, 2, do_sample=True, temperature=1.0, top_p=0.9, seed=3),
+        structured_job(engine, None, 0),
+        CritiqueJob(None, [clip(1.0, 7)], 25, do_sample=True, seed=9),  # free text, sampled
+    ]
+    batched = engine.generate(jobs)
+    for job, output in zip(jobs, batched, strict=True):
+        if job.json_schema:
+            valid(output.text)
+        assert output.token_ids == engine.generate([job])[0].token_ids  # greedy and seeded rows alike
+    assert not batched[1].text.startswith("{")  # the free-text row was left alone
+
+
+@pytest.mark.parametrize("over_reserve", [1, 2, 7])
+def test_the_smallest_budgets_close_the_object(engine: MusicFlamingoEngine, over_reserve: int) -> None:
+    jobs = [
+        structured_job(engine, Preset.COMPARE, 2, over_reserve, do_sample=True, temperature=2.0, top_p=1.0, seed=s)
+        for s in range(4)
+    ]
+    for output in engine.generate(jobs):
+        valid(output.text)
+        assert output.closed_early and output.tokens_generated <= jobs[0].max_new_tokens
+
+
+def test_a_budget_under_the_reserve_is_refused_naming_the_field(engine: MusicFlamingoEngine) -> None:
+    job = structured_job(engine, Preset.FEEDBACK, 1, budget_over_reserve=0)
+    with pytest.raises(FieldError, match="at least") as refused:
+        engine.check(job)
+    assert refused.value.field == "max_new_tokens"
+
+
+def test_the_reserve_covers_closing_from_inside_an_open_list_item(engine: MusicFlamingoEngine) -> None:
+    """The deepest state a row can stop in: inside a finding's string, with every later key still to write."""
+    schema = grammar_text(True, True)
+    grammar = engine.grammars.grammar(schema)
+    matcher = xgrammar.GrammarMatcher(grammar.compiled)
+    prefix = '{"summary": "s", "assessments": {'
+    prefix += ", ".join(
+        f'"{d}": {{"score": 5, "comment": "c"}}'
+        for d in grammar_schema(True, True)["$defs"]["Assessments"]["properties"]
+    )
+    prefix += '}, "findings": [{"start_s": 1.5, "end_s": 2, "dimension": "tone", "observation": "unfinished'
+    assert matcher.accept_string(prefix)
+    cost = engine.grammars.close(matcher, grammar.reserve)
+    assert cost is not None and cost <= grammar.reserve
+    StructuredCritique.model_validate_json(prefix + engine_closing_text(engine, schema, prefix))
+
+
+def engine_closing_text(engine: MusicFlamingoEngine, schema: str, prefix: str) -> str:
+    """The text the closing policy writes after `prefix`, decoded."""
+    matcher = xgrammar.GrammarMatcher(engine.grammars.grammar(schema).compiled)
+    matcher.accept_string(prefix)
+    bitmask = xgrammar.allocate_token_bitmask(1, engine.grammars.vocab_size)
+    tokens = []
+    while not matcher.is_completed():
+        matcher.fill_next_token_bitmask(bitmask, 0)
+        tokens.append(engine.grammars.closing_token(bitmask[0]))
+        assert matcher.accept_token(tokens[-1])
+    return engine.processor.tokenizer.decode(tokens)
+
+
+def test_critic_verdicts_parse(engine: MusicFlamingoEngine) -> None:
+    budget = engine.grammars.grammar(CRITIC_SCHEMA_TEXT).reserve + 30
+    jobs = [CritiqueJob("Rate it", [clip(1.0, s)], budget, json_schema=CRITIC_SCHEMA_TEXT) for s in range(3)]
+    for output in engine.generate(jobs):
+        assert 1 <= CriticVerdict.model_validate_json(output.text).score <= 10
+
+
+def test_times_are_clamped_and_shifted() -> None:
+    raw = {
+        "summary": "",
+        "assessments": {
+            d: {"score": 5, "comment": ""}
+            for d in StructuredCritique.model_fields["assessments"].annotation.model_fields
+        },
+        "findings": [{"start_s": 7.5, "end_s": 3.0, "dimension": "tone", "observation": "", "practice": ""}],
+        "practice_plan": [],
+        "reference_differences": [{"start_s": 1.0, "end_s": 99.0, "dimension": "dynamics", "difference": ""}],
+    }
+    critique = clamp_times(StructuredCritique.model_validate(raw), 5.0)
+    assert (critique.findings[0].start_s, critique.findings[0].end_s) == (5.0, 5.0)
+    assert (critique.reference_differences[0].start_s, critique.reference_differences[0].end_s) == (1.0, 5.0)
+    moved = shift_times(critique, 600.0)
+    assert (moved.findings[0].start_s, moved.reference_differences[0].end_s) == (605.0, 605.0)
+
+
+def test_the_published_schema_describes_every_grammar() -> None:
+    """What a row is decoded under is a narrowing of the public schema (same keys, same types)."""
+    public = StructuredCritique.model_json_schema()
+    for reference in (False, True):
+        for timed in (False, True):
+            narrowed = json.loads(grammar_text(reference, timed))
+            assert set(narrowed["properties"]) <= set(public["properties"])
+            assert set(narrowed["$defs"]) <= set(public["$defs"])
