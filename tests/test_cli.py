@@ -155,6 +155,20 @@ def test_critique_prints_the_text_or_the_whole_json(server: str, tmp_path: Path)
     assert as_text.stdout == body["text"] + "\n"  # greedy decoding: the same answer
 
 
+def test_structured_critique_in_segments_and_critic_ranking(server: str, tmp_path: Path) -> None:
+    (tmp_path / "long.wav").write_bytes(audio_file("wav", 10.0))
+    args = ("critique", "long.wav", "--structured", "--long-audio", "segments", "--max-new-tokens", "400")
+    done = cli(tmp_path, *args, AUDIO_STUDIO_URL=server)
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout)) >= {"summary", "assessments", "findings", "practice_plan"}
+    assert "heard in 3 segments (0-4 s, 3-7 s, 6-10 s)" in done.stderr
+    ranked = cli(tmp_path, "generate", "rain", "-n", "2", "--rank-by", "critic", "--duration", "1", "--steps", "2",
+                 AUDIO_STUDIO_URL=server)  # fmt: skip
+    assert ranked.returncode == 0, ranked.stderr
+    scores = [int(line.split("critic=")[1].split("/")[0]) for line in ranked.stdout.splitlines()]
+    assert len(scores) == 2 and scores == sorted(scores, reverse=True)
+
+
 def test_critique_text_only(server: str, tmp_path: Path) -> None:
     args = ("critique", "--prompt", "What makes a good vibrato?", "--max-new-tokens", "4", "--json")
     done = cli(tmp_path, *args, AUDIO_STUDIO_URL=server)

@@ -23,6 +23,7 @@ from openapi_spec_validator import validate
 from pydantic import BaseModel
 
 import schemas as models
+from critique_format import MAX_TIME_S, Dimension
 from front.openapi import published_openapi
 from tests.audio_files import audio_file
 
@@ -135,6 +136,30 @@ def test_job_routes_are_documented(document: dict[str, Any]) -> None:
     assert set(job["properties"]["state"]["enum"]) == {"queued", "running", "succeeded", "failed", "cancelled"}
     progress = document["components"]["schemas"]["JobProgress"]["properties"]
     assert progress["fraction"]["maximum"] == 1.0 and "denoising" in progress["phase"]["enum"]
+
+
+def test_the_structured_critique_is_documented(document: dict[str, Any]) -> None:
+    """The object `output: json` returns is a published schema: scores 1-10, bounded strings and lists, times."""
+    schemas = document["components"]["schemas"]
+    structured = schemas["StructuredCritique"]
+    assert set(structured["required"]) == {"summary", "assessments", "practice_plan"}
+    assert structured["properties"]["findings"]["items"] == {"$ref": "#/components/schemas/Finding"}
+    score = schemas["Assessment"]["properties"]["score"]
+    assert (score["type"], score["minimum"], score["maximum"]) == ("integer", 1, 10)
+    assert set(schemas["Assessments"]["required"]) == {d.value for d in Dimension}
+    assert schemas["Finding"]["properties"]["start_s"]["maximum"] == MAX_TIME_S
+    answer = schemas["CritiqueResponse"]["properties"]
+    assert {"$ref": "#/components/schemas/StructuredCritique"} in answer["structured"]["anyOf"]
+    assert {"closed_early", "long_audio", "segments"} <= set(answer)
+    form = component(
+        document,
+        post_operations(document)["/critique"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"],
+    )
+    assert (
+        form["properties"]["output"]["default"] == "text" and form["properties"]["long_audio"]["default"] == "truncate"
+    )
+    rank_by = schemas["GenerateRequest"]["properties"]["rank_by"]
+    assert rank_by["default"] == "clap"
 
 
 def test_infrastructure_routes(document: dict[str, Any]) -> None:

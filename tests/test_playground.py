@@ -117,6 +117,41 @@ def test_critique_an_uploaded_file_shows_text(browser: Browser, server: str, tmp
     screenshot(page, "critique")
 
 
+def test_a_structured_critique_of_a_long_take_shows_scores_and_segments(
+    browser: Browser, server: str, tmp_path: Path
+) -> None:
+    clip = tmp_path / "take.wav"
+    clip.write_bytes(audio_file("wav", 10.0))
+    page = open_page(browser, server)
+    page.set_input_files("#critique input[type=file]", str(clip))
+    page.click("#critique summary")
+    page.select_option("#c-output", "json")
+    page.select_option("#c-long", "segments")
+    page.fill("#c-tokens", "420")
+    page.click("#critique button[type=submit]")
+    page.wait_for_selector("#critique .answer table")
+    assert page.locator("#critique .answer table tr").count() == 7  # a header and six dimensions
+    assert "/10" in page.inner_text("#critique .answer table")
+    assert "heard in segments 0-4 s, 3-7 s, 6-10 s" in page.inner_text("#critique .answer")
+    screenshot(page, "critique")
+
+
+def test_ranking_by_listening_shows_the_critics_scores(browser: Browser, server: str) -> None:
+    page = open_page(browser, server)
+    page.fill("#g-prompt", "a door knock")
+    page.fill("#g-duration", "1")
+    page.fill("#g-waveforms", "2")
+    page.click("#generate summary")
+    page.fill("#g-steps", "2")
+    page.select_option("#g-rank", "critic")
+    page.click("#generate button[type=submit]")
+    page.wait_for_selector("#generate .results li:nth-child(2) audio")
+    scores = [
+        int(text.split("critic ")[1].split("/")[0]) for text in page.locator("#generate .results li").all_inner_texts()
+    ]
+    assert scores == sorted(scores, reverse=True) and all(1 <= score <= 10 for score in scores)
+
+
 def test_an_out_of_range_value_shows_the_servers_message_next_to_its_field(browser: Browser, server: str) -> None:
     page = open_page(browser, server)
     page.fill("#g-duration", "601")  # the form does not check: the server's message is the one shown

@@ -18,12 +18,14 @@ import xgrammar
 from critique_format import (
     CRITIC_SCHEMA_TEXT,
     CriticVerdict,
+    Dimension,
     StructuredCritique,
     clamp_times,
     grammar_schema,
     grammar_text,
     shift_times,
 )
+from front.studio import merged, plan_segments
 from models.music_flamingo import CritiqueJob, FieldError, MusicFlamingoEngine, load_music_flamingo
 from models.tiny_music_flamingo import AF3_VARIANT, save_tiny_music_flamingo
 from presets import NEEDS_REFERENCE, Preset, compose_prompt
@@ -173,3 +175,40 @@ def test_the_published_schema_describes_every_grammar() -> None:
             narrowed = json.loads(grammar_text(reference, timed))
             assert set(narrowed["properties"]) <= set(public["properties"])
             assert set(narrowed["$defs"]) <= set(public["$defs"])
+
+
+@pytest.mark.parametrize(
+    ("seconds", "segment_s", "overlap_s", "bounds"),
+    [
+        (3.0, 4.0, 1.0, [(0.0, 3.0)]),
+        (10.0, 4.0, 1.0, [(0.0, 4.0), (3.0, 7.0), (6.0, 10.0)]),
+        (1200.0, 600.0, 10.0, [(0.0, 600.0), (590.0, 1190.0), (1180.0, 1200.0)]),
+        (9.0, 4.0, 3.0, [(0.0, 4.0), (2.0, 6.0), (4.0, 8.0), (6.0, 9.0)]),  # overlap capped at half a segment
+    ],
+)
+def test_segments_cover_the_recording_with_overlap(
+    seconds: float, segment_s: float, overlap_s: float, bounds: list[tuple[float, float]]
+) -> None:
+    assert plan_segments(seconds, segment_s, overlap_s) == bounds
+
+
+def test_merged_findings_are_in_the_whole_recordings_time() -> None:
+    def critique(findings: list[tuple[float, float]], differences: bool) -> str:
+        body = {
+            "summary": "s",
+            "assessments": {d.value: {"score": 5, "comment": ""} for d in Dimension},
+            "findings": [
+                {"start_s": a, "end_s": b, "dimension": "tone", "observation": "", "practice": ""} for a, b in findings
+            ],
+            "practice_plan": [],
+        }
+        if differences:
+            body["reference_differences"] = [{"start_s": 0.5, "end_s": 9.0, "dimension": "tone", "difference": ""}]
+        return json.dumps(body)
+
+    summary = StructuredCritique.model_validate_json(critique([], False))
+    texts = [critique([(1.0, 2.0)], True), critique([(0.0, 9.0), (3.5, 3.0)], True)]
+    whole = merged(summary, texts, [(0.0, 4.0), (3.0, 7.0)])
+    assert [(f.start_s, f.end_s) for f in whole.findings] == [(1.0, 2.0), (3.0, 7.0), (6.5, 6.5)]
+    assert [(d.start_s, d.end_s) for d in whole.reference_differences] == [(0.5, 4.0), (3.5, 7.0)]
+    assert whole.summary == "s"

@@ -69,7 +69,7 @@ def numbered(path: Path, index: int) -> Path:
     return path.with_name(f"{path.stem}-{index}{path.suffix}")
 
 
-def write(path: Path, data: bytes, seed: Any, clap_score: Any = None) -> None:
+def write(path: Path, data: bytes, seed: Any, clap_score: Any = None, critic_score: Any = None) -> None:
     """Write one file and say so on stdout: the path first (for scripts), then how to regenerate it."""
     try:
         path.write_bytes(data)
@@ -78,6 +78,8 @@ def write(path: Path, data: bytes, seed: Any, clap_score: Any = None) -> None:
     line = f"{path}  seed={seed}"
     if clap_score not in (None, ""):
         line += f"  clap={float(clap_score):.3f}"
+    if critic_score not in (None, ""):
+        line += f"  critic={critic_score}/10"
     print(line, flush=True)
 
 
@@ -96,6 +98,7 @@ def generate(client: Client, args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         guidance_scale=args.guidance_scale,
         num_waveforms=args.n,
+        rank_by=args.rank_by,
         seed=args.seed,
         format=fmt,
     )
@@ -108,6 +111,7 @@ def generate(client: Client, args: argparse.Namespace) -> int:
             response.content,
             seed,
             response.headers.get("x-clap-score"),
+            response.headers.get("x-critic-score"),
         )
         return EXIT_OK
     with waiting(f"generating {args.n} waveforms"):
@@ -120,6 +124,7 @@ def generate(client: Client, args: argparse.Namespace) -> int:
             base64.b64decode(waveform["audio_base64"]),
             waveform["seed"],
             waveform.get("clap_score"),
+            waveform.get("critic_score"),
         )
     return EXIT_OK
 
@@ -158,6 +163,8 @@ def critique(client: Client, args: argparse.Namespace) -> int:
         temperature=args.temperature,
         top_p=args.top_p,
         seed=args.seed,
+        output="json" if args.structured else None,
+        long_audio=args.long_audio,
     )
     with ExitStack() as stack, waiting("critiquing"):
         files = [(name, upload(stack, path)) for name, path in clips]
@@ -165,7 +172,10 @@ def critique(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(body, indent=2, ensure_ascii=False))
         return EXIT_OK
-    print(body["text"])
+    print(json.dumps(body["structured"], indent=2, ensure_ascii=False) if body.get("structured") else body["text"])
+    if body.get("segments"):
+        spans = ", ".join(f"{s['start_s']:g}-{s['end_s']:g} s" for s in body["segments"])
+        print(f"note: heard in {len(body['segments'])} segments ({spans}) and summarised", file=sys.stderr)
     for clip in body.get("audio_seconds", []):
         if clip.get("truncated"):
             print(f"note: {clip['field']} was cut to the model's limit of {clip['seconds']:g} s", file=sys.stderr)

@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-n", "--num-waveforms", dest="n", type=int, default=1,
         help="candidates, 1 to 4; with more than one, files NAME-0, NAME-1, ... best first",
     )  # fmt: skip
+    gen.add_argument(
+        "--rank-by", choices=("clap", "critic"),
+        help="order candidates by CLAP score (server default) or by Music Flamingo listening to each",
+    )  # fmt: skip
     diffusion_options(gen)
     gen.set_defaults(run=commands.generate)
 
@@ -110,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     cri.add_argument("--temperature", type=float, metavar="T", help="0.01 to 2, with --sample (server default 0.7)")
     cri.add_argument("--top-p", type=float, metavar="P", help="0.01 to 1, with --sample (server default 0.9)")
     cri.add_argument("--seed", type=int, metavar="N", help="sampling seed; drawn by the server when absent")
+    cri.add_argument(
+        "--structured", action="store_true",
+        help="ask for the structured critique (scores, time-stamped findings, practice plan) and print it as JSON",
+    )  # fmt: skip
+    cri.add_argument(
+        "--long-audio", choices=("truncate", "segments"),
+        help="a recording longer than the model hears at once: its beginning (server default) or all of it in segments",
+    )  # fmt: skip
     cri.add_argument("--json", action="store_true", help="print the whole response JSON instead of the text")
     cri.set_defaults(run=commands.critique)
     return parser

@@ -124,7 +124,10 @@ function generated(panel, answer) {
     const url = URL.createObjectURL(wavBlob(waveform.audio_base64));
     const item = document.createElement("li");
     const score = waveform.clap_score == null ? "" : ` · CLAP score ${waveform.clap_score.toFixed(3)}`;
-    item.innerHTML = `<span>Seed ${waveform.seed}${score}</span>`;
+    const critic = waveform.critic_score == null ? "" : ` · critic ${waveform.critic_score}/10`;
+    const label = Object.assign(document.createElement("span"), { textContent: `Seed ${waveform.seed}${score}${critic}` });
+    if (waveform.critic_reason) label.title = waveform.critic_reason;
+    item.append(label);
     const audio = Object.assign(document.createElement("audio"), { controls: true, src: url });
     audio.setAttribute("aria-label", `Waveform with seed ${waveform.seed}`);
     const download = Object.assign(document.createElement("a"), {
@@ -147,8 +150,35 @@ function transformed(panel, answer) {
 
 function critiqued(panel, answer) {
   const clips = answer.audio_seconds.map((u) => `${u.field}: ${u.seconds.toFixed(1)} s${u.truncated ? " (cut)" : ""}`);
-  panel.querySelector(".answer").textContent =
-    (answer.text || "(an empty answer)") + (clips.length ? `\n\n${clips.join(" · ")}` : "");
+  const segments = answer.segments.map((s) => `${s.start_s.toFixed(0)}-${s.end_s.toFixed(0)} s`);
+  const facts = [...clips, ...(segments.length ? [`heard in segments ${segments.join(", ")}`] : [])];
+  const box = panel.querySelector(".answer");
+  box.textContent = answer.structured ? "" : (answer.text || "(an empty answer)");
+  if (answer.structured) box.append(structuredView(answer.structured));
+  if (facts.length) box.append(Object.assign(document.createElement("p"), { textContent: facts.join(" · ") }));
+}
+
+function structuredView(critique) {
+  const view = document.createElement("div");
+  const add = (tag, text) => view.appendChild(Object.assign(document.createElement(tag), { textContent: text }));
+  add("p", critique.summary);
+  const table = view.appendChild(document.createElement("table"));
+  table.innerHTML = "<caption>Scores</caption><tr><th scope=\"col\">Dimension</th><th scope=\"col\">Score</th><th scope=\"col\">Comment</th></tr>";
+  for (const [dimension, a] of Object.entries(critique.assessments)) {
+    const row = table.insertRow();
+    [dimension.replace("_", " / "), `${a.score}/10`, a.comment].forEach((text) => (row.insertCell().textContent = text));
+  }
+  const list = (title, items) => {
+    if (!items || !items.length) return;
+    add("h3", title);
+    const ul = view.appendChild(document.createElement("ul"));
+    items.forEach((text) => (ul.appendChild(document.createElement("li")).textContent = text));
+  };
+  const span = (x) => `${x.start_s.toFixed(1)}-${x.end_s.toFixed(1)} s, ${x.dimension}`;
+  list("Findings", critique.findings.map((f) => `${span(f)}: ${f.observation} Practise: ${f.practice}`));
+  list("Against the reference", (critique.reference_differences || []).map((d) => `${span(d)}: ${d.difference}`));
+  list("Practice plan", critique.practice_plan);
+  return view;
 }
 
 const SHOW = { generate: generated, transform: transformed, critique: critiqued };
