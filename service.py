@@ -267,7 +267,8 @@ class AudioStudio:
             return error_response("invalid_input", problem[1], field=problem[0])
         limits = await self._flamingo_limits()
         segments = SegmentSettings(
-            SETTINGS.critique_segment_seconds or limits.max_clip_seconds, SETTINGS.critique_segment_overlap_seconds
+            min(SETTINGS.critique_segment_seconds or limits.max_clip_seconds, limits.max_clip_seconds),
+            SETTINGS.critique_segment_overlap_seconds,
         )
         try:
             with span("front.decode_uploads", clips=len(request.uploads)) as decoding:

@@ -480,10 +480,14 @@ def critique_job(clip: Any, new_tokens: int, seed: int) -> CritiqueJob:
     return CritiqueJob(prompt=PRESET_PROMPTS[Preset.FEEDBACK], clips=[clip], max_new_tokens=new_tokens, seed=seed)
 
 
-def bench_music_flamingo(smoke: bool, device: torch.device, report: dict[str, Any], progress: Progress) -> None:
-    """Prefill (30 s clip + preset prompt, 1 new token) and decode speed at batch 1/4/8, against the bandwidth bound.
+def bench_music_flamingo(
+    smoke: bool, device: torch.device, report: dict[str, Any], progress: Progress, decodings: list[str]
+) -> None:
+    """Prefill (30 s clip + preset prompt, 1 new token) and decode speed at batch 1/4/8, against the bandwidth bound,
+    for each KV-cache mode in `decodings` (dynamic, static, compiled: AUDIO_STUDIO_MUSIC_FLAMINGO_DECODING).
 
     Sets `report["music_flamingo"]` before the first run; its "runs" are `progress.rows`, saved as they come.
+    The cache modes other than dynamic run at batch 1 and 8 only (the first call of a shape compiles).
     """
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model, processor = smoke_music_flamingo(device, dtype) if smoke else full_music_flamingo(device, dtype)
@@ -512,9 +516,12 @@ def bench_music_flamingo(smoke: bool, device: torch.device, report: dict[str, An
         "runs": progress.rows,
     }
     report["music_flamingo"] = result
-    for batch in batches:
-        if not progress.within_budget(f"Music Flamingo batch {batch}"):
+    cases = [(decoding, batch) for decoding in decodings for batch in batches]
+    cases = [(d, b) for d, b in cases if d == "dynamic" or b in (batches[0], batches[-1])]
+    for decoding, batch in cases:
+        if not progress.within_budget(f"Music Flamingo {decoding} batch {batch}"):
             continue
+        engine.decoding = decoding
 
         def run(tokens: int, batch: int = batch) -> tuple[dict[str, float | None], list[Any]]:
             jobs = [critique_job(clip, tokens, seed) for seed in range(batch)]
@@ -540,6 +547,7 @@ def bench_music_flamingo(smoke: bool, device: torch.device, report: dict[str, An
             if bw
         }
         row = {
+            "decoding": decoding,
             "batch": batch,
             "new_tokens": new_tokens,
             "prompt_tokens": prompt_tokens,
@@ -555,7 +563,7 @@ def bench_music_flamingo(smoke: bool, device: torch.device, report: dict[str, An
         }
         progress.add(
             row,
-            f"Music Flamingo batch {batch}: prefill {row['prefill_s']:.3f} s, decode "
+            f"Music Flamingo {decoding} batch {batch}: prefill {row['prefill_s']:.3f} s, decode "
             f"{fmt(per_sequence, 1)} tok/s per sequence ({fmt(row['decode_tokens_per_s_total'], 1)} total), "
             f"peak {fmt(row['peak_gib'])} GiB",
         )
@@ -630,13 +638,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"{bw['measured_bytes_per_s'] / 1e9:.0f} GB/s, published "
             f"{fmt(published, 0)} GB/s; preprocessing of one 30 s clip {mf['preprocess_s']:.3f} s",
             "",
-            "| batch | prompt tokens | new tokens | prefill s | decode tok/s per sequence | decode tok/s total "
-            "| bound (measured bw) | fraction of bound | peak GiB |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| KV cache | batch | prompt tokens | new tokens | prefill s | decode tok/s per sequence "
+            "| decode tok/s total | bound (measured bw) | fraction of bound | peak GiB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in mf["runs"]:
             lines.append(
-                f"| {r['batch']} | {r['prompt_tokens']} | {r['new_tokens']} | {r['prefill_s']:.3f} "
+                f"| {r.get('decoding', 'dynamic')} | {r['batch']} | {r['prompt_tokens']} | {r['new_tokens']} "
+                f"| {r['prefill_s']:.3f} "
                 f"| {fmt(r['decode_tokens_per_s_per_sequence'], 1)} | {fmt(r['decode_tokens_per_s_total'], 1)} "
                 f"| {fmt(r['bound_steps_per_s'].get('measured'), 1)} "
                 f"| {fmt(r['fraction_of_bound'].get('measured'))} | {fmt(r['peak_gib'])} |"
@@ -656,6 +665,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-clip-s", type=float, default=60.0, help="also time this clip length (0: none)")
     parser.add_argument("--name", default=None, help="report file name (default fullsize or fullsize-smoke)")
     parser.add_argument("--budget-s", type=float, default=None, help="start no new case after this many seconds")
+    parser.add_argument(
+        "--mf-decoding",
+        default="dynamic",
+        help="Music Flamingo KV-cache modes to time, comma-separated: dynamic, static, compiled (CUDA)",
+    )
     parser.add_argument(
         "--preflight", action="store_true", help="only run the full-size builders for one step (wiring check)"
     )
@@ -700,7 +714,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{check['name']}: {check['params'] / 1e6:,.1f} M (published ~{check['published'] / 1e6:,.0f} M)")
     save()
     if "music-flamingo" in only:
-        bench_music_flamingo(args.smoke, device, report, Progress([], report["skipped"], save, log, deadline))
+        progress = Progress([], report["skipped"], save, log, deadline)
+        bench_music_flamingo(args.smoke, device, report, progress, args.mf_decoding.split(","))
         free(device)
     with tempfile.TemporaryDirectory(prefix="bench-fullsize-") as tmp:
         sizes = (

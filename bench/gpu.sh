@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full-size random-weight benchmarks that matter, on one GPU, in at most 8 minutes (the parts' limits):
-#   Music Flamingo (AF3 + Qwen2.5-7B, bf16): prefill of a 30 s clip and decode tokens/s at batch 1/4/8;
+#   Music Flamingo (AF3 + Qwen2.5-7B, bf16): prefill of a 30 s clip and decode tokens/s at batch 1/4/8, and
+#   with the static KV cache and compiled decoding step at batch 1/8;
 #   AudioLDM2 base: fp32 vs fp16, DPM++ 25 vs DDIM 200, batch 1/4/8, 10 s and 60 s clips, eager vs compiled;
 #   AudioLDM2 large: the serving configuration (fp16, DPM++ 25), eager and compiled.
 # Each part runs in its own process with its own time budget, so one failure or overrun keeps the others'
@@ -37,6 +38,6 @@ part() {  # name, hard limit in seconds, then fullsize.py arguments (--budget-s 
     if [ -n "${OUT:-}" ]; then cp "$RESULTS/gpu-$name".* "$OUT"/ 2>/dev/null || true; fi
 }
 
-part music-flamingo 120 --only music-flamingo --budget-s 90
-part audioldm2-base 250 --only audioldm2 --sizes base --long-clip-s 60 --budget-s 200
-part audioldm2-large 110 --only audioldm2 --sizes large --long-clip-s 0 --budget-s 70
+part music-flamingo 180 --only music-flamingo --budget-s 140 --mf-decoding dynamic,compiled
+part audioldm2-base 215 --only audioldm2 --sizes base --long-clip-s 60 --budget-s 170
+part audioldm2-large 85 --only audioldm2 --sizes large --long-clip-s 0 --budget-s 50

@@ -17,7 +17,7 @@ from audio_io import AudioInputError, DecodedAudio, decode_upload, probe_upload
 from critique_format import MAX_SEGMENTS, StructuredCritique, grammar_text, instruction
 from front.errors import error_response
 from front.rendering import job_error_response
-from front.studio import merged, parsed, plan_segments, segment_note, summary_prompt
+from front.studio import merged, parsed, plan_segments, segment_note, segment_step, summary_prompt
 from presets import NEEDS_AUDIO, NEEDS_REFERENCE, compose_prompt
 from schemas import (
     MAX_TOTAL_AUDIO_SECONDS,
@@ -43,8 +43,7 @@ class SegmentSettings:
     @property
     def longest_recording_s(self) -> float:
         """What MAX_SEGMENTS segments cover."""
-        bounds = plan_segments(float("inf"), self.seconds, self.overlap_s, count=MAX_SEGMENTS)
-        return bounds[-1][1]
+        return self.seconds + (MAX_SEGMENTS - 1) * segment_step(self.seconds, self.overlap_s)
 
 
 def critique_problem(request: CritiqueRequest) -> tuple[str, str] | None:

@@ -34,18 +34,23 @@ CancelCall = Callable[[list[str]], Awaitable[None]]
 # ---- long recordings: long_audio=segments --------------------------------------------------------
 
 
-def plan_segments(
-    seconds: float, segment_s: float, overlap_s: float, count: int | None = None
-) -> list[tuple[float, float]]:
-    """Boundaries of overlapping segments of at most `segment_s` covering [0, seconds] (one when it fits).
+def segment_step(segment_s: float, overlap_s: float) -> float:
+    """Seconds between the starts of full-length segments: neighbours overlap by `overlap_s`, at most half one."""
+    return segment_s - min(overlap_s, segment_s / 2)
 
-    Neighbours overlap by `overlap_s`, at most half a segment. `count`: the first `count` segments only.
+
+def plan_segments(seconds: float, segment_s: float, overlap_s: float) -> list[tuple[float, float]]:
+    """Boundaries of the fewest overlapping segments of at most `segment_s` covering [0, seconds], all equally long.
+
+    Equal lengths, because the rows share a batch: a short last segment would be padded to the others' length
+    and cost as much as they do.
     """
     if seconds <= segment_s:
         return [(0.0, seconds)]
-    step = segment_s - min(overlap_s, segment_s / 2)
-    needed = math.ceil((seconds - segment_s) / step) + 1 if math.isfinite(seconds) else count or 1
-    return [(k * step, min(k * step + segment_s, seconds)) for k in range(min(needed, count or needed))]
+    overlap = segment_s - segment_step(segment_s, overlap_s)
+    count = math.ceil((seconds - overlap) / (segment_s - overlap))
+    length = (seconds + (count - 1) * overlap) / count
+    return [(k * (length - overlap), min(k * (length - overlap) + length, seconds)) for k in range(count)]
 
 
 def segment_note(index: int, bounds: list[tuple[float, float]]) -> str:

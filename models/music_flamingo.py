@@ -330,9 +330,12 @@ class MusicFlamingoEngine:
         self.eos_token_ids: set[int] = set() if eos is None else set(eos) if isinstance(eos, list) else {eos}
         self.pad_token_id: int = processor.tokenizer.pad_token_id
         self.end_token: int = min(self.eos_token_ids) if self.eos_token_ids else self.pad_token_id
-        self.grammars = GrammarBook(
-            processor.tokenizer, model.config.get_text_config().vocab_size, sorted(self.eos_token_ids)
-        )
+
+    @functools.cached_property
+    def grammars(self) -> GrammarBook:
+        """Structured rows' grammars for this tokenizer, built at the first structured job."""
+        vocab_size = self.model.config.get_text_config().vocab_size
+        return GrammarBook(self.processor.tokenizer, vocab_size, sorted(self.eos_token_ids) or [self.end_token])
 
     def group_key(self, job: CritiqueJob) -> tuple[()]:
         """Jobs with equal keys may share one `generate` call: here every job can.
@@ -422,7 +425,8 @@ class MusicFlamingoEngine:
         budgets = [job.max_new_tokens for job in jobs]
         sampling = [Sampling(j.temperature, j.top_p, j.seed) if j.do_sample else None for j in jobs]
         logits_processor = LogitsProcessorList()
-        constraints = row_constraints(self.grammars, [job.json_schema for job in jobs], budgets)
+        schemas = [job.json_schema for job in jobs]
+        constraints = row_constraints(self.grammars, schemas, budgets) if any(schemas) else [None] * len(jobs)
         if any(constraints):
             logits_processor.append(ConstrainedRows(self.grammars, constraints, prompt_length))
         sampler = PerRowSampler(sampling, self.model.generation_config.top_k, self.end_token)

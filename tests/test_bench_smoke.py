@@ -20,7 +20,17 @@ SMOKE_TIMEOUT_S = 300  # ~20 s on 2 idle CPU cores; generous for a loaded CI mac
 def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("bench")
     completed = subprocess.run(
-        [sys.executable, "bench/fullsize.py", "--smoke", "--device", "cpu", "--out", str(out)],
+        [
+            sys.executable,
+            "bench/fullsize.py",
+            "--smoke",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--mf-decoding",
+            "dynamic,static",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -45,7 +55,12 @@ def test_smoke_report_has_every_section(smoke_report: dict) -> None:
         assert row["s_per_clip"] > 0 and row["clips_per_s"] > 0
     flamingo = smoke_report["music_flamingo"]
     assert flamingo["attention"] == "sdpa" and flamingo["bandwidth"]["measured_bytes_per_s"] > 0
-    assert [r["batch"] for r in flamingo["runs"]] == [1, 2]
+    assert [(r["decoding"], r["batch"]) for r in flamingo["runs"]] == [
+        ("dynamic", 1),
+        ("dynamic", 2),
+        ("static", 1),
+        ("static", 2),
+    ]
     for run in flamingo["runs"]:
         assert run["errors"] == [] and run["prefill_s"] > 0
         # No end token: every row decodes its whole budget, so tokens/s is over a known count.

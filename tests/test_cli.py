@@ -157,7 +157,7 @@ def test_critique_prints_the_text_or_the_whole_json(server: str, tmp_path: Path)
 
 def test_structured_critique_in_segments_and_critic_ranking(server: str, tmp_path: Path) -> None:
     (tmp_path / "long.wav").write_bytes(audio_file("wav", 10.0))
-    args = ("critique", "long.wav", "--structured", "--long-audio", "segments", "--max-new-tokens", "400")
+    args = ("critique", "long.wav", "--structured", "--long-audio", "segments", "--max-new-tokens", "640")
     done = cli(tmp_path, *args, AUDIO_STUDIO_URL=server)
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)) >= {"summary", "assessments", "findings", "practice_plan"}

@@ -127,7 +127,7 @@ def test_a_structured_critique_of_a_long_take_shows_scores_and_segments(
     page.click("#critique summary")
     page.select_option("#c-output", "json")
     page.select_option("#c-long", "segments")
-    page.fill("#c-tokens", "420")
+    page.fill("#c-tokens", "640")
     page.click("#critique button[type=submit]")
     page.wait_for_selector("#critique .answer table")
     assert page.locator("#critique .answer table tr").count() == 7  # a header and six dimensions

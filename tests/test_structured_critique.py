@@ -51,7 +51,7 @@ def structured_job(
     reference, timed = clips == 2, clips > 0
     schema = grammar_text(reference, timed)
     budget = engine.grammars.grammar(schema).reserve + budget_over_reserve
-    prompt = compose_prompt(preset, None if preset else "How is this?")
+    prompt = compose_prompt(preset, None if preset or clips else "How is this?")  # (None, clips): audio only
     return CritiqueJob(prompt, [clip(2.0 + k, k) for k in range(clips)], budget, json_schema=schema, **sampling)
 
 
@@ -61,7 +61,7 @@ def valid(text: str) -> StructuredCritique:
     return critique
 
 
-CASES = [(preset, 2 if preset in NEEDS_REFERENCE else 1) for preset in Preset] + [(None, 0), (None, 1)]
+CASES = [(preset, 2 if preset in NEEDS_REFERENCE else 1) for preset in Preset] + [(None, 0), (None, 1), (None, 2)]
 
 
 @pytest.mark.parametrize(("preset", "clips"), CASES, ids=lambda v: str(getattr(v, "value", v)))
@@ -182,14 +182,15 @@ def test_the_published_schema_describes_every_grammar() -> None:
     [
         (3.0, 4.0, 1.0, [(0.0, 3.0)]),
         (10.0, 4.0, 1.0, [(0.0, 4.0), (3.0, 7.0), (6.0, 10.0)]),
-        (1200.0, 600.0, 10.0, [(0.0, 600.0), (590.0, 1190.0), (1180.0, 1200.0)]),
-        (9.0, 4.0, 3.0, [(0.0, 4.0), (2.0, 6.0), (4.0, 8.0), (6.0, 9.0)]),  # overlap capped at half a segment
+        (1200.0, 600.0, 10.0, [(0.0, 1220 / 3), (1190 / 3, 2410 / 3), (2380 / 3, 1200.0)]),  # equal lengths
+        (9.0, 4.0, 3.0, [(0.0, 3.75), (1.75, 5.5), (3.5, 7.25), (5.25, 9.0)]),  # overlap capped at half a segment
     ],
 )
 def test_segments_cover_the_recording_with_overlap(
     seconds: float, segment_s: float, overlap_s: float, bounds: list[tuple[float, float]]
 ) -> None:
-    assert plan_segments(seconds, segment_s, overlap_s) == bounds
+    planned = plan_segments(seconds, segment_s, overlap_s)
+    assert planned == [pytest.approx(b) for b in bounds]
 
 
 def test_merged_findings_are_in_the_whole_recordings_time() -> None:
