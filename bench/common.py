@@ -118,3 +118,11 @@ def write_report(folder: Path, name: str, report: dict[str, Any], markdown: str)
 
 def fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def tensor_bytes(tensor: Any) -> int:
+    """Storage of a tensor, or of the inner tensors of a tensor subclass (torchao's int8 data and scales)."""
+    if hasattr(tensor, "__tensor_flatten__"):
+        names, _ = tensor.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(tensor, name)) for name in names)
+    return tensor.numel() * tensor.element_size()

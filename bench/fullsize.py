@@ -71,10 +71,19 @@ from transformers import (  # noqa: E402
     T5EncoderModel,
 )
 
-from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_json, write_report  # noqa: E402
+from bench.common import (  # noqa: E402
+    DEFAULT_OUT,
+    fmt,
+    header,
+    header_markdown,
+    tensor_bytes,
+    write_json,
+    write_report,
+)
 from models import tiny_music_flamingo  # noqa: E402
 from models.audioldm2 import AudioLDM2Engine, load_pipeline  # noqa: E402
 from models.local_tokenizers import CORPUS  # noqa: E402
+from models.memory import quantize_linear_weights  # noqa: E402
 from models.music_flamingo import CritiqueJob, MusicFlamingoEngine  # noqa: E402
 from models.tiny_audioldm2 import build_tiny_audioldm2  # noqa: E402
 from presets import PRESET_PROMPTS, Preset  # noqa: E402
@@ -480,8 +489,17 @@ def critique_job(clip: Any, new_tokens: int, seed: int) -> CritiqueJob:
     return CritiqueJob(prompt=PRESET_PROMPTS[Preset.FEEDBACK], clips=[clip], max_new_tokens=new_tokens, seed=seed)
 
 
+@dataclass(frozen=True)
+class FlamingoOptions:
+    """What `bench_music_flamingo` times: KV-cache modes, weight quantization (the 12 GB preset's int8), batches."""
+
+    decodings: tuple[str, ...] = ("dynamic",)
+    quantization: str = "none"  # or int8: torchao weight-only on the language model, as the runner applies it
+    batches: tuple[int, ...] | None = None  # None: 1/4/8 (smoke: 1/2)
+
+
 def bench_music_flamingo(
-    smoke: bool, device: torch.device, report: dict[str, Any], progress: Progress, decodings: list[str]
+    smoke: bool, device: torch.device, report: dict[str, Any], progress: Progress, options: FlamingoOptions
 ) -> None:
     """Prefill (30 s clip + preset prompt, 1 new token) and decode speed at batch 1/4/8, against the bandwidth bound,
     for each KV-cache mode in `decodings` (dynamic, static, compiled: AUDIO_STUDIO_MUSIC_FLAMINGO_DECODING).
@@ -491,12 +509,14 @@ def bench_music_flamingo(
     """
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model, processor = smoke_music_flamingo(device, dtype) if smoke else full_music_flamingo(device, dtype)
+    if options.quantization == "int8":
+        quantize_linear_weights(model.model.language_model)
     engine = MusicFlamingoEngine(model, processor)
     clip = stereo_tone(30.0, rate=engine.sample_rate)[:, 0].copy()
     new_tokens = 8 if smoke else 256
-    batches = (1, 2) if smoke else (1, 4, 8)
+    batches = options.batches or ((1, 2) if smoke else (1, 4, 8))
     language_model = [model.model.language_model, model.lm_head]
-    weight_bytes = sum(p.numel() * p.element_size() for m in language_model for p in m.parameters())
+    weight_bytes = sum(tensor_bytes(p) for m in language_model for p in m.parameters())
     text = model.config.text_config
     head_dim = text.hidden_size // text.num_attention_heads
     kv_bytes_per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * model.dtype.itemsize
@@ -507,6 +527,7 @@ def bench_music_flamingo(
     result = {
         "model": "tiny" if smoke else "music-flamingo (AF3 + Qwen2.5-7B)",
         "dtype": str(dtype).removeprefix("torch."),
+        "quantization": options.quantization,
         "attention": model.config._attn_implementation,
         "clip_s": 30.0,
         "preprocess_s": prep["s"],
@@ -516,7 +537,7 @@ def bench_music_flamingo(
         "runs": progress.rows,
     }
     report["music_flamingo"] = result
-    cases = [(decoding, batch) for decoding in decodings for batch in batches]
+    cases = [(decoding, batch) for decoding in options.decodings for batch in batches]
     cases = [(d, b) for d, b in cases if d == "dynamic" or b in (batches[0], batches[-1])]
     for decoding, batch in cases:
         if not progress.within_budget(f"Music Flamingo {decoding} batch {batch}"):
@@ -633,7 +654,8 @@ def markdown(report: dict[str, Any]) -> str:
         published = bw["published_bytes_per_s"] / 1e9 if bw["published_bytes_per_s"] else None
         lines += [
             "",
-            f"Music Flamingo ({mf['model']}, {mf['dtype']}, attention {mf['attention']}): language model weights "
+            f"Music Flamingo ({mf['model']}, {mf['dtype']}, weights {mf.get('quantization', 'none')}, attention "
+            f"{mf['attention']}): language model weights "
             f"{mf['language_model_weight_bytes'] / 2**30:.2f} GiB; memory bandwidth measured "
             f"{bw['measured_bytes_per_s'] / 1e9:.0f} GB/s, published "
             f"{fmt(published, 0)} GB/s; preprocessing of one 30 s clip {mf['preprocess_s']:.3f} s",
@@ -665,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-clip-s", type=float, default=60.0, help="also time this clip length (0: none)")
     parser.add_argument("--name", default=None, help="report file name (default fullsize or fullsize-smoke)")
     parser.add_argument("--budget-s", type=float, default=None, help="start no new case after this many seconds")
+    parser.add_argument("--mf-quantization", choices=["none", "int8"], default="none", help="Music Flamingo weights")
+    parser.add_argument("--mf-batches", default=None, help="Music Flamingo batch sizes, comma-separated")
     parser.add_argument(
         "--mf-decoding",
         default="dynamic",
@@ -715,7 +739,12 @@ def main(argv: list[str] | None = None) -> int:
     save()
     if "music-flamingo" in only:
         progress = Progress([], report["skipped"], save, log, deadline)
-        bench_music_flamingo(args.smoke, device, report, progress, args.mf_decoding.split(","))
+        options = FlamingoOptions(
+            decodings=tuple(args.mf_decoding.split(",")),
+            quantization=args.mf_quantization,
+            batches=tuple(int(b) for b in args.mf_batches.split(",")) if args.mf_batches else None,
+        )
+        bench_music_flamingo(args.smoke, device, report, progress, options)
         free(device)
     with tempfile.TemporaryDirectory(prefix="bench-fullsize-") as tmp:
         sizes = (

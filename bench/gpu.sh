@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full-size random-weight benchmarks that matter, on one GPU, in at most 8 minutes (the parts' limits):
 #   Music Flamingo (AF3 + Qwen2.5-7B, bf16): prefill of a 30 s clip and decode tokens/s at batch 1/4/8, and
-#   with the static KV cache and compiled decoding step at batch 1/8;
+#   with the static KV cache and compiled decoding step at batch 1/8; with int8 weights (the 12 GB preset) at batch 4;
 #   AudioLDM2 base: fp32 vs fp16, DPM++ 25 vs DDIM 200, batch 1/4/8, 10 s and 60 s clips, eager vs compiled;
 #   AudioLDM2 large: the serving configuration (fp16, DPM++ 25), eager and compiled.
 # Each part runs in its own process with its own time budget, so one failure or overrun keeps the others'
@@ -26,7 +26,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
-PARTS=${GPU_PARTS:-music-flamingo audioldm2-base audioldm2-large}
+PARTS=${GPU_PARTS:-music-flamingo music-flamingo-int8 audioldm2-base audioldm2-large}
 
 part() {  # name, hard limit in seconds, then fullsize.py arguments (--budget-s stops new cases earlier)
     local name=$1 limit=$2
@@ -38,6 +38,7 @@ part() {  # name, hard limit in seconds, then fullsize.py arguments (--budget-s 
     if [ -n "${OUT:-}" ]; then cp "$RESULTS/gpu-$name".* "$OUT"/ 2>/dev/null || true; fi
 }
 
-part music-flamingo 180 --only music-flamingo --budget-s 140 --mf-decoding dynamic,compiled
-part audioldm2-base 215 --only audioldm2 --sizes base --long-clip-s 60 --budget-s 170
-part audioldm2-large 85 --only audioldm2 --sizes large --long-clip-s 0 --budget-s 50
+part music-flamingo 160 --only music-flamingo --budget-s 120 --mf-decoding dynamic,compiled
+part music-flamingo-int8 70 --only music-flamingo --budget-s 40 --mf-quantization int8 --mf-batches 4
+part audioldm2-base 180 --only audioldm2 --sizes base --long-clip-s 60 --budget-s 140
+part audioldm2-large 70 --only audioldm2 --sizes large --long-clip-s 0 --budget-s 40

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from transformers import AudioFlamingo3ForConditionalGeneration
 
-from bench.common import DEFAULT_OUT, header, header_markdown, write_report
+from bench.common import DEFAULT_OUT, header, header_markdown, tensor_bytes, write_report
 from bench.fullsize import audioldm2_unet, music_flamingo_config
 from models import tiny_music_flamingo
 from models.memory import quantize_linear_weights
@@ -39,14 +39,6 @@ from models.memory import quantize_linear_weights
 GIB = 2**30
 LAYERS_BUILT = 2
 LAYERS_PUBLISHED = 28
-
-
-def tensor_bytes(tensor: torch.Tensor) -> int:
-    """Storage of a tensor, or of the inner tensors of a tensor subclass (torchao's int8 data and scales)."""
-    if hasattr(tensor, "__tensor_flatten__"):
-        names, _ = tensor.__tensor_flatten__()
-        return sum(tensor_bytes(getattr(tensor, name)) for name in names)
-    return tensor.numel() * tensor.element_size()
 
 
 def module_bytes(module: nn.Module) -> int:
