@@ -135,6 +135,13 @@ class CriticVerdict(Strict):
 CRITIC_SCHEMA_TEXT = json.dumps(_printable_strings(CriticVerdict.model_json_schema()), separators=(",", ":"))
 
 
+def every_grammar_text() -> list[str]:
+    """Every schema a row may be decoded under, for a runner to compile before its first request."""
+    return [grammar_text(reference, timed) for reference in (False, True) for timed in (False, True)] + [
+        CRITIC_SCHEMA_TEXT
+    ]
+
+
 def critic_prompt(prompt: str) -> str:
     return (
         f'This audio was generated from the text prompt "{prompt}". Listen to it and judge how well it matches the '

@@ -8,6 +8,7 @@ import time
 import bentoml
 import torch
 
+from critique_format import every_grammar_text
 from models.allocator import keep_freed_memory
 from models.memory import place
 from models.music_flamingo import (
@@ -78,10 +79,16 @@ class MusicFlamingoRunner:
             )
         )
         self.engine = MusicFlamingoEngine(model, processor, decoding=options.decoding)
+        self.thread.call(self._compile_grammars)
         self.cancelled = CancelledJobs()
         self.board = ProgressBoard()
         if self.engine.sample_rate != MUSIC_FLAMINGO_SAMPLE_RATE:
             raise RuntimeError(f"{self.checkpoint.model_id} expects {self.engine.sample_rate} Hz, not 16 kHz")
+
+    def _compile_grammars(self) -> None:
+        """The structured critique's grammars for this tokenizer, before the first request rather than in it."""
+        for schema in every_grammar_text():
+            self.engine.grammars.grammar(schema)
 
     def __is_ready__(self) -> bool:
         return hasattr(self, "engine")
