@@ -40,7 +40,7 @@ from front.rendering import audio_answer
 from front.runner_calls import RunnerUnavailable, answers_503_when_a_runner_is_down, call_runner, run_job
 from front.studio import critique_in_segments, rank_by_critic
 from front.trace_header import TraceIdHeader
-from front.work import Answer, RunnerCall, Work
+from front.work import Answer, ProgressTarget, RunnerCall, Work
 from jobs import open_store
 from jobs.manager import JobLimits, JobManager
 from jobs.records import JobStatus
@@ -291,16 +291,20 @@ class AudioStudio:
                 render,
                 plan.seed,
             )
+        target = ProgressTarget(rows[0].job_id)
         return Work(
             "critique",
             "music-flamingo",
-            rows[0],  # progress follows the first segment
+            rows[0],
             flamingo.critique,
             flamingo.cancel,
             flamingo.progress,
             lambda run: plan.respond(run.final, run.segments),
             plan.seed,
-            execute=lambda: critique_in_segments(flamingo.critique, flamingo.cancel, rows, plan.bounds, plan.summarise),
+            execute=lambda: critique_in_segments(
+                flamingo.critique, flamingo.cancel, rows, plan.bounds, plan.summarise, target
+            ),
+            target=target,
         )
 
     async def _flamingo_limits(self, cached: bool = True) -> RunnerLimits:

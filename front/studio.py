@@ -23,6 +23,7 @@ from critique_format import (
     shift_times,
 )
 from front.runner_calls import run_jobs
+from front.work import ProgressTarget
 from schemas import CritiqueJob, CritiqueOutcome, GenerationOutcome, JobError, RunnerLimits, samples_to_bytes
 
 CRITIC_MAX_NEW_TOKENS = 96  # a score and a sentence; above the grammar's reserve with any Qwen2 tokenizer here
@@ -85,19 +86,29 @@ class SegmentedCritique:
     bounds: list[tuple[float, float]]
 
 
+SEGMENTS_SHARE = 0.85  # of a segmented critique's progress: the segments' batch, then the summarising pass
+
+
 async def critique_in_segments(
     critique: FlamingoCall,
     cancel: CancelCall,
     rows: list[CritiqueJob],
     bounds: list[tuple[float, float]],
     summarise: Callable[[list[str]], CritiqueJob],
+    target: ProgressTarget,
 ) -> SegmentedCritique:
-    """The segment rows in one batch, then the summarising pass over their answers."""
+    """The segment rows in one batch, then the summarising pass over their answers.
+
+    Progress follows the first segment (its batch decodes all of them together), then the summarising row.
+    """
+    target.job_id, target.span = rows[0].job_id, (0.0, SEGMENTS_SHARE)
     segments = await run_jobs("music-flamingo", critique, cancel, rows)
     failed = next((outcome for outcome in segments if outcome.error is not None), None)
     if failed is not None:
         return SegmentedCritique(failed, segments, bounds)
-    [final] = await run_jobs("music-flamingo", critique, cancel, [summarise([s.text or "" for s in segments])])
+    summary = summarise([s.text or "" for s in segments])
+    target.job_id, target.span = summary.job_id, (SEGMENTS_SHARE, 1.0)
+    [final] = await run_jobs("music-flamingo", critique, cancel, [summary])
     return SegmentedCritique(final, segments, bounds)
 
 

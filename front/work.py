@@ -21,6 +21,17 @@ Answer = Response | BaseModel  # an audio file, an error answer, or a JSON model
 RunnerCall = Callable[[list[Any]], Awaitable[list[Any]]]  # a runner's batchable API
 
 
+@dataclass
+class ProgressTarget:
+    """Which runner job a job's progress follows, and the part of the 0-1 scale that job fills.
+
+    Work of several runner calls moves it from stage to stage (front/studio.py), so progress keeps moving.
+    """
+
+    job_id: str
+    span: tuple[float, float] = (0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class Work:
     kind: str  # the public API: generate, transform or critique
@@ -31,8 +42,12 @@ class Work:
     progress: Callable[[list[str]], Awaitable[list[RunnerProgress]]]
     render: Callable[[Any], Answer]  # the runner's outcome as the public answer
     seed: int | None = None
-    # Work of several runner calls (segments, critic ranking; front/studio.py): `job` is the one progress follows.
+    # Work of several runner calls (segments, critic ranking; front/studio.py) and the job its progress follows.
     execute: Callable[[], Awaitable[Any]] | None = None
+    target: ProgressTarget | None = None
+
+    def followed(self) -> ProgressTarget:
+        return self.target or ProgressTarget(self.job.job_id)
 
     async def run(self) -> Answer:
         if self.execute is not None:

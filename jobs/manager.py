@@ -86,8 +86,10 @@ def links(job_id: str) -> JobLinks:
     return JobLinks(status=base, events=f"{base}/events", result=f"{base}/result", cancel=f"{base}/cancel")
 
 
-def progress_of(kind: str, update: RunnerProgress, before: JobProgress) -> JobProgress:
-    """The runner's phase and count as job progress; the fraction never goes back."""
+def progress_of(
+    kind: str, update: RunnerProgress, before: JobProgress, span: tuple[float, float] = (0.0, 1.0)
+) -> JobProgress:
+    """The runner's phase and count as job progress, within `span` of the scale; the fraction never goes back."""
     low, high = PHASE_SPANS[update.phase]
     tokens = kind == "critique" and update.phase == "decoding"
     if tokens:
@@ -99,7 +101,7 @@ def progress_of(kind: str, update: RunnerProgress, before: JobProgress) -> JobPr
         unit=unit,
         done=update.done,
         total=update.total,
-        fraction=max(before.fraction, min(1.0, low + (high - low) * share)),
+        fraction=max(before.fraction, span[0] + (span[1] - span[0]) * min(1.0, low + (high - low) * share)),
         queue_position=None if update.phase != "queued" else 0,
     )
 
@@ -380,7 +382,7 @@ class JobManager:
             return
         try:
             updates = await asyncio.wait_for(
-                running[0].work.progress([local.work.job.job_id for local in running]), PROGRESS_TIMEOUT_S
+                running[0].work.progress([local.work.followed().job_id for local in running]), PROGRESS_TIMEOUT_S
             )
         except Exception as exc:  # progress is best effort; the job's own call reports a runner that is down
             logger.debug("jobs: no progress from %s (%s)", runner, exc)
@@ -389,7 +391,8 @@ class JobManager:
             status = local.record.status
             if status.state not in ("queued", "running"):
                 continue
-            self._set_progress(local, progress_of(status.kind, update, status.progress))
+            span = local.work.followed().span
+            self._set_progress(local, progress_of(status.kind, update, status.progress, span))
             if update.phase != "queued" and status.state == "queued":
                 local.record.status = local.record.status.model_copy(update={"state": "running", "started_at": now()})
                 local.dirty = True

@@ -12,8 +12,12 @@ import httpx
 import pytest
 
 from critique_format import StructuredCritique, clamp_times, shift_times
+from front.studio import SEGMENTS_SHARE
+from jobs.manager import progress_of
+from jobs.records import JobProgress
+from schemas import RunnerProgress
 from tests.audio_files import audio_file
-from tests.jobs_client import follow, result, submit
+from tests.jobs_client import assert_progress_moves_forward, follow, result, submit
 
 TIMEOUT = 300
 JSON = {"output": "json", "max_new_tokens": "640"}  # the tiny tokenizer keeps ~380 tokens to close the object
@@ -123,12 +127,22 @@ def test_critic_ranking_orders_by_the_critic_and_keeps_seeds(server: str) -> Non
 
 
 def test_jobs_carry_the_studio_options(server: str) -> None:
-    """A segmented structured critique as a job: the same answer as the synchronous call."""
+    """A segmented structured critique as a job: progress only moves forward, the answer is the synchronous one."""
     fields = {"long_audio": "segments", "preset": "feedback", "seed": "8", **JSON}
     files = {"audio": ("take.wav", audio_file("wav", 10.0, hz=220), "audio/wav")}
     status = submit(server, "critique", data=fields, files=files)
-    final = follow(server, status["id"])[-1]
-    assert final["state"] == "succeeded", final
+    statuses = follow(server, status["id"], every_s=0.02)
+    assert_progress_moves_forward(statuses)
     answer = result(server, status["id"]).json()
     synchronous = critique(server, 10.0, **fields).json()
     assert answer["structured"] == synchronous["structured"] and answer["segments"] == synchronous["segments"]
+
+
+def test_staged_progress_fills_each_stages_share_of_the_scale() -> None:
+    """A segmented critique's progress: the segments' batch fills 0-0.85, the summarising pass 0.85-1."""
+    before = JobProgress(phase="queued", fraction=0.0)
+    halfway = RunnerProgress(job_id="s", phase="decoding", done=5, total=10)
+    segments = progress_of("critique", halfway, before, (0.0, SEGMENTS_SHARE))
+    summary = progress_of("critique", RunnerProgress(job_id="a", phase="prefill"), segments, (SEGMENTS_SHARE, 1.0))
+    done = progress_of("critique", RunnerProgress(job_id="a", phase="finished"), summary, (SEGMENTS_SHARE, 1.0))
+    assert 0 < segments.fraction < SEGMENTS_SHARE < summary.fraction < done.fraction == 1.0
