@@ -38,7 +38,7 @@ from front.playground import PATH as PLAYGROUND_PATH
 from front.playground import playground_app
 from front.rendering import audio_answer
 from front.runner_calls import RunnerUnavailable, answers_503_when_a_runner_is_down, call_runner, run_job
-from front.studio import critique_in_segments, rank_by_critic
+from front.studio import CRITIC_SHARE, critique_in_segments, rank_by_critic
 from front.trace_header import TraceIdHeader
 from front.work import Answer, ProgressTarget, RunnerCall, Work
 from jobs import open_store
@@ -213,13 +213,13 @@ class AudioStudio:
         if request.rank_by is not RankBy.CRITIC:
             return work
         limits = await self._flamingo_limits(cached=False)  # its runner down: 503 before generating
-        flamingo = self.music_flamingo.to_async
+        target = ProgressTarget(job.job_id, "audioldm2", work.progress, (0.0, 1.0 - CRITIC_SHARE))
 
         async def generate_then_rank() -> GenerationOutcome:
             generated = await run_job("audioldm2", work.submit, work.cancel, job)
-            return await rank_by_critic(flamingo.critique, flamingo.cancel, job.prompt, generated, limits)
+            return await rank_by_critic(self.music_flamingo.to_async, job.prompt, generated, limits, target)
 
-        return dataclasses.replace(work, execute=generate_then_rank)
+        return dataclasses.replace(work, execute=generate_then_rank, target=target)
 
     async def _transformation(self, request: TransformRequest, as_json: bool) -> Work | JSONResponse:
         try:
@@ -291,7 +291,7 @@ class AudioStudio:
                 render,
                 plan.seed,
             )
-        target = ProgressTarget(rows[0].job_id)
+        target = ProgressTarget(rows[0].job_id, "music-flamingo", flamingo.progress)
         return Work(
             "critique",
             "music-flamingo",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -23,13 +24,21 @@ from critique_format import (
     shift_times,
 )
 from front.runner_calls import run_jobs
-from front.work import ProgressTarget
+from front.work import ProgressCall, ProgressTarget
 from schemas import CritiqueJob, CritiqueOutcome, GenerationOutcome, JobError, RunnerLimits, samples_to_bytes
 
 CRITIC_MAX_NEW_TOKENS = 96  # a score and a sentence; above the grammar's reserve with any Qwen2 tokenizer here
 
 FlamingoCall = Callable[[list[CritiqueJob]], Awaitable[list[CritiqueOutcome]]]
 CancelCall = Callable[[list[str]], Awaitable[None]]
+
+
+class FlamingoApis(Protocol):
+    """The Music Flamingo runner's APIs the studio calls (its `to_async` client)."""
+
+    critique: FlamingoCall
+    cancel: CancelCall
+    progress: ProgressCall
 
 
 # ---- long recordings: long_audio=segments --------------------------------------------------------
@@ -101,13 +110,13 @@ async def critique_in_segments(
 
     Progress follows the first segment (its batch decodes all of them together), then the summarising row.
     """
-    target.job_id, target.span = rows[0].job_id, (0.0, SEGMENTS_SHARE)
+    target.move(rows[0].job_id, "music-flamingo", target.progress, (0.0, SEGMENTS_SHARE))
     segments = await run_jobs("music-flamingo", critique, cancel, rows)
     failed = next((outcome for outcome in segments if outcome.error is not None), None)
     if failed is not None:
         return SegmentedCritique(failed, segments, bounds)
     summary = summarise([s.text or "" for s in segments])
-    target.job_id, target.span = summary.job_id, (SEGMENTS_SHARE, 1.0)
+    target.move(summary.job_id, "music-flamingo", target.progress, (SEGMENTS_SHARE, 1.0))
     [final] = await run_jobs("music-flamingo", critique, cancel, [summary])
     return SegmentedCritique(final, segments, bounds)
 
@@ -151,13 +160,21 @@ def critic_jobs(prompt: str, outcome: GenerationOutcome, limits: RunnerLimits) -
     ]
 
 
+CRITIC_SHARE = 0.1  # of a critic-ranked generation's progress: the critic rows after the generation
+
+
 async def rank_by_critic(
-    critique: FlamingoCall, cancel: CancelCall, prompt: str, outcome: GenerationOutcome, limits: RunnerLimits
+    flamingo: FlamingoApis, prompt: str, outcome: GenerationOutcome, limits: RunnerLimits, target: ProgressTarget
 ) -> GenerationOutcome:
-    """The candidates with the critic's score and reason, best first (ties by CLAP score, then seed order)."""
+    """The candidates with the critic's score and reason, best first (ties by CLAP score, then seed order).
+
+    Progress moves to the first critic row (all rows share its batch) for the last CRITIC_SHARE of the scale.
+    """
     if outcome.error is not None:
         return outcome
-    verdicts = await run_jobs("music-flamingo", critique, cancel, critic_jobs(prompt, outcome, limits))
+    jobs = critic_jobs(prompt, outcome, limits)
+    target.move(jobs[0].job_id, "music-flamingo", flamingo.progress, (1.0 - CRITIC_SHARE, 1.0))
+    verdicts = await run_jobs("music-flamingo", flamingo.critique, flamingo.cancel, jobs)
     failed = next((v.error for v in verdicts if v.error is not None), None)
     if failed is not None:
         return outcome.model_copy(update={"error": failed, "waveforms": []})

@@ -19,17 +19,23 @@ from schemas import RunnerJob, RunnerProgress
 
 Answer = Response | BaseModel  # an audio file, an error answer, or a JSON model BentoML serialises
 RunnerCall = Callable[[list[Any]], Awaitable[list[Any]]]  # a runner's batchable API
+ProgressCall = Callable[[list[str]], Awaitable[list[RunnerProgress]]]  # a runner's `progress` API
 
 
 @dataclass
 class ProgressTarget:
-    """Which runner job a job's progress follows, and the part of the 0-1 scale that job fills.
+    """Which runner job a job's progress follows, on which runner, and the part of the 0-1 scale it fills.
 
     Work of several runner calls moves it from stage to stage (front/studio.py), so progress keeps moving.
     """
 
     job_id: str
+    runner: str
+    progress: ProgressCall
     span: tuple[float, float] = (0.0, 1.0)
+
+    def move(self, job_id: str, runner: str, progress: ProgressCall, span: tuple[float, float]) -> None:
+        self.job_id, self.runner, self.progress, self.span = job_id, runner, progress, span
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,7 @@ class Work:
     job: RunnerJob
     submit: RunnerCall
     cancel: Callable[[list[str]], Awaitable[None]]
-    progress: Callable[[list[str]], Awaitable[list[RunnerProgress]]]
+    progress: ProgressCall
     render: Callable[[Any], Answer]  # the runner's outcome as the public answer
     seed: int | None = None
     # Work of several runner calls (segments, critic ranking; front/studio.py) and the job its progress follows.
@@ -47,7 +53,7 @@ class Work:
     target: ProgressTarget | None = None
 
     def followed(self) -> ProgressTarget:
-        return self.target or ProgressTarget(self.job.job_id)
+        return self.target or ProgressTarget(self.job.job_id, self.runner, self.progress)
 
     async def run(self) -> Answer:
         if self.execute is not None:

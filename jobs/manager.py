@@ -377,22 +377,22 @@ class JobManager:
 
     async def _follow(self, runner: str, jobs: list[LocalJob]) -> None:
         """Ask `runner` where its dispatched jobs are."""
-        running = [local for local in jobs if local.work.runner == runner and local.dispatched]
+        running = [local for local in jobs if local.work.followed().runner == runner and local.dispatched]
         if not running:
             return
+        targets = [local.work.followed() for local in running]
         try:
             updates = await asyncio.wait_for(
-                running[0].work.progress([local.work.followed().job_id for local in running]), PROGRESS_TIMEOUT_S
+                targets[0].progress([target.job_id for target in targets]), PROGRESS_TIMEOUT_S
             )
         except Exception as exc:  # progress is best effort; the job's own call reports a runner that is down
             logger.debug("jobs: no progress from %s (%s)", runner, exc)
             return
-        for local, update in zip(running, updates, strict=True):
+        for local, target, update in zip(running, targets, updates, strict=True):
             status = local.record.status
             if status.state not in ("queued", "running"):
                 continue
-            span = local.work.followed().span
-            self._set_progress(local, progress_of(status.kind, update, status.progress, span))
+            self._set_progress(local, progress_of(status.kind, update, status.progress, target.span))
             if update.phase != "queued" and status.state == "queued":
                 local.record.status = local.record.status.model_copy(update={"state": "running", "started_at": now()})
                 local.dirty = True

@@ -146,3 +146,12 @@ def test_staged_progress_fills_each_stages_share_of_the_scale() -> None:
     summary = progress_of("critique", RunnerProgress(job_id="a", phase="prefill"), segments, (SEGMENTS_SHARE, 1.0))
     done = progress_of("critique", RunnerProgress(job_id="a", phase="finished"), summary, (SEGMENTS_SHARE, 1.0))
     assert 0 < segments.fraction < SEGMENTS_SHARE < summary.fraction < done.fraction == 1.0
+
+
+def test_a_critic_ranked_job_moves_from_the_generation_to_the_critic(server: str) -> None:
+    body = {"prompt": "rain", "duration": 1, "steps": 20, "num_waveforms": 2, "seed": 3, "rank_by": "critic"}
+    status = submit(server, "generate/json", json=body)
+    statuses = follow(server, status["id"], every_s=0.02)
+    assert_progress_moves_forward(statuses)
+    ranked = result(server, status["id"]).json()["waveforms"]
+    assert ranked == httpx.post(f"{server}/generate/json", json=body, timeout=TIMEOUT).json()["waveforms"]
