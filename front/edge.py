@@ -33,6 +33,7 @@ FORM_TEXT_ALLOWANCE = 1024 * 1024  # form fields and part headers beside the fil
 SHUTTING_DOWN = "the service is shutting down; retry"
 READINESS_TIMEOUT_S = 3.0  # what /readyz may take before it answers 503
 CLIENT_CLOSED_REQUEST = 499  # the access log's status for a request whose client left (nginx's convention)
+JOB_PATHS = "/jobs/"  # status, events, result and cancel of a job: their errors take the one shape too
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ class EdgeGuard:
             return await self.bounded_readiness(scope, receive, send)
         rules = self.rules.get(scope["path"])
         if rules is None or scope["method"] != "POST":
+            if scope["path"].startswith(JOB_PATHS):  # a path the job app cannot match gets BentoML's plain 404
+                send = ErrorShaper(send, Exchange(JSON_BODY_LIMIT))
             return await self.app(scope, receive, send)
         refusal = self.refusal(Headers(scope=scope), rules)
         if refusal is not None:
@@ -297,5 +300,7 @@ def shaped_error(status: int, body: bytes) -> bytes:
     else:
         kind = kind_of_status(status)
         message = data.get("error") if status < 500 and isinstance(data.get("error"), str) else None
+        if message is None and status < 500 and not data:  # Starlette's plain-text answers: "Not Found", ...
+            message = body.decode(errors="replace").strip()[:200] or None
         shaped = ErrorResponse(error=message or (GENERIC_ERROR if status >= 500 else "bad request"), kind=kind)
     return shaped.model_dump_json().encode()
