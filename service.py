@@ -11,7 +11,6 @@ front/.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import secrets
 import time
@@ -38,7 +37,7 @@ from front.playground import PATH as PLAYGROUND_PATH
 from front.playground import playground_app
 from front.rendering import audio_answer
 from front.runner_calls import RunnerUnavailable, answers_503_when_a_runner_is_down, call_runner, run_job
-from front.studio import CRITIC_SHARE, critique_in_segments, rank_by_critic
+from front.studio import CRITIC_SHARE, rank_by_critic
 from front.trace_header import TraceIdHeader
 from front.work import Answer, ProgressTarget, RunnerCall, Work
 from jobs import open_store
@@ -277,35 +276,7 @@ class AudioStudio:
         except AudioInputError as error:
             return upload_error(error)
         plan = CritiquePlan(request, clips, draw_seed(request), segments, limits.sample_rate, started)
-        flamingo = self.music_flamingo.to_async
-        rows = plan.rows()
-        if not plan.segmented:
-            render = functools.partial(plan.respond, segments=[])
-            return Work(
-                "critique",
-                "music-flamingo",
-                rows[0],
-                flamingo.critique,
-                flamingo.cancel,
-                flamingo.progress,
-                render,
-                plan.seed,
-            )
-        target = ProgressTarget(rows[0].job_id, "music-flamingo", flamingo.progress)
-        return Work(
-            "critique",
-            "music-flamingo",
-            rows[0],
-            flamingo.critique,
-            flamingo.cancel,
-            flamingo.progress,
-            lambda run: plan.respond(run.final, run.segments),
-            plan.seed,
-            execute=lambda: critique_in_segments(
-                flamingo.critique, flamingo.cancel, rows, plan.bounds, plan.summarise, target
-            ),
-            target=target,
-        )
+        return plan.work(self.music_flamingo.to_async)
 
     async def _flamingo_limits(self, cached: bool = True) -> RunnerLimits:
         """The Music Flamingo checkpoint's limits (asked once; `cached=False` also checks the runner is up)."""

@@ -7,6 +7,7 @@ structured critique's grammar (critique_format.py) and the answer carries the ob
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -17,7 +18,17 @@ from audio_io import AudioInputError, DecodedAudio, decode_upload, probe_upload
 from critique_format import MAX_SEGMENTS, StructuredCritique, grammar_text, instruction
 from front.errors import error_response
 from front.rendering import job_error_response
-from front.studio import merged, parsed, plan_segments, segment_note, segment_step, summary_prompt
+from front.studio import (
+    FlamingoApis,
+    critique_in_segments,
+    merged,
+    parsed,
+    plan_segments,
+    segment_note,
+    segment_step,
+    summary_prompt,
+)
+from front.work import ProgressTarget, Work
 from presets import NEEDS_AUDIO, NEEDS_REFERENCE, compose_prompt
 from schemas import (
     MAX_TOTAL_AUDIO_SECONDS,
@@ -184,6 +195,28 @@ class CritiquePlan:
             tokens_generated=final.tokens_generated + sum(s.tokens_generated for s in segments),
             seed=self.seed,
             timings=Timings(**final.timings.model_dump(), total_s=time.perf_counter() - self.started),
+        )
+
+    def work(self, flamingo: FlamingoApis) -> Work:
+        """The request as work for the Music Flamingo runner: one row, or segments then their summary."""
+        rows = self.rows()
+        common = {
+            "kind": "critique",
+            "runner": "music-flamingo",
+            "job": rows[0],
+            "submit": flamingo.critique,
+            "cancel": flamingo.cancel,
+            "progress": flamingo.progress,
+            "seed": self.seed,
+        }
+        if not self.segmented:
+            return Work(**common, render=functools.partial(self.respond, segments=[]))
+        target = ProgressTarget(rows[0].job_id, "music-flamingo", flamingo.progress)
+        return Work(
+            **common,
+            render=lambda run: self.respond(run.final, run.segments),
+            execute=lambda: critique_in_segments(flamingo, rows, self.bounds, self.summarise, target),
+            target=target,
         )
 
     def structured_answer(self, final: CritiqueOutcome, segments: list[CritiqueOutcome]) -> StructuredCritique:

@@ -99,8 +99,7 @@ SEGMENTS_SHARE = 0.85  # of a segmented critique's progress: the segments' batch
 
 
 async def critique_in_segments(
-    critique: FlamingoCall,
-    cancel: CancelCall,
+    flamingo: FlamingoApis,
     rows: list[CritiqueJob],
     bounds: list[tuple[float, float]],
     summarise: Callable[[list[str]], CritiqueJob],
@@ -110,14 +109,14 @@ async def critique_in_segments(
 
     Progress follows the first segment (its batch decodes all of them together), then the summarising row.
     """
-    target.move(rows[0].job_id, "music-flamingo", target.progress, (0.0, SEGMENTS_SHARE))
-    segments = await run_jobs("music-flamingo", critique, cancel, rows)
+    target.move(rows[0].job_id, "music-flamingo", flamingo.progress, (0.0, SEGMENTS_SHARE))
+    segments = await run_jobs("music-flamingo", flamingo.critique, flamingo.cancel, rows)
     failed = next((outcome for outcome in segments if outcome.error is not None), None)
     if failed is not None:
         return SegmentedCritique(failed, segments, bounds)
     summary = summarise([s.text or "" for s in segments])
-    target.move(summary.job_id, "music-flamingo", target.progress, (SEGMENTS_SHARE, 1.0))
-    [final] = await run_jobs("music-flamingo", critique, cancel, [summary])
+    target.move(summary.job_id, "music-flamingo", flamingo.progress, (SEGMENTS_SHARE, 1.0))
+    [final] = await run_jobs("music-flamingo", flamingo.critique, flamingo.cancel, [summary])
     return SegmentedCritique(final, segments, bounds)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,7 @@ class RowConstraint:
     budget: int
     reserve: int
     broken: bool = False
-    closing: bool = field(default=False)
+    closing: bool = False  # the reserve was reached: the row is being closed
 
 
 class GrammarBook:
