@@ -9,6 +9,7 @@ segments). Every string and list is bounded, so the grammar is finite and a row 
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -179,8 +180,14 @@ def load_decoded(text: str, model: type[Loaded]) -> Loaded:
     character and the tokenizer decodes as several U+FFFD. Such a string can come out a few characters over its
     limit: it is cut to the limit here, so the object still validates.
     """
-    schema = model.model_json_schema()
+    schema = _json_schema(model)
     return model.model_validate(_cut_strings(json.loads(text), schema, schema.get("$defs", {})))
+
+
+@functools.cache
+def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema, generated once (read-only here)."""
+    return model.model_json_schema()
 
 
 def _cut_strings(value: Any, schema: dict[str, Any], definitions: dict[str, Any]) -> Any:

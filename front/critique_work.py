@@ -78,14 +78,14 @@ def decode_clips(request: CritiqueRequest, limits: RunnerLimits, segments: Segme
     """
     uploads = request.uploads
     whole = request.long_audio is LongAudio.SEGMENTS
-    total = sum(probe_upload(path, field).duration for field, path in uploads)
-    if total > MAX_TOTAL_AUDIO_SECONDS:
+    durations = [probe_upload(path, field).duration for field, path in uploads]  # the performance first
+    if (total := sum(durations)) > MAX_TOTAL_AUDIO_SECONDS:
         raise AudioInputError(
             uploads[0][0], f"the uploads hold {total:.1f} s of audio; the limit is {MAX_TOTAL_AUDIO_SECONDS} s"
         )
     if whole and request.audio:
         longest = segments.longest_recording_s
-        if (seconds := probe_upload(request.audio[0], "audio").duration) > longest:
+        if (seconds := durations[0]) > longest:
             raise AudioInputError(
                 "audio",
                 f"the recording is {seconds:.1f} s; in segments of {segments.seconds:g} s it may be at most "
@@ -215,7 +215,7 @@ class CritiquePlan:
         return Work(
             **common,
             render=lambda run: self.respond(run.final, run.segments),
-            execute=lambda: critique_in_segments(flamingo, rows, self.bounds, self.summarise, target),
+            execute=lambda: critique_in_segments(flamingo, rows, self.summarise, target),
             target=target,
         )
 

@@ -93,30 +93,30 @@ async def run_jobs(
 
     def resend_under_new_ids() -> None:
         nonlocal current
-        for job in current:
-            cancel_in_background(runner, cancel, job.job_id)
+        cancel_in_background(runner, cancel, [job.job_id for job in current])
         current = [job.model_copy(update={"job_id": new_job_id()}) for job in current]
 
     try:
         return await call_runner(runner, lambda: submit(current), on_dropped=resend_under_new_ids)
     except asyncio.CancelledError:
-        for job in current:
-            cancel_in_background(runner, cancel, job.job_id)
+        cancel_in_background(runner, cancel, [job.job_id for job in current])
         raise
 
 
-def cancel_in_background(runner: str, cancel: Callable[[list[str]], Awaitable[None]], job_id: str) -> None:
-    task = asyncio.get_running_loop().create_task(_send_cancel(runner, cancel, job_id))
+def cancel_in_background(runner: str, cancel: Callable[[list[str]], Awaitable[None]], job_ids: list[str]) -> None:
+    """One cancel call for all of `job_ids` (the runner's `cancel` takes a list), not awaited by the caller."""
+    task = asyncio.get_running_loop().create_task(_send_cancel(runner, cancel, job_ids))
     _cancellations.add(task)
     task.add_done_callback(_cancellations.discard)
 
 
-async def _send_cancel(runner: str, cancel: Callable[[list[str]], Awaitable[None]], job_id: str) -> None:
+async def _send_cancel(runner: str, cancel: Callable[[list[str]], Awaitable[None]], job_ids: list[str]) -> None:
+    named = ", ".join(job_ids)
     try:
-        await asyncio.wait_for(cancel([job_id]), timeout=CANCEL_TIMEOUT_S)
-        logger.info("%s runner told to drop job %s (its client left or its connection dropped)", runner, job_id)
-    except Exception as exc:  # best effort: the job then runs to completion, as it would have
-        logger.warning("could not cancel job %s on the %s runner: %s", job_id, runner, exc)
+        await asyncio.wait_for(cancel(job_ids), timeout=CANCEL_TIMEOUT_S)
+        logger.info("%s runner told to drop job %s (its client left or its connection dropped)", runner, named)
+    except Exception as exc:  # best effort: the jobs then run to completion, as they would have
+        logger.warning("could not cancel job %s on the %s runner: %s", named, runner, exc)
 
 
 def answers_503_when_a_runner_is_down(api: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | JSONResponse]]:

@@ -92,7 +92,6 @@ class SegmentedCritique:
 
     final: CritiqueOutcome
     segments: list[CritiqueOutcome]
-    bounds: list[tuple[float, float]]
 
 
 SEGMENTS_SHARE = 0.85  # of a segmented critique's progress: the segments' batch, then the summarising pass
@@ -101,7 +100,6 @@ SEGMENTS_SHARE = 0.85  # of a segmented critique's progress: the segments' batch
 async def critique_in_segments(
     flamingo: FlamingoApis,
     rows: list[CritiqueJob],
-    bounds: list[tuple[float, float]],
     summarise: Callable[[list[str]], CritiqueJob],
     target: ProgressTarget,
 ) -> SegmentedCritique:
@@ -113,11 +111,11 @@ async def critique_in_segments(
     segments = await run_jobs("music-flamingo", flamingo.critique, flamingo.cancel, rows)
     failed = next((outcome for outcome in segments if outcome.error is not None), None)
     if failed is not None:
-        return SegmentedCritique(failed, segments, bounds)
+        return SegmentedCritique(failed, segments)
     summary = summarise([s.text or "" for s in segments])
     target.move(summary.job_id, "music-flamingo", flamingo.progress, (SEGMENTS_SHARE, 1.0))
     [final] = await run_jobs("music-flamingo", flamingo.critique, flamingo.cancel, [summary])
-    return SegmentedCritique(final, segments, bounds)
+    return SegmentedCritique(final, segments)
 
 
 def parsed(text: str, heard_s: float) -> StructuredCritique:

@@ -62,19 +62,23 @@ class GrammarBook:
 
     @functools.cache  # noqa: B019  (one book per engine, kept for the process's life)
     def grammar(self, schema: str) -> JsonGrammar:
-        """The schema's grammar (compact separators, no free whitespace) and its closing reserve."""
-        compiled = self.compiler.compile_json_schema(schema, any_whitespace=False, strict_mode=True)
+        """The schema's grammar and its closing reserve."""
+        compiled = self.compile(schema)
         parsed = json.loads(schema)
         definitions = parsed.get("$defs", {})
         items = [
-            self.closing_cost(json.dumps({**definitions[name], "$defs": definitions})) for name in list_items(parsed)
+            self.closing_cost(self.compile(json.dumps({**definitions[name], "$defs": definitions})))
+            for name in list_items(parsed)
         ]
-        reserve = self.closing_cost(schema) + max(items, default=0) + CLOSING_SLACK_TOKENS
+        reserve = self.closing_cost(compiled) + max(items, default=0) + CLOSING_SLACK_TOKENS
         return JsonGrammar(compiled, reserve=reserve)
 
-    def closing_cost(self, schema: str) -> int:
-        """Tokens the closing policy takes to write the schema's smallest document from the start."""
-        compiled = self.compiler.compile_json_schema(schema, any_whitespace=False, strict_mode=True)
+    def compile(self, schema: str) -> xgrammar.CompiledGrammar:
+        """Compact separators and no free whitespace: the fewest tokens per document."""
+        return self.compiler.compile_json_schema(schema, any_whitespace=False, strict_mode=True)
+
+    def closing_cost(self, compiled: xgrammar.CompiledGrammar) -> int:
+        """Tokens the closing policy takes to write the grammar's smallest document from the start."""
         cost = self.close(xgrammar.GrammarMatcher(compiled), MAX_CLOSING_TOKENS)
         if cost is None:
             raise ValueError(f"the JSON schema cannot be closed within {MAX_CLOSING_TOKENS} tokens")
