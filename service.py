@@ -24,14 +24,13 @@ from bentoml.validators import ContentType
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 
+import compat
 from audio_io import MAX_UPLOAD_BYTES, AudioInputError, decode_upload
-from front import forms, quiet_client_errors, timeout_timer
 from front.access import ANONYMOUS, CALLER, AccessGuard, OpenPaths
 from front.admission import Admission, QuotaSettings, RunnerRoom
 from front.critique_work import CritiquePlan, SegmentSettings, critique_problem, decode_clips
 from front.edge import EdgeGuard
 from front.errors import error_response, kind_of_status
-from front.metrics_dir import own_metrics_dir
 from front.openapi import OpenAPIDocument
 from front.playground import PATH as PLAYGROUND_PATH
 from front.playground import playground_app
@@ -44,6 +43,7 @@ from jobs import open_store
 from jobs.manager import JobLimits, JobManager
 from jobs.records import JobStatus
 from jobs.routes import JobRoutes
+from registry import AUDIOLDM2, FAMILIES, MUSIC_FLAMINGO
 from runners.audioldm2 import AudioLDM2Runner
 from runners.music_flamingo import MusicFlamingoRunner
 from schemas import (
@@ -72,11 +72,8 @@ logger = logging.getLogger("bentoml.audio_studio")
 
 AudioFile = Annotated[Path, ContentType("audio/wav")]
 
-forms.install()
+compat.install_all()  # library patches (compat/), once per process: the runner modules above may have already
 JOB_ROUTES = JobRoutes()  # /jobs/{job_id}...: status, events, result, cancel (the manager is set at start-up)
-quiet_client_errors.install()
-timeout_timer.install()
-own_metrics_dir()
 
 
 def draw_seed(request: DeliveryParams | CritiqueRequest) -> int:
@@ -105,8 +102,8 @@ class AudioStudio:
     """Text-to-audio and audio-to-audio with AudioLDM2; music critique with Music Flamingo."""
 
     # In the same `bentoml serve` by default; a separate process or pod when its URL is configured.
-    audioldm2 = bentoml.depends(AudioLDM2Runner, url=SETTINGS.audioldm2_url)
-    music_flamingo = bentoml.depends(MusicFlamingoRunner, url=SETTINGS.music_flamingo_url)
+    audioldm2 = bentoml.depends(AudioLDM2Runner, url=AUDIOLDM2.settings.url)
+    music_flamingo = bentoml.depends(MusicFlamingoRunner, url=MUSIC_FLAMINGO.settings.url)
 
     def __init__(self) -> None:
         logger.info("audio-studio front: profile=%s", SETTINGS.profile.value)
@@ -114,10 +111,7 @@ class AudioStudio:
         self.jobs = JobManager(
             open_store(SETTINGS),
             JobLimits(SETTINGS.job_retention_s, SETTINGS.jobs_max_active, SETTINGS.jobs_max_active_per_key),
-            slots={
-                "audioldm2": SETTINGS.audioldm2_max_batch_size,
-                "music-flamingo": SETTINGS.music_flamingo_max_batch_size,
-            },
+            slots={family.name: family.settings.max_batch_size for family in FAMILIES},
         )
         JOB_ROUTES.manager = self.jobs
         logger.info(
@@ -212,10 +206,10 @@ class AudioStudio:
         if request.rank_by is not RankBy.CRITIC:
             return work
         limits = await self._flamingo_limits(cached=False)  # its runner down: 503 before generating
-        target = ProgressTarget(job.job_id, "audioldm2", work.progress, (0.0, 1.0 - CRITIC_SHARE))
+        target = ProgressTarget(job.job_id, AUDIOLDM2.name, work.progress, (0.0, 1.0 - CRITIC_SHARE))
 
         async def generate_then_rank() -> GenerationOutcome:
-            generated = await run_job("audioldm2", work.submit, work.cancel, job)
+            generated = await run_job(AUDIOLDM2.name, work.submit, work.cancel, job)
             return await rank_by_critic(self.music_flamingo.to_async, job.prompt, generated, limits, target)
 
         return dataclasses.replace(work, execute=generate_then_rank, target=target)
@@ -250,7 +244,7 @@ class AudioStudio:
         started = time.perf_counter()
         return Work(
             kind=kind,
-            runner="audioldm2",
+            runner=AUDIOLDM2.name,
             job=job,
             submit=submit,
             cancel=runner.cancel,
@@ -281,19 +275,16 @@ class AudioStudio:
     async def _flamingo_limits(self, cached: bool = True) -> RunnerLimits:
         """The Music Flamingo checkpoint's limits (asked once; `cached=False` also checks the runner is up)."""
         if self._flamingo_limits_seen is None or not cached:
-            self._flamingo_limits_seen = await call_runner("music-flamingo", self.music_flamingo.to_async.limits)
+            self._flamingo_limits_seen = await call_runner(MUSIC_FLAMINGO.name, self.music_flamingo.to_async.limits)
         return self._flamingo_limits_seen
 
 
 # The front's middlewares, outermost first (inside BentoML's tracing, metrics and access log).
-audioldm2_room = RunnerRoom("audioldm2", SETTINGS.audioldm2_max_batch_size, SETTINGS.audioldm2_max_queued)
-flamingo_room = RunnerRoom("music_flamingo", SETTINGS.music_flamingo_max_batch_size, SETTINGS.music_flamingo_max_queued)
 ROOM_OF_ROUTE = {
-    "/generate": audioldm2_room,
-    "/generate/json": audioldm2_room,
-    "/transform": audioldm2_room,
-    "/transform/json": audioldm2_room,
-    "/critique": flamingo_room,
+    route: room
+    for family in FAMILIES
+    for room in [RunnerRoom(family.name, family.settings.max_batch_size, family.settings.max_queued)]
+    for route in family.routes
 }
 if SETTINGS.playground:
     AudioStudio.mount_asgi_app(playground_app(), path=PLAYGROUND_PATH, name="playground")
@@ -311,6 +302,9 @@ if SETTINGS.cors_origins:
             "X-Profile",
             "X-Clap-Score",
             "X-Critic-Score",
+            "X-Sample-Rate",
+            "X-BentoML-Request-Id",
+            "Content-Disposition",
         ],
     )
 OPEN_PATHS = OpenPaths(

@@ -2,15 +2,21 @@
 
 Read once at import: BentoML builds the service classes (and their batching
 configuration) at import time, so a change needs a restart, as for any server.
-The README's configuration table mirrors this module.
+Service-wide settings are the fields of `Settings`; each runner's are read by prefix
+(`AUDIO_STUDIO_<RUNNER>_*`) into its kind's `RunnerSettings` class, named in registry.py.
+docs/configuration.md is generated from these classes (`python -m registry`).
 """
 
 from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass
+import types
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_type_hints
+
+T = TypeVar("T", bound="Checked")
 
 
 class Profile(str, enum.Enum):
@@ -20,194 +26,241 @@ class Profile(str, enum.Enum):
     TINY = "tiny"  # random-weight models of the same classes, built locally (tests, CI, offline demos)
 
 
-AUDIOLDM2_CHECKPOINTS = ("cvssp/audioldm2", "cvssp/audioldm2-large", "cvssp/audioldm2-music")
-MUSIC_FLAMINGO_CHECKPOINTS = (
-    "nvidia/music-flamingo-hf",
-    "nvidia/music-flamingo-2601-hf",
-    "nvidia/music-flamingo-think-2601-hf",
-)
-
-
-# The time budget of a request (README, "Time budget"): every service answers within REQUEST_TIMEOUT_S, and a
+# The time budget of a request (docs/security.md, "Time budget"): every service answers within REQUEST_TIMEOUT_S, and a
 # runner's batcher gives up on a job that has not started within its max latency, at most MAX_QUEUE_WAIT_MS.
 REQUEST_TIMEOUT_S = 900
 MAX_QUEUE_WAIT_MS = 840_000
 
 
-DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")  # auto: the GPU's half type on CUDA, else float32
-QUANTIZATIONS = ("none", "int8", "bnb-int8", "nf4")  # int8: torchao; bnb-int8, nf4: bitsandbytes (models/memory.py)
+# How a runner's model is placed (models/memory.py checks each against the machine at start-up).
+DType = Literal["auto", "float32", "float16", "bfloat16"]  # auto: the GPU's half type on CUDA, else float32
+Offload = Literal["none", "model", "sequential"]
+Attention = Literal["sdpa", "eager", "flash_attention_2"]
+Quantization = Literal["none", "int8", "bnb-int8", "nf4"]  # int8: torchao; bnb-int8, nf4: bitsandbytes
+Decoding = Literal["dynamic", "static", "compiled"]  # Music Flamingo's KV cache: grown per token, or preallocated
 
 
-def _bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name}={raw!r}: expected true/false")
+def knob(default: Any, doc: str, *, low: float | None = None, high: float | None = None, shown: str = "") -> Any:
+    """A setting's field: its default (a callable for one computed at start-up), range and description.
+
+    `shown`: how docs/configuration.md writes a computed default.
+    """
+    computed = callable(default) and not isinstance(default, type)
+    meta = {"doc": doc, "low": low, "high": high, "shown": shown}
+    return field(default_factory=default, metadata=meta) if computed else field(default=default, metadata=meta)
 
 
-def _int(name: str, default: int, low: int, high: int) -> int:
-    raw = os.environ.get(name)
-    value = default if raw is None or raw == "" else int(raw)
-    if not low <= value <= high:
-        raise ValueError(f"{name}={value}: must be between {low} and {high}")
-    return value
+def _parse(name: str, raw: str, kind: Any, meta: dict[str, Any]) -> Any:
+    """`raw` (the environment's text) as the field's type, within its range or choices."""
+    choices = get_args(kind) if getattr(kind, "__origin__", None) is Literal else ()
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name}={raw!r}: expected true/false")
+    if kind in (int, float):
+        value = kind(raw)
+        low, high = meta["low"], meta["high"]
+        if not low <= value <= high:  # NaN fails this too
+            raise ValueError(f"{name}={value}: must be between {_number(low)} and {_number(high)}")
+        return value
+    if choices:
+        if raw not in choices:
+            raise ValueError(f"{name}={raw!r}: must be one of {', '.join(choices)}")
+        return raw
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return kind(_parse(name, raw, Literal[tuple(m.value for m in kind)], meta))
+    if kind == tuple[str, ...]:
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    if kind is Path:
+        return Path(raw)
+    return raw
 
 
-def _float(name: str, default: float, low: float, high: float) -> float:
-    raw = os.environ.get(name)
-    value = default if raw is None or raw == "" else float(raw)
-    if not low <= value <= high:  # NaN fails this too
-        raise ValueError(f"{name}={value}: must be between {low:g} and {high:g}")
-    return value
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def _list(name: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+def _value_type(kind: Any) -> Any:
+    """`X | None` -> X: an unset or empty variable gives the default (None)."""
+    if isinstance(kind, types.UnionType):
+        (inner,) = [arg for arg in get_args(kind) if arg is not type(None)]
+        return inner
+    return kind
 
 
-def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = os.environ.get(name) or default
-    if value not in choices:
-        raise ValueError(f"{name}={value!r}: must be one of {', '.join(choices)}")
-    return value
+def read_fields(cls: type[T], prefix: str, environ: dict[str, str] | None = None, **defaults: Any) -> T:
+    """An instance of the settings class `cls`: each field from `<prefix><FIELD>`, else `defaults`, else its own."""
+    environ = dict(os.environ) if environ is None else environ
+    hints = get_type_hints(cls)
+    values = dict(defaults)
+    for spec in fields(cls):  # type: ignore[arg-type]
+        name = prefix + spec.name.upper()
+        raw = environ.get(name, "")
+        if raw != "":
+            values[spec.name] = _parse(name, raw, _value_type(hints[spec.name]), dict(spec.metadata))
+    instance = cls(**values)
+    instance.check()
+    return instance
 
 
-def _job_store(value: str) -> str:
-    if value != "sqlite" and not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"AUDIO_STUDIO_JOB_STORE={value!r}: must be sqlite or a redis://, rediss:// or unix:// URL")
-    return value
+def _cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
+class Checked:
+    """A settings class that checks its values beyond each field's type and range."""
+
+    def check(self) -> None:
+        return None
 
 
 @dataclass(frozen=True)
-class Settings:
-    profile: Profile
-    audioldm2_checkpoint: str
-    tiny_model_dir: Path
-    batching: bool
-    audioldm2_dtype: str
-    audioldm2_offload: str
-    audioldm2_attention_slicing: bool
-    audioldm2_quantization: str
-    music_flamingo_dtype: str
-    music_flamingo_attention: str
-    music_flamingo_quantization: str
-    music_flamingo_decoding: str
-    music_flamingo_gpu_memory_gib: float
-    audioldm2_max_batch_size: int
-    audioldm2_max_latency_ms: int
-    music_flamingo_checkpoint: str
-    audioldm2_url: str | None
-    music_flamingo_url: str | None
-    music_flamingo_max_batch_size: int
-    music_flamingo_max_latency_ms: int
-    shutdown_grace_s: int
-    max_audio_seconds: int
-    model_threads: int
-    api_keys_file: Path | None
-    metrics_need_key: bool
-    docs_need_key: bool
-    ui_need_key: bool
-    cors_origins: tuple[str, ...]
-    key_max_in_flight: int
-    key_rate_per_minute: int
-    key_burst: int
-    audioldm2_max_queued: int
-    music_flamingo_max_queued: int
-    otlp_endpoint: str | None
-    trace_sample_rate: float
-    job_store: str
-    job_data_dir: Path
-    job_retention_s: int
-    jobs_max_active: int
-    jobs_max_active_per_key: int
-    job_inline_result_bytes: int
-    playground: bool
-    critique_segment_seconds: float
-    critique_segment_overlap_seconds: float
+class Settings(Checked):
+    """The service-wide settings: `AUDIO_STUDIO_<FIELD>`."""
+
+    profile: Profile = knob(
+        Profile.FULL,
+        "Which weights the runners load: `full` (the published checkpoints) or "
+        "`tiny` (random-weight models of the same classes, built locally; tests and demos).",
+    )
+    tiny_model_dir: Path = knob(
+        lambda: _cache_home() / "audio-studio" / "tiny-models",
+        "Where the tiny profile's models are built.",
+        shown="~/.cache/audio-studio/tiny-models",
+    )
+    batching: bool = knob(True, "Adaptive batching on the runners (off: every request is its own batch).")
+    shutdown_grace_s: int = knob(
+        20,
+        "After SIGTERM, requests in flight get this long before they are ended with 503 (Kubernetes waits 30 s).",
+        low=0,
+        high=3600,
+    )
+    max_audio_seconds: int = knob(
+        600,
+        "Longest audio /generate makes and /transform takes, in seconds (long-form: windows of ~10 s).",
+        low=30,
+        high=3600,
+    )
+    model_threads: int = knob(
+        0, "CPU threads of each runner's model thread (0: torch's default, one per core).", low=0, high=1024
+    )
+    api_keys_file: Path | None = knob(None, "API keys (sha256 digests, one per line); keys are off unless it is set.")
+    metrics_need_key: bool = knob(True, "With keys on: /metrics needs a key.")
+    docs_need_key: bool = knob(False, "With keys on: / and /docs.json need a key.")
+    ui_need_key: bool = knob(False, "With keys on: the playground page needs a key.")
+    cors_origins: tuple[str, ...] = knob((), "Comma-separated origins allowed cross-origin (CORS is off when empty).")
+    key_max_in_flight: int = knob(8, "Per API key: requests in flight.", low=1, high=10_000)
+    key_rate_per_minute: int = knob(60, "Per API key: requests per minute (a token bucket).", low=1, high=1_000_000)
+    key_burst: int = knob(20, "Per API key: the token bucket's size.", low=1, high=100_000)
+    otlp_endpoint: str | None = knob(
+        None, "Tracing: OTLP/HTTP to this endpoint (e.g. http://otel-collector:4318/v1/traces); off when unset."
+    )
+    trace_sample_rate: float = knob(1.0, "Tracing: the share of requests traced.", low=0.0, high=1.0)
+    job_store: str = knob(
+        "sqlite",
+        "Jobs: `sqlite` (a file in the data folder, one front process) or a redis://, "
+        "rediss:// or unix:// URL (several replicas).",
+    )
+    job_data_dir: Path = knob(
+        lambda: Path.home() / ".local" / "share" / "audio-studio" / "jobs",
+        "Jobs: the SQLite file and result files (a shared volume with Redis).",
+        shown="~/.local/share/audio-studio/jobs",
+    )
+    job_retention_s: int = knob(86_400, "Jobs: how long a result is kept after the job ends.", low=1, high=90 * 86_400)
+    jobs_max_active: int = knob(256, "Jobs: queued or running at once, in all.", low=1, high=1_000_000)
+    jobs_max_active_per_key: int = knob(32, "Jobs: queued or running at once, per API key.", low=1, high=1_000_000)
+    job_inline_result_bytes: int = knob(
+        8 << 20,
+        "Jobs with Redis: results up to this size live in Redis, larger ones in the data folder.",
+        low=0,
+        high=512 << 20,
+    )
+    playground: bool = knob(True, "The playground page at /ui (it uses the public API only).")
+    critique_segment_seconds: float = knob(
+        0.0, "long_audio=segments: segment length (0: the checkpoint's per-clip limit).", low=0.0, high=1200.0
+    )
+    critique_segment_overlap_seconds: float = knob(
+        10.0, "long_audio=segments: the overlap of neighbouring segments.", low=0.0, high=300.0
+    )
+
+    def check(self) -> None:
+        if self.job_store != "sqlite" and not self.job_store.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"AUDIO_STUDIO_JOB_STORE={self.job_store!r}: must be sqlite or a redis://, rediss:// or unix:// URL"
+            )
+
+
+@dataclass(frozen=True)
+class RunnerSettings(Checked):
+    """What every runner has: `AUDIO_STUDIO_<RUNNER>_<FIELD>` (registry.py names the runners)."""
+
+    checkpoint: str = knob("", "The published checkpoint to serve (one of the family's; the first by default).")
+    url: str | None = knob(
+        None,
+        "The runner's own process or pod (`bentoml.depends(url=...)`); unset: the front "
+        "starts it in the same `bentoml serve`.",
+    )
+    max_batch_size: int = knob(8, "Jobs in one batch; also the front's job slots for the runner.", low=2, high=64)
+    max_latency_ms: int = knob(
+        600_000,
+        "A job not started by then gets 503; the bound leaves the batch time inside the 900 s request timeout.",
+        low=1_000,
+        high=MAX_QUEUE_WAIT_MS,
+    )
+    max_queued: int = knob(
+        32, "Requests the front lets wait beyond one full batch before it answers 503 at once.", low=0, high=100_000
+    )
+    dtype: DType = knob("auto", "Weights' dtype: auto is the GPU's half type on CUDA, float32 on a CPU.")
+    quantization: Quantization = knob("none", "Weight quantization: int8 (torchao), bnb-int8 or nf4 (bitsandbytes).")
+
+
+@dataclass(frozen=True)
+class AudioLDM2Settings(RunnerSettings):
+    offload: Offload = knob("none", "Offload to CPU memory: model (whole components) or sequential (layers).")
+    attention_slicing: bool = knob(False, "Attention in slices: less memory, slower.")
+
+
+@dataclass(frozen=True)
+class MusicFlamingoSettings(RunnerSettings):
+    attention: Attention = knob("sdpa", "The language model's attention kernel.")
+    decoding: Decoding = knob(
+        "dynamic",
+        "The KV cache: dynamic (grown per token), static (preallocated) or "
+        "compiled (static, the decoding step compiled; CUDA).",
+    )
+    gpu_memory_gib: float = knob(
+        0.0, "> 0: at most this much of the weights on the GPU, the rest in CPU memory.", low=0.0, high=4096.0
+    )
+
+
+def default_text(spec: Field[Any]) -> str:
+    if spec.metadata.get("shown"):
+        return spec.metadata["shown"]
+    value = spec.default if spec.default is not MISSING else None
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, tuple):
+        value = ",".join(value)
+    return "unset" if value in (None, "") else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def allowed_text(spec: Field[Any], kind: Any) -> str:
+    kind = _value_type(kind)
+    if getattr(kind, "__origin__", None) is Literal:
+        return ", ".join(get_args(kind))
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return ", ".join(m.value for m in kind)
+    if kind is bool:
+        return "true, false"
+    if spec.metadata.get("low") is not None:
+        return f"{_number(spec.metadata['low'])} to {_number(spec.metadata['high'])}"
+    return ""
 
 
 def load_settings() -> Settings:
-    profile = Profile(_choice("AUDIO_STUDIO_PROFILE", Profile.FULL.value, tuple(p.value for p in Profile)))
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return Settings(
-        profile=profile,
-        audioldm2_checkpoint=_choice(
-            "AUDIO_STUDIO_AUDIOLDM2_CHECKPOINT", AUDIOLDM2_CHECKPOINTS[0], AUDIOLDM2_CHECKPOINTS
-        ),
-        tiny_model_dir=Path(
-            os.environ.get("AUDIO_STUDIO_TINY_MODEL_DIR") or cache_home / "audio-studio" / "tiny-models"
-        ),
-        batching=_bool("AUDIO_STUDIO_BATCHING", True),
-        # Memory and speed per runner (models/memory.py checks each against the machine at start-up).
-        audioldm2_dtype=_choice("AUDIO_STUDIO_AUDIOLDM2_DTYPE", "auto", DTYPE_CHOICES),
-        audioldm2_offload=_choice("AUDIO_STUDIO_AUDIOLDM2_OFFLOAD", "none", ("none", "model", "sequential")),
-        audioldm2_attention_slicing=_bool("AUDIO_STUDIO_AUDIOLDM2_ATTENTION_SLICING", False),
-        audioldm2_quantization=_choice("AUDIO_STUDIO_AUDIOLDM2_QUANTIZATION", "none", QUANTIZATIONS),
-        music_flamingo_dtype=_choice("AUDIO_STUDIO_MUSIC_FLAMINGO_DTYPE", "auto", DTYPE_CHOICES),
-        music_flamingo_attention=_choice(
-            "AUDIO_STUDIO_MUSIC_FLAMINGO_ATTENTION", "sdpa", ("sdpa", "eager", "flash_attention_2")
-        ),
-        music_flamingo_quantization=_choice("AUDIO_STUDIO_MUSIC_FLAMINGO_QUANTIZATION", "none", QUANTIZATIONS),
-        music_flamingo_gpu_memory_gib=_float("AUDIO_STUDIO_MUSIC_FLAMINGO_GPU_MEMORY_GIB", 0.0, 0.0, 4096.0),
-        music_flamingo_decoding=_choice(
-            "AUDIO_STUDIO_MUSIC_FLAMINGO_DECODING", "dynamic", ("dynamic", "static", "compiled")
-        ),
-        audioldm2_max_batch_size=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE", 8, 2, 64),
-        # A job not started by then gets 503; the bound leaves the batch time inside the 900 s request timeout.
-        audioldm2_max_latency_ms=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_LATENCY_MS", 600_000, 1_000, MAX_QUEUE_WAIT_MS),
-        music_flamingo_checkpoint=_choice(
-            "AUDIO_STUDIO_MUSIC_FLAMINGO_CHECKPOINT", MUSIC_FLAMINGO_CHECKPOINTS[0], MUSIC_FLAMINGO_CHECKPOINTS
-        ),
-        audioldm2_url=os.environ.get("AUDIO_STUDIO_AUDIOLDM2_URL") or None,
-        music_flamingo_url=os.environ.get("AUDIO_STUDIO_MUSIC_FLAMINGO_URL") or None,
-        music_flamingo_max_batch_size=_int("AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_BATCH_SIZE", 8, 2, 64),
-        music_flamingo_max_latency_ms=_int(
-            "AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_LATENCY_MS", 600_000, 1_000, MAX_QUEUE_WAIT_MS
-        ),
-        # After SIGTERM, requests in flight get this long before they are ended with 503 (Kubernetes waits 30 s).
-        shutdown_grace_s=_int("AUDIO_STUDIO_SHUTDOWN_GRACE_S", 20, 0, 3600),
-        # Longest audio /generate makes and /transform takes, in seconds (long-form: windows of ~10 s).
-        max_audio_seconds=_int("AUDIO_STUDIO_MAX_AUDIO_SECONDS", 600, 30, 3600),
-        # CPU threads of each runner's model thread (0: torch's default, one per core).
-        model_threads=_int("AUDIO_STUDIO_MODEL_THREADS", 0, 0, 1024),
-        # Access: API keys (off unless a keys file is named) and what else they guard.
-        api_keys_file=Path(os.environ["AUDIO_STUDIO_API_KEYS_FILE"])
-        if os.environ.get("AUDIO_STUDIO_API_KEYS_FILE")
-        else None,
-        metrics_need_key=_bool("AUDIO_STUDIO_METRICS_NEED_KEY", True),
-        docs_need_key=_bool("AUDIO_STUDIO_DOCS_NEED_KEY", False),
-        ui_need_key=_bool("AUDIO_STUDIO_UI_NEED_KEY", False),
-        cors_origins=_list("AUDIO_STUDIO_CORS_ORIGINS"),
-        # Per-key quotas (with keys on): requests in flight, and a token bucket of requests per minute.
-        key_max_in_flight=_int("AUDIO_STUDIO_KEY_MAX_IN_FLIGHT", 8, 1, 10_000),
-        key_rate_per_minute=_int("AUDIO_STUDIO_KEY_RATE_PER_MINUTE", 60, 1, 1_000_000),
-        key_burst=_int("AUDIO_STUDIO_KEY_BURST", 20, 1, 100_000),
-        # Per runner: requests the front lets wait beyond one full batch before it answers 503 at once.
-        audioldm2_max_queued=_int("AUDIO_STUDIO_AUDIOLDM2_MAX_QUEUED", 32, 0, 100_000),
-        music_flamingo_max_queued=_int("AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_QUEUED", 32, 0, 100_000),
-        # Tracing: OTLP/HTTP to this endpoint (e.g. http://otel-collector:4318/v1/traces); off when unset.
-        otlp_endpoint=os.environ.get("AUDIO_STUDIO_OTLP_ENDPOINT") or None,
-        trace_sample_rate=_float("AUDIO_STUDIO_TRACE_SAMPLE_RATE", 1.0, 0.0, 1.0),
-        # Jobs: `sqlite` (a file in the data folder, one front process) or a redis:// URL (several replicas).
-        job_store=_job_store(os.environ.get("AUDIO_STUDIO_JOB_STORE") or "sqlite"),
-        job_data_dir=Path(
-            os.environ.get("AUDIO_STUDIO_JOB_DATA_DIR") or Path.home() / ".local" / "share" / "audio-studio" / "jobs"
-        ),
-        job_retention_s=_int("AUDIO_STUDIO_JOB_RETENTION_S", 86_400, 1, 90 * 86_400),
-        jobs_max_active=_int("AUDIO_STUDIO_JOBS_MAX_ACTIVE", 256, 1, 1_000_000),
-        jobs_max_active_per_key=_int("AUDIO_STUDIO_JOBS_MAX_ACTIVE_PER_KEY", 32, 1, 1_000_000),
-        # With Redis: results up to this size live in Redis, larger ones in the data folder (a shared volume).
-        job_inline_result_bytes=_int("AUDIO_STUDIO_JOB_INLINE_RESULT_BYTES", 8 << 20, 0, 512 << 20),
-        # The playground page at /ui (front/playground/); it uses the public API only.
-        playground=_bool("AUDIO_STUDIO_PLAYGROUND", True),
-        # long_audio=segments: segment length (0: the checkpoint's per-clip limit) and the overlap of neighbours.
-        critique_segment_seconds=_float("AUDIO_STUDIO_CRITIQUE_SEGMENT_SECONDS", 0.0, 0.0, 1200.0),
-        critique_segment_overlap_seconds=_float("AUDIO_STUDIO_CRITIQUE_SEGMENT_OVERLAP_SECONDS", 10.0, 0.0, 300.0),
-    )
+    return read_fields(Settings, "AUDIO_STUDIO_")
 
 
 SETTINGS = load_settings()

@@ -41,10 +41,10 @@ def tracing_config(settings: Settings) -> dict[str, Any]:
 
 
 def tracer() -> trace.Tracer:
-    """BentoML's tracer provider (it never becomes OpenTelemetry's global one)."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
+    """BentoML's tracer provider (it never becomes OpenTelemetry's global one): compat/bentoml_tracer.py."""
+    from compat.bentoml_tracer import tracer_provider  # not at the top: models/ import this module without BentoML
 
-    return BentoMLContainer.tracer_provider.get().get_tracer(TRACER_NAME)
+    return tracer_provider().get_tracer(TRACER_NAME)
 
 
 def current_trace_id() -> str | None:

@@ -52,7 +52,7 @@ def synchronous(client: httpx.Client, seed: int) -> tuple[float, bytes]:
 
 
 def as_job(client: httpx.Client, seed: int) -> tuple[dict[str, float], bytes]:
-    """Submit, follow the events to the final status, fetch the result: the client path the README shows."""
+    """Submit, follow the events to the final status, fetch the result: the client path docs/jobs.md shows."""
     started = time.perf_counter()
     submitted = client.post("/jobs/generate", json={**BODY, "seed": seed})
     if submitted.status_code != 202:

@@ -69,7 +69,7 @@ def parse_keys(text: str) -> list[KeyEntry]:
 
 
 def hash_key(key: str) -> str:
-    """The digest a keys file holds for `key` (also what the README's one-liner prints)."""
+    """The digest a keys file holds for `key` (also what the one-liner in docs/security.md prints)."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 

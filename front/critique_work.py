@@ -30,6 +30,7 @@ from front.studio import (
 )
 from front.work import ProgressTarget, Work
 from presets import NEEDS_AUDIO, NEEDS_REFERENCE, compose_prompt
+from registry import MUSIC_FLAMINGO
 from schemas import (
     MAX_TOTAL_AUDIO_SECONDS,
     ClipUsage,
@@ -202,7 +203,7 @@ class CritiquePlan:
         rows = self.rows()
         common = {
             "kind": "critique",
-            "runner": "music-flamingo",
+            "runner": MUSIC_FLAMINGO.name,
             "job": rows[0],
             "submit": flamingo.critique,
             "cancel": flamingo.cancel,
@@ -211,7 +212,7 @@ class CritiquePlan:
         }
         if not self.segmented:
             return Work(**common, render=functools.partial(self.respond, segments=[]))
-        target = ProgressTarget(rows[0].job_id, "music-flamingo", flamingo.progress)
+        target = ProgressTarget(rows[0].job_id, MUSIC_FLAMINGO.name, flamingo.progress)
         return Work(
             **common,
             render=lambda run: self.respond(run.final, run.segments),

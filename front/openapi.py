@@ -269,7 +269,7 @@ def fix_post(path: str, operation: dict[str, Any], schemas: dict[str, Any], keye
         if media_type == FORM_MEDIA_TYPE:
             form = True
             single_file_fields(model)
-            # Text parts are plain text (front/forms.py keeps them as text; curl -F sends them so); file
+            # Text parts are plain text (compat/bentoml_multipart.py keeps them as text; curl -F sends them so); file
             # parts are any bytes, read by their content. The defaults say exactly that.
             media.pop("encoding", None)
         examples = EXAMPLES.get(SUBMISSIONS.get(path, path))

@@ -13,6 +13,7 @@ import aiohttp
 from bentoml.exceptions import ServiceUnavailable
 from starlette.responses import JSONResponse
 
+from compat.bentoml_session_refresh import session_closed_under_the_call
 from front.errors import error_response
 from schemas import RunnerJob, new_job_id
 
@@ -36,9 +37,7 @@ class RunnerUnavailable(Exception):
 
 def dropped_connection(exc: Exception) -> bool:
     """A connection failure worth one more try: refused, reset, closed under us, or on a closed session."""
-    if isinstance(exc, aiohttp.ClientConnectionError):
-        return True
-    return isinstance(exc, RuntimeError) and "Session is closed" in str(exc)
+    return isinstance(exc, aiohttp.ClientConnectionError) or session_closed_under_the_call(exc)
 
 
 async def call_runner(
@@ -47,8 +46,9 @@ async def call_runner(
     """Call a runner API; connection failures (runner down, restarting, unreachable) become RunnerUnavailable.
 
     A call whose connection is dropped mid-flight is sent again (twice at most): BentoML 1.4.39's proxy replaces its
-    connection session every 100 calls and closes the old one under in-flight requests (measured in
-    bench/results/serving-one-server.md). `on_dropped` runs before each resend.
+    connection session every 100 calls and closes the old one under in-flight requests
+    (compat/bentoml_session_refresh.py; measured in bench/results/serving-one-server.md). `on_dropped` runs before
+    each resend.
     """
     try:
         for _ in range(DROPPED_CONNECTION_RETRIES):

@@ -25,6 +25,7 @@ from critique_format import (
 )
 from front.runner_calls import run_jobs
 from front.work import ProgressCall, ProgressTarget
+from registry import MUSIC_FLAMINGO
 from schemas import CritiqueJob, CritiqueOutcome, GenerationOutcome, JobError, RunnerLimits, samples_to_bytes
 
 CRITIC_MAX_NEW_TOKENS = 96  # a score and a sentence; above the grammar's reserve with any Qwen2 tokenizer here
@@ -107,14 +108,14 @@ async def critique_in_segments(
 
     Progress follows the first segment (its batch decodes all of them together), then the summarising row.
     """
-    target.move(rows[0].job_id, "music-flamingo", flamingo.progress, (0.0, SEGMENTS_SHARE))
-    segments = await run_jobs("music-flamingo", flamingo.critique, flamingo.cancel, rows)
+    target.move(rows[0].job_id, MUSIC_FLAMINGO.name, flamingo.progress, (0.0, SEGMENTS_SHARE))
+    segments = await run_jobs(MUSIC_FLAMINGO.name, flamingo.critique, flamingo.cancel, rows)
     failed = next((outcome for outcome in segments if outcome.error is not None), None)
     if failed is not None:
         return SegmentedCritique(failed, segments)
     summary = summarise([s.text or "" for s in segments])
-    target.move(summary.job_id, "music-flamingo", flamingo.progress, (SEGMENTS_SHARE, 1.0))
-    [final] = await run_jobs("music-flamingo", flamingo.critique, flamingo.cancel, [summary])
+    target.move(summary.job_id, MUSIC_FLAMINGO.name, flamingo.progress, (SEGMENTS_SHARE, 1.0))
+    [final] = await run_jobs(MUSIC_FLAMINGO.name, flamingo.critique, flamingo.cancel, [summary])
     return SegmentedCritique(final, segments)
 
 
@@ -170,8 +171,8 @@ async def rank_by_critic(
     if outcome.error is not None:
         return outcome
     jobs = critic_jobs(prompt, outcome, limits)
-    target.move(jobs[0].job_id, "music-flamingo", flamingo.progress, (1.0 - CRITIC_SHARE, 1.0))
-    verdicts = await run_jobs("music-flamingo", flamingo.critique, flamingo.cancel, jobs)
+    target.move(jobs[0].job_id, MUSIC_FLAMINGO.name, flamingo.progress, (1.0 - CRITIC_SHARE, 1.0))
+    verdicts = await run_jobs(MUSIC_FLAMINGO.name, flamingo.critique, flamingo.cancel, jobs)
     failed = next((v.error for v in verdicts if v.error is not None), None)
     if failed is not None:
         return outcome.model_copy(update={"error": failed, "waveforms": []})

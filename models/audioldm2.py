@@ -26,9 +26,10 @@ from diffusers import BitsAndBytesConfig as DiffusersBitsAndBytesConfig
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import BitsAndBytesConfig as TransformersBitsAndBytesConfig
-from transformers import ClapModel, GPT2LMHeadModel, T5EncoderModel
+from transformers import ClapModel, T5EncoderModel
 from transformers.audio_utils import mel_filter_bank
 
+from compat.diffusers_language_model import load_language_model
 from models.allocator import returning_freed_memory
 from models.memory import Placement, bitsandbytes_options, quantize_linear_weights
 from models.multidiffusion import Fusion, Windows, split
@@ -50,21 +51,14 @@ SCHEDULERS: dict[Scheduler, type[SchedulerMixin]] = {
 
 
 def load_pipeline(path: str, device: torch.device, dtype: torch.dtype, quantization: str = "none") -> AudioLDM2Pipeline:
-    """Load a diffusers AudioLDM2 folder.
-
-    The published checkpoints list their language model as `GPT2Model`, which
-    lacks the generation helpers the pipeline calls (diffusers issue 12630).
-    Loading the same weights as `GPT2LMHeadModel` fixes it; for a checkpoint
-    already saved as `GPT2LMHeadModel` this is the same load.
+    """Load a diffusers AudioLDM2 folder, its language model as GPT2LMHeadModel (compat/diffusers_language_model.py).
 
     With a bitsandbytes `quantization` the UNet and text encoders are quantized
     while loading, straight onto `device` (models/memory.py).
     """
     bitsandbytes = bitsandbytes_options(quantization, dtype)
     quantized = bitsandbytes_components(path, device, dtype, bitsandbytes) if bitsandbytes else {}
-    language_model = quantized.pop("language_model", None) or GPT2LMHeadModel.from_pretrained(
-        path, subfolder="language_model", dtype=dtype
-    )
+    language_model = quantized.pop("language_model", None) or load_language_model(path, dtype=dtype)
     pipe = AudioLDM2Pipeline.from_pretrained(path, language_model=language_model, dtype=dtype, **quantized)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)  # diffusers leaves bitsandbytes modules where they were loaded
@@ -93,8 +87,8 @@ def bitsandbytes_components(
         "text_encoder_2": T5EncoderModel.from_pretrained(
             path, subfolder="text_encoder_2", dtype=dtype, quantization_config=transformers_config(), **on_device
         ),
-        "language_model": GPT2LMHeadModel.from_pretrained(
-            path, subfolder="language_model", dtype=dtype, quantization_config=transformers_config(), **on_device
+        "language_model": load_language_model(
+            path, dtype=dtype, quantization_config=transformers_config(), **on_device
         ),
     }
 
@@ -209,7 +203,7 @@ CPU_UNET_ROW_MULTIPLE = 4
 
 
 # Up to this length a clip is one latent, exactly as before long-form generation existed (the same seed gives
-# the same audio); longer clips are denoised as windows of the model's native length (see README, Long-form).
+# the same audio); longer clips are denoised as windows of the model's native length (docs/long-form.md).
 SINGLE_LATENT_MAX_S = 30.0
 # Neighbouring windows share half their frames: measured in bench/long_form.py (`--overlaps`).
 WINDOW_OVERLAP = 0.5

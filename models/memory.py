@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from settings import Attention, Decoding, Offload, Quantization, RunnerSettings
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-Offload = Literal["none", "model", "sequential"]
-Attention = Literal["sdpa", "eager", "flash_attention_2"]
-Quantization = Literal["none", "int8", "bnb-int8", "nf4"]
-Decoding = Literal["dynamic", "static", "compiled"]  # Music Flamingo's KV cache: grown per token, or preallocated
 BITSANDBYTES = ("bnb-int8", "nf4")
 
 
@@ -47,6 +45,11 @@ class MemoryOptions:
     quantization: Quantization = "none"
     decoding: Decoding = "dynamic"  # static / compiled: a preallocated KV cache, the decoding step compiled or not
     gpu_memory_gib: float = 0.0  # > 0: at most this much of the weights on the GPU, the rest in CPU memory
+
+    @classmethod
+    def of(cls, settings: RunnerSettings) -> MemoryOptions:
+        """The memory choices among a runner's settings (each kind has the ones its family can use)."""
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__ if hasattr(settings, name)})
 
 
 @dataclass(frozen=True)

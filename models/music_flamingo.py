@@ -9,7 +9,7 @@ What the stock processor / `generate` do not give, and this module adds:
 
 * several clips in one conversation (a performance and its reference): the
   processors refuse anything but one clip per text (`validate_inputs`), while
-  the model handles any number of audio spans per row;
+  the model handles any number of audio spans per row (compat/transformers_many_clips.py);
 * batch invariance on the CPU: a job's tokens are bit-for-bit what it gets
   alone, whatever else is in its batch (see CPU_PROMPT_MULTIPLE and
   CPU_ROW_MULTIPLE);
@@ -50,6 +50,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
+from compat.transformers_many_clips import many_clips_processor_class
 from models.constrained import ConstrainedRows, GrammarBook, row_constraints
 from models.memory import bitsandbytes_options, quantize_linear_weights
 from models.phases import phase, record
@@ -60,7 +61,7 @@ BITSANDBYTES_ON_CPU = ("bnb-int8",)  # transformers' LLM.int8 runs on a CPU; NF4
 CPU_MEMORY_GIB = 1024  # what a split placement may put in CPU memory: the host's own limit decides
 MIN_CLIP_SECONDS = 0.1  # under 30 ms a clip encodes to zero audio tokens and breaks the model's span bookkeeping
 
-# Measured on this project's CPU (torch 2.13, fp32), see tests/test_music_flamingo_engine.py:
+# Measured on this project's CPU (torch 2.13, fp32), see tests/unit/test_music_flamingo_engine.py:
 # * PyTorch's CPU SDPA kernel walks the keys in blocks of 512, so a row's attention is bit-identical
 #   under two amounts of left padding only when they differ by a multiple of 512. Prompts are padded
 #   to a multiple of this many tokens, alone or batched, which guarantees that.
@@ -110,26 +111,6 @@ class CritiqueOutput:
 
 
 # ---- loading -------------------------------------------------------------------
-
-
-class _ManyClipsPerConversation:
-    """Processor mixin: accept any number of clips per conversation.
-
-    AudioFlamingo3Processor / MusicFlamingoProcessor reject `len(text) !=
-    len(audio)` ("Got 1 text but 2 audios"), which forbids both two clips in one
-    conversation and text-only rows next to audio rows in a batch. The model
-    consumes the audio spans in order whatever rows they sit in, so only the
-    generic check stays: as many `<sound>` placeholders as clips overall.
-    """
-
-    def validate_inputs(self, audio: Any = None, text: Any = None, **kwargs: Any) -> None:
-        ProcessorMixin.validate_inputs(self, audio=audio, text=text, **kwargs)  # type: ignore[arg-type]
-
-
-@functools.cache
-def many_clips_processor_class(base: type[ProcessorMixin]) -> type[ProcessorMixin]:
-    """`base` with the mixin above; cached so each base gets one subclass."""
-    return type(f"ManyClips{base.__name__}", (_ManyClipsPerConversation, base), {})
 
 
 def model_class_for(config: PretrainedConfig) -> type[PreTrainedModel]:

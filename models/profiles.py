@@ -22,6 +22,7 @@ from types import ModuleType
 
 from bentoml.models import HuggingFaceModel
 
+from registry import AUDIOLDM2, MUSIC_FLAMINGO
 from settings import Profile, Settings
 
 logger = logging.getLogger("bentoml.audio_studio")
@@ -61,8 +62,11 @@ def resolve_full(model_id: str, resolve: Callable[[], str]) -> Checkpoint:
     return Checkpoint(path=path, model_id=model_id, profile=Profile.FULL)
 
 
-def audioldm2_checkpoint(settings: Settings, weights: HuggingFaceModel | None) -> Checkpoint:
-    """The AudioLDM2 folder for the configured profile (built on first use for `tiny`)."""
+def audioldm2_checkpoint(
+    settings: Settings, weights: HuggingFaceModel | None, checkpoint: str | None = None
+) -> Checkpoint:
+    """The AudioLDM2 folder for the configured profile (built on first use for `tiny`); `checkpoint`: the
+    published one, by default the runner's setting."""
     if settings.profile is Profile.TINY:
         from models import local_tokenizers, tiny_audioldm2
 
@@ -70,22 +74,26 @@ def audioldm2_checkpoint(settings: Settings, weights: HuggingFaceModel | None) -
         return ensure_tiny(settings, "audioldm2", fingerprint, tiny_audioldm2.save_tiny_audioldm2)
     if weights is None:
         raise WeightsUnavailable("profile 'full' needs the weights declared on the runner class")
-    return resolve_full(settings.audioldm2_checkpoint, weights.resolve)
+    return resolve_full(checkpoint or AUDIOLDM2.settings.checkpoint, weights.resolve)
 
 
-def music_flamingo_checkpoint(settings: Settings, weights: HuggingFaceModel | None) -> Checkpoint:
-    """The Music Flamingo folder for the configured profile and checkpoint (tiny: same class and limits)."""
+def music_flamingo_checkpoint(
+    settings: Settings, weights: HuggingFaceModel | None, checkpoint: str | None = None
+) -> Checkpoint:
+    """The Music Flamingo folder for the configured profile and checkpoint (tiny: same class and limits);
+    `checkpoint`: the published one, by default the runner's setting."""
+    checkpoint = checkpoint or MUSIC_FLAMINGO.settings.checkpoint
     if settings.profile is Profile.TINY:
         from models import local_tokenizers, tiny_music_flamingo
 
-        variant = tiny_music_flamingo.TINY_LAYOUT_OF[settings.music_flamingo_checkpoint]
+        variant = tiny_music_flamingo.TINY_LAYOUT_OF[checkpoint]
         fingerprint = builder_fingerprint(tiny_music_flamingo, local_tokenizers)
         return ensure_tiny(
             settings, variant, fingerprint, lambda path: tiny_music_flamingo.save_tiny_music_flamingo(path, variant)
         )
     if weights is None:
         raise WeightsUnavailable("profile 'full' needs the weights declared on the runner class")
-    return resolve_full(settings.music_flamingo_checkpoint, weights.resolve)
+    return resolve_full(checkpoint, weights.resolve)
 
 
 def builder_fingerprint(*modules: ModuleType) -> str:

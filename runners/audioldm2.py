@@ -10,17 +10,19 @@ from typing import TypeVar
 import bentoml
 import torch
 
+import compat
+from compat.bentoml_dispatcher import concurrent_batches
 from models.allocator import keep_freed_memory
 from models.audioldm2 import AudioLDM2Engine, Denoising, JobAudio, load_placed_pipeline, waveform_seeds
-from models.memory import place
+from models.memory import MemoryOptions, place
 from models.profiles import audioldm2_checkpoint, declare_weights
+from registry import AUDIOLDM2
 from runners.batching import GroupRun
 from runners.cancellation import CancelledJobs, count_cancelled
-from runners.intake import concurrent_batches, install
 from runners.model_thread import ModelThread
 from runners.observe import observe_batch
 from runners.progress import ProgressBoard
-from runners.startup import RUNNER_CONFIG, audioldm2_memory, log_model_choice
+from runners.startup import RUNNER_CONFIG, log_model_choice
 from runners.step_scheduler import StepScheduler
 from schemas import (
     AUDIOLDM2_SAMPLE_RATE,
@@ -38,19 +40,19 @@ from settings import SETTINGS
 
 J = TypeVar("J", GenerationJob, TransformJob)
 
-install()  # the batcher may dispatch while earlier batches are still on the model thread (runners/intake.py)
+compat.install_all()  # library patches (compat/), e.g. batches that overlap (compat/bentoml_dispatcher.py)
 
 
 @bentoml.service(name="audioldm2-runner", **RUNNER_CONFIG)
 class AudioLDM2Runner:
-    weights = declare_weights(SETTINGS, SETTINGS.audioldm2_checkpoint)
+    weights = declare_weights(SETTINGS, AUDIOLDM2.settings.checkpoint)
 
     def __init__(self) -> None:
         self.checkpoint = audioldm2_checkpoint(SETTINGS, type(self).weights)
-        placement = place("AudioLDM2", audioldm2_memory(SETTINGS), torch.float16)
-        log_model_choice("AudioLDM2", self.checkpoint, placement)
+        placement = place(AUDIOLDM2.title, MemoryOptions.of(AUDIOLDM2.settings), torch.float16)
+        log_model_choice(AUDIOLDM2.title, self.checkpoint, placement)
         keep_freed_memory()  # the model's memory is reused, not mapped anew (models/allocator.py)
-        thread = ModelThread("audioldm2-model", SETTINGS.model_threads)
+        thread = ModelThread(f"{AUDIOLDM2.name}-model", SETTINGS.model_threads)
         self.engine = thread.call(lambda: AudioLDM2Engine(load_placed_pipeline(str(self.checkpoint.path), placement)))
         self.cancelled = CancelledJobs()
         self.board = ProgressBoard()
@@ -65,8 +67,8 @@ class AudioLDM2Runner:
 
     @bentoml.api(
         batchable=SETTINGS.batching,
-        max_batch_size=SETTINGS.audioldm2_max_batch_size,
-        max_latency_ms=SETTINGS.audioldm2_max_latency_ms,
+        max_batch_size=AUDIOLDM2.settings.max_batch_size,
+        max_latency_ms=AUDIOLDM2.settings.max_latency_ms,
     )
     @concurrent_batches
     async def generate(self, jobs: list[GenerationJob]) -> list[GenerationOutcome]:
@@ -75,8 +77,8 @@ class AudioLDM2Runner:
 
     @bentoml.api(
         batchable=SETTINGS.batching,
-        max_batch_size=SETTINGS.audioldm2_max_batch_size,
-        max_latency_ms=SETTINGS.audioldm2_max_latency_ms,
+        max_batch_size=AUDIOLDM2.settings.max_batch_size,
+        max_latency_ms=AUDIOLDM2.settings.max_latency_ms,
     )
     @concurrent_batches
     async def transform(self, jobs: list[TransformJob]) -> list[GenerationOutcome]:
@@ -98,8 +100,8 @@ class AudioLDM2Runner:
         started_ns = time.time_ns()
         futures = self.scheduler.submit(list(jobs), start)  # type: ignore[arg-type]
         runs = list(await asyncio.gather(*(asyncio.wrap_future(future) for future in futures)))
-        count_cancelled("audioldm2", (run.error for run in runs))
-        observe_batch("audioldm2", jobs, runs, started_ns)
+        count_cancelled(AUDIOLDM2.name, (run.error for run in runs))
+        observe_batch(AUDIOLDM2.name, jobs, runs, started_ns)
         return runs
 
     def _outcome(self, job: DiffusionParams, seeds: list[int], run: GroupRun[JobAudio]) -> GenerationOutcome:

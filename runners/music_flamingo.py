@@ -8,9 +8,10 @@ import time
 import bentoml
 import torch
 
+import compat
 from critique_format import every_grammar_text
 from models.allocator import keep_freed_memory
-from models.memory import place
+from models.memory import MemoryOptions, place
 from models.music_flamingo import (
     BITSANDBYTES_ON_CPU,
     MIN_CLIP_SECONDS,
@@ -21,12 +22,13 @@ from models.music_flamingo import (
 )
 from models.music_flamingo import CritiqueJob as EngineJob
 from models.profiles import declare_weights, music_flamingo_checkpoint
+from registry import MUSIC_FLAMINGO
 from runners.batching import GroupRun, run_in_groups
 from runners.cancellation import CANCELLED_WHILE_RUNNING, CancelledJobs, count_cancelled
 from runners.model_thread import ModelThread
 from runners.observe import observe_batch
 from runners.progress import ProgressBoard
-from runners.startup import RUNNER_CONFIG, log_model_choice, music_flamingo_memory
+from runners.startup import RUNNER_CONFIG, log_model_choice
 from schemas import (
     MAX_PROMPT_TOKENS,
     MUSIC_FLAMINGO_SAMPLE_RATE,
@@ -39,6 +41,8 @@ from schemas import (
     RunnerTimings,
 )
 from settings import SETTINGS
+
+compat.install_all()  # library patches (compat/)
 
 
 def engine_job(job: CritiqueJob) -> EngineJob:
@@ -57,17 +61,20 @@ def engine_job(job: CritiqueJob) -> EngineJob:
 
 @bentoml.service(name="music-flamingo-runner", **RUNNER_CONFIG)
 class MusicFlamingoRunner:
-    weights = declare_weights(SETTINGS, SETTINGS.music_flamingo_checkpoint)
+    weights = declare_weights(SETTINGS, MUSIC_FLAMINGO.settings.checkpoint)
 
     def __init__(self) -> None:
         self.checkpoint = music_flamingo_checkpoint(SETTINGS, type(self).weights)
         placement = place(
-            "Music Flamingo", music_flamingo_memory(SETTINGS), torch.bfloat16, bitsandbytes_on_cpu=BITSANDBYTES_ON_CPU
+            MUSIC_FLAMINGO.title,
+            MemoryOptions.of(MUSIC_FLAMINGO.settings),
+            torch.bfloat16,
+            bitsandbytes_on_cpu=BITSANDBYTES_ON_CPU,
         )
-        log_model_choice("Music Flamingo", self.checkpoint, placement)
+        log_model_choice(MUSIC_FLAMINGO.title, self.checkpoint, placement)
         options = placement.options
         keep_freed_memory()  # the model's memory is reused, not mapped anew (models/allocator.py)
-        self.thread = ModelThread("music-flamingo-model", SETTINGS.model_threads)
+        self.thread = ModelThread(f"{MUSIC_FLAMINGO.name}-model", SETTINGS.model_threads)
         model, processor = self.thread.call(
             lambda: load_music_flamingo(
                 str(self.checkpoint.path),
@@ -117,8 +124,8 @@ class MusicFlamingoRunner:
 
     @bentoml.api(
         batchable=SETTINGS.batching,
-        max_batch_size=SETTINGS.music_flamingo_max_batch_size,
-        max_latency_ms=SETTINGS.music_flamingo_max_latency_ms,
+        max_batch_size=MUSIC_FLAMINGO.settings.max_batch_size,
+        max_latency_ms=MUSIC_FLAMINGO.settings.max_latency_ms,
     )
     async def critique(self, jobs: list[CritiqueJob]) -> list[CritiqueOutcome]:
         """The batch runs on the model thread; the event loop stays free for `cancel` and `progress`."""
@@ -152,12 +159,12 @@ class MusicFlamingoRunner:
             return self.engine.generate(group, stopped=stopped)
 
         runs = run_in_groups(engine_jobs, self.engine.group_key, run, dropped=lambda job: job.job_id in self.cancelled)
-        observe_batch("music_flamingo", [jobs[index] for index in accepted], runs, started_ns)
+        observe_batch(MUSIC_FLAMINGO.name, [jobs[index] for index in accepted], runs, started_ns)
         for index, run_result in zip(accepted, runs, strict=True):
             outcomes[index] = self._outcome(run_result, len(jobs), jobs[index].job_id)
             self.board.set(jobs[index].job_id, "finished")
         answered = [o for o in outcomes if o is not None]
-        count_cancelled("music-flamingo", (o.error for o in answered))
+        count_cancelled(MUSIC_FLAMINGO.name, (o.error for o in answered))
         return answered
 
     def _provenance(self) -> Provenance:

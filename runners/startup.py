@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from models.memory import MemoryOptions, Placement
+from models.memory import Placement
 from models.profiles import Checkpoint
-from settings import REQUEST_TIMEOUT_S, SETTINGS, Profile, Settings
+from settings import REQUEST_TIMEOUT_S, SETTINGS, Profile
 from telemetry import tracing_config
 
 logger = logging.getLogger("bentoml.audio_studio")
@@ -30,23 +30,4 @@ def log_model_choice(runner: str, checkpoint: Checkpoint, placement: Placement) 
         checkpoint.model_id,
         placement.describe(),
         " (RANDOM WEIGHTS: for tests and demos only)" if checkpoint.profile is Profile.TINY else "",
-    )
-
-
-def audioldm2_memory(settings: Settings) -> MemoryOptions:
-    return MemoryOptions(
-        dtype=settings.audioldm2_dtype,
-        offload=settings.audioldm2_offload,  # type: ignore[arg-type]  # checked by settings
-        attention_slicing=settings.audioldm2_attention_slicing,
-        quantization=settings.audioldm2_quantization,  # type: ignore[arg-type]
-    )
-
-
-def music_flamingo_memory(settings: Settings) -> MemoryOptions:
-    return MemoryOptions(
-        dtype=settings.music_flamingo_dtype,
-        attention=settings.music_flamingo_attention,  # type: ignore[arg-type]  # checked by settings
-        quantization=settings.music_flamingo_quantization,  # type: ignore[arg-type]
-        decoding=settings.music_flamingo_decoding,  # type: ignore[arg-type]
-        gpu_memory_gib=settings.music_flamingo_gpu_memory_gib,
     )

@@ -14,11 +14,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import psutil
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,25 +27,32 @@ os.environ["AUDIO_STUDIO_PROFILE"] = "tiny"
 os.environ.setdefault("AUDIO_STUDIO_TINY_MODEL_DIR", str(ROOT / ".cache" / "tiny-models"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from models.audioldm2 import AudioLDM2Engine, load_pipeline  # noqa: E402
-from models.memory import MemoryOptions, place  # noqa: E402
-from models.profiles import Checkpoint, audioldm2_checkpoint  # noqa: E402
 from settings import SETTINGS  # noqa: E402
 from tests.otlp_receiver import OTLPReceiver  # noqa: E402
+
+if TYPE_CHECKING:  # torch, diffusers and transformers load only in the tests that use a model
+    from models.audioldm2 import AudioLDM2Engine
+    from models.profiles import Checkpoint
 
 SERVER_START_TIMEOUT_S = 180
 
 
 @pytest.fixture(scope="session")
 def tiny_audioldm2() -> Checkpoint:
+    from models.profiles import audioldm2_checkpoint
+
     return audioldm2_checkpoint(SETTINGS, None)
 
 
 @pytest.fixture(scope="session")
 def engine(tiny_audioldm2: Checkpoint) -> AudioLDM2Engine:
+    import torch
+
+    from models.audioldm2 import AudioLDM2Engine, load_pipeline
+    from models.memory import MemoryOptions, place
+
     placement = place("AudioLDM2", MemoryOptions(), torch.float16)
-    device, dtype = placement.device, placement.dtype
-    return AudioLDM2Engine(load_pipeline(str(tiny_audioldm2.path), device, dtype))
+    return AudioLDM2Engine(load_pipeline(str(tiny_audioldm2.path), placement.device, placement.dtype))
 
 
 def _free_port() -> int:
@@ -153,6 +160,7 @@ def serve_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 SEGMENTS_ENV = {"AUDIO_STUDIO_CRITIQUE_SEGMENT_SECONDS": "4", "AUDIO_STUDIO_CRITIQUE_SEGMENT_OVERLAP_SECONDS": "1"}
+CORS_ORIGIN = "https://studio.example"  # the shared server lets this origin read its answers (tests/test_http.py)
 
 
 @pytest.fixture(scope="session")
@@ -164,7 +172,7 @@ def server(
     Long recordings are heard in segments of 4 s overlapping by 1 s (tests/test_studio.py), not the tiny
     checkpoint's 600 s: 2.5 times that would pass the 20-minute upload limit.
     """
-    env = {**serve_env, **SEGMENTS_ENV}
+    env = {**serve_env, **SEGMENTS_ENV, "AUDIO_STUDIO_CORS_ORIGINS": CORS_ORIGIN}
     served = Served("service:AudioStudio", env, tmp_path_factory.mktemp("serve") / "serve.log").start()
     try:
         yield served.wait_ready().url

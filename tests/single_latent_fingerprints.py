@@ -1,7 +1,7 @@
 """Fingerprints (sha256 of the float32 bytes) of the engine's output for clips up to the single-latent length,
 from today's engine and from the engine as it was before long-form generation (commit 4109732, read from git).
 
-tests/test_long_form.py runs this module in a fresh process (so nothing an earlier test left in the process,
+tests/unit/test_long_form.py runs this module in a fresh process (so nothing an earlier test left in the process,
 thread pools or allocator state, can change the last bits) and compares the two. The cases: 2 s with two ranked
 waveforms, 10 s DDIM without guidance, 30 s (the longest single latent) and a 3 s transform. Both engines run on
 the same tiny model in the same process: the tiny tokenizers are trained when the models are built, and are not

@@ -111,12 +111,15 @@ def test_sighup_reloads_the_keys_file(secured: Secured) -> None:
 def test_a_burst_over_the_rate_gets_429_while_another_key_is_served(secured: Secured) -> None:
     """Burst 4, 6 per minute: the fifth request at once is refused with the seconds until a token is back."""
     url = f"{secured.url}/generate"
-    statuses = [
-        httpx.post(url, json={}, headers=secured.auth("beta"), timeout=30).status_code for _ in range(4)
-    ]  # cheap: refused by validation after admission, each takes a token
-    assert statuses == [400] * 4
-    refused = httpx.post(url, json=TINY_GENERATE, headers=secured.auth("beta"), timeout=30)
-    assert refused.status_code == 429, refused.text
+    responses = []
+    for _ in range(8):  # cheap: refused by validation after admission, each takes a token
+        responses.append(httpx.post(url, json={}, headers=secured.auth("beta"), timeout=30))
+        if responses[-1].status_code == 429:
+            break
+    # The burst's four pass; then 429, however slowly this machine sent them (a token is back every 10 s).
+    statuses = [response.status_code for response in responses]
+    assert statuses[:4] == [400] * 4 and statuses[-1] == 429, statuses
+    refused = responses[-1]
     assert refused.json()["kind"] == "rate_limited" and "6 requests per minute" in refused.json()["error"]
     assert 1 <= int(refused.headers["retry-after"]) <= 10
     other = httpx.post(url, json=TINY_GENERATE, headers=secured.auth("alpha"), timeout=120)
@@ -128,26 +131,25 @@ def test_a_full_runner_queue_is_refused_at_once(secured: Secured) -> None:
     slow = {"prompt": "a long drone", "duration": 10, "steps": 500}
     headers = secured.auth("queue")
 
-    async def scenario() -> tuple[httpx.Response, float]:
+    async def scenario() -> tuple[httpx.Response, bool]:
         async with httpx.AsyncClient(base_url=secured.url, timeout=300) as client:
             in_flight = [asyncio.create_task(client.post("/generate", json=slow, headers=headers)) for _ in range(3)]
             deadline = time.monotonic() + 30
             while outstanding(await client.get("/metrics", headers=secured.auth("alpha"))) < 3:
                 assert time.monotonic() < deadline, "the slow requests were not let in"
                 await asyncio.sleep(0.1)
-            started = time.perf_counter()
             refused = await client.post("/generate", json=TINY_GENERATE, headers=headers)
-            elapsed = time.perf_counter() - started
+            waited_for_a_slot = any(task.done() for task in in_flight)
             for task in in_flight:  # the client leaves: the runner drops the jobs
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
-            return refused, elapsed
+            return refused, waited_for_a_slot
 
-    refused, elapsed = asyncio.run(scenario())
+    refused, waited_for_a_slot = asyncio.run(scenario())
     assert refused.status_code == 503, refused.text
     assert refused.json()["kind"] == "unavailable" and "queue is full" in refused.json()["error"]
     assert int(refused.headers["retry-after"]) >= 1
-    assert elapsed < 1.0, f"the refusal took {elapsed:.2f} s"
+    assert not waited_for_a_slot, "the refusal came only once a slow request had finished"
     metrics = httpx.get(f"{secured.url}/metrics", headers=secured.auth("alpha"), timeout=10).text
     assert re.search(r'audio_studio_requests_shed_total\{reason="queue_full",runner="audioldm2"\} [1-9]', metrics)
 

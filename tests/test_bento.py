@@ -65,7 +65,7 @@ def test_build_context_holds_the_code_and_nothing_else(bento: Path) -> None:
         "audio_io.py",
         "telemetry.py",
     )
-    code = (*modules, "front", "front/playground/index.html", "jobs", "runners", "models")
+    code = (*modules, "compat", "front", "front/playground/index.html", "jobs", "runners", "models")
     for path in (*code, "pyproject.toml"):
         assert (src / path).exists(), path
     for path in ("tests", "bench", "deploy", "cli", ".cache", ".venv", ".git"):

@@ -30,7 +30,18 @@ CLI_PATH = ROOT / "cli"
 FAST_GENERATE = ("--duration", "1", "--steps", "2")
 RATE = 16_000
 TIMEOUT = 180
-SERVER_MODULES = ("schemas", "service", "settings", "presets", "audio_io", "front", "models", "runners", "bentoml")
+SERVER_MODULES = (
+    "schemas",
+    "service",
+    "settings",
+    "presets",
+    "audio_io",
+    "compat",
+    "front",
+    "models",
+    "runners",
+    "bentoml",
+)
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 import soundfile
+
+from registry import FAMILIES
+from tests.conftest import CORS_ORIGIN
 
 FAST = {"steps": 3}
 TIMEOUT = 120
@@ -155,3 +159,26 @@ def test_openapi_documents_every_knob_with_default_and_bounds(server: str) -> No
     assert (properties["duration"]["minimum"], properties["duration"]["maximum"]) == (1, 600)
     assert (properties["steps"]["minimum"], properties["steps"]["maximum"]) == (1, 500)
     assert properties["prompt"]["maxLength"] == 1000 and schema["required"] == ["prompt"]
+
+
+def test_a_page_on_an_allowed_origin_can_read_every_header_the_file_routes_send(server: str) -> None:
+    response = httpx.post(
+        f"{server}/generate",
+        json={"prompt": "a bell", "duration": 1, "steps": 2},
+        headers={"Origin": CORS_ORIGIN},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200 and response.headers["access-control-allow-origin"] == CORS_ORIGIN
+    exposed = {name.strip().lower() for name in response.headers["access-control-expose-headers"].split(",")}
+    sent = {name for name in response.headers if name.startswith("x-") or name == "content-disposition"}
+    assert {"x-seed", "x-sample-rate", "content-disposition"} <= sent
+    assert sent <= exposed, sent - exposed
+
+
+def test_each_runner_has_one_label_on_every_metric(server: str) -> None:
+    """Both runners did work (a generate, a critique), so each labels its batch, cancel and room metrics."""
+    assert post(server, "/generate", {"prompt": "a bell", "duration": 1, "steps": 2}).status_code == 200
+    critique = httpx.post(f"{server}/critique", data={"prompt": "what key?", "max_new_tokens": "8"}, timeout=TIMEOUT)
+    assert critique.status_code == 200, critique.text
+    labels = set(re.findall(r'\brunner="([^"]+)"', httpx.get(f"{server}/metrics", timeout=TIMEOUT).text))
+    assert labels == {family.name for family in FAMILIES}

@@ -4,6 +4,7 @@ cancellation, limits, and a restart (embedded SQLite store)."""
 from __future__ import annotations
 
 import io
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,5 +236,10 @@ def test_the_playground_page_is_off_by_its_setting(jobs_server: Served) -> None:
 
 
 def test_results_are_files_in_the_data_folder(jobs_server: Served) -> None:
+    """What /result answers is the file the job left in the data folder, and its record is in the SQLite file."""
     folder = Path(jobs_server.env["AUDIO_STUDIO_JOB_DATA_DIR"])
-    assert (folder / "jobs.sqlite3").is_file() and (folder / "results").is_dir()
+    job = submit(jobs_server.url, "generate", json={**GENERATE, "duration": 2, "steps": 2, "seed": 11})
+    assert follow(jobs_server.url, job["id"])[-1]["state"] == "succeeded"
+    assert (folder / "results" / job["id"]).read_bytes() == result(jobs_server.url, job["id"]).content
+    with sqlite3.connect(folder / "jobs.sqlite3") as db:
+        assert db.execute("SELECT state FROM jobs WHERE id = ?", (job["id"],)).fetchone() == ("succeeded",)

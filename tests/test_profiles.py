@@ -20,6 +20,7 @@ from models.profiles import (
     music_flamingo_checkpoint,
 )
 from models.tiny_audioldm2 import build_tiny_audioldm2
+from registry import AUDIOLDM2, FAMILIES, MUSIC_FLAMINGO
 from settings import Profile, Settings, load_settings
 
 
@@ -92,14 +93,16 @@ def test_full_profile_without_reachable_weights_fails_with_instructions(
 )
 def test_bad_settings_fail_loudly(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str) -> None:
     monkeypatch.setenv(variable, value)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=f"{variable}=.*{message}"):
         load_settings()
+        for family in FAMILIES:
+            family.read_settings()
 
 
 def test_default_profile_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AUDIO_STUDIO_PROFILE")
     settings: Settings = load_settings()
-    assert settings.profile is Profile.FULL and settings.audioldm2_checkpoint == "cvssp/audioldm2"
+    assert settings.profile is Profile.FULL and AUDIOLDM2.read_settings().checkpoint == "cvssp/audioldm2"
 
 
 @pytest.mark.parametrize(
@@ -114,7 +117,7 @@ def test_every_music_flamingo_checkpoint_has_a_tiny_twin_of_its_class_and_limits
     monkeypatch: pytest.MonkeyPatch, checkpoint: str, model_class: str, max_seconds: int
 ) -> None:
     monkeypatch.setenv("AUDIO_STUDIO_MUSIC_FLAMINGO_CHECKPOINT", checkpoint)
-    tiny = music_flamingo_checkpoint(load_settings(), None)
+    tiny = music_flamingo_checkpoint(load_settings(), None, MUSIC_FLAMINGO.read_settings().checkpoint)
     model, processor = load_music_flamingo(str(tiny.path), torch.device("cpu"), torch.float32)
     assert type(model).__name__ == model_class
     assert processor.max_audio_len == max_seconds

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.memory import place
+from models.memory import MemoryOptions, place
 from models.music_flamingo import BITSANDBYTES_ON_CPU
-from runners.startup import audioldm2_memory, music_flamingo_memory
-from settings import load_settings
+from registry import AUDIOLDM2, MUSIC_FLAMINGO, setting_names
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 PRESETS = sorted((ROOT / "deploy" / "presets").glob("*.env"))
 
 
@@ -28,15 +27,13 @@ def test_there_is_a_preset_for_each_card_size() -> None:
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_a_preset_loads_and_both_runners_can_be_placed_with_it(preset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings_source = (ROOT / "settings.py").read_text()
     for name, value in entries(preset).items():
-        assert f'"{name}"' in settings_source, f"{preset.name}: {name} is not a setting"
+        assert name in setting_names(), f"{preset.name}: {name} is not a setting"
         monkeypatch.setenv(name, value)
-    settings = load_settings()
-    audioldm2 = place("AudioLDM2", audioldm2_memory(settings), torch.float16, cuda=True)
+    audioldm2 = place("AudioLDM2", MemoryOptions.of(AUDIOLDM2.read_settings()), torch.float16, cuda=True)
     flamingo = place(
         "Music Flamingo",
-        music_flamingo_memory(settings),
+        MemoryOptions.of(MUSIC_FLAMINGO.read_settings()),
         torch.bfloat16,
         cuda=True,
         bitsandbytes_on_cpu=BITSANDBYTES_ON_CPU,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
 RUNNERS = ("audioldm2-runner", "music-flamingo-runner")
 

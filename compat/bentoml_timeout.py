@@ -1,11 +1,15 @@
 """Requests stop holding memory once they end.
 
-BentoML 1.4.39's `TimeoutMiddleware` (bentoml/_internal/server/http/traffic.py)
-schedules a timer for every request and never cancels it, so each finished
-request's context (its tracing span, its scope; 5-60 KB) stays alive until the
-traffic timeout passes: 15 minutes here, rate x 900 s x that in memory under
-sustained load (measured by bench/edge_load.py). This is the same middleware,
-with the timer cancelled when the request ends.
+What it changes: `bentoml._internal.server.http.traffic.TimeoutMiddleware.__call__` (the middleware behind
+`traffic={"timeout": ...}`, in the front and the runners) is replaced by `call_with_timer_cancelled`, the same
+code with the timer's handle kept and cancelled when the request ends. It uses the middleware's `app`,
+`timeout` and `_set_timer_out`.
+
+Why: BentoML 1.4.39's middleware schedules `loop.call_later(timeout, ...)` for every request and never cancels
+it, so each finished request's context (its tracing span, its scope; 5-60 KB) stays alive until the traffic
+timeout passes: 15 minutes here, rate x 900 s x that in memory under sustained load (measured by
+bench/edge_load.py, see bench/README.md). No upstream issue. Checked range:
+`bentoml/_internal/server/http/traffic.py` is the same in the 1.4.40 wheel as in 1.4.39.
 """
 
 from __future__ import annotations
@@ -15,6 +19,15 @@ from typing import Any
 
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from starlette.responses import JSONResponse
+
+from compat import Patch
+
+PATCH = Patch(
+    name="bentoml_timeout",
+    library="bentoml",
+    checked=">=1.4.39,<1.4.41",
+    why="TimeoutMiddleware never cancels its per-request timer, which keeps each request alive for the timeout",
+)
 
 
 async def call_with_timer_cancelled(self: TimeoutMiddleware, scope: Any, receive: Any, send: Any) -> None:

@@ -1,6 +1,11 @@
 """Strict multipart/form-data parsing for the public API, in place of BentoML's own.
 
-BentoML 1.4.39's form parser (`_bentoml_impl.serde.MultipartSerde`) parses every
+What it changes: `_bentoml_impl.serde.ALL_SERDE`, the table BentoML's app looks a request's serde up in
+(`ServiceAppFactory.api_endpoint`, per request), maps both form media types to `StrictMultipartSerde`, a
+subclass of BentoML's `MultipartSerde` with its own `parse_request`. Uploads are copied into BentoML's
+per-request temporary folder (`bentoml._internal.context.request_temp_dir`), which BentoML empties afterwards.
+
+Why: BentoML 1.4.39's form parser (`MultipartSerde.parse_request`) parses every
 text part as JSON (`prompt=808` becomes a number, `prompt=null` disappears),
 downloads a text value sent in a file field as a URL (a request to an address
 the client chose), turns Starlette's 400 for a malformed body into a 500, and
@@ -12,6 +17,9 @@ names the problem, and copies each upload in chunks to a temporary file with a
 name of its own. One exception keeps BentoML's own Python client working: it
 JSON-encodes every text field it sends (`"key"` with the quotes), so for that
 client (its User-Agent says so) text fields are JSON-decoded, as BentoML did.
+
+No upstream issue. Checked range: `_bentoml_impl/serde.py`, `_bentoml_impl/server/app.py` and
+`bentoml/_internal/context.py` are the same in the 1.4.40 wheel as in 1.4.39.
 """
 
 from __future__ import annotations
@@ -31,6 +39,15 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
+
+from compat import Patch
+
+PATCH = Patch(
+    name="bentoml_multipart",
+    library="bentoml",
+    checked=">=1.4.39,<1.4.41",
+    why="BentoML's form parser JSON-decodes text parts, fetches URLs sent in file fields and 500s on bad forms",
+)
 
 T = TypeVar("T", bound=BaseModel)
 

@@ -78,7 +78,7 @@ def test_without_keys_only_the_runner_room_applies() -> None:
     async def scenario() -> None:
         app = HeldApp()
         app.release.set()
-        room = RunnerRoom("music_flamingo", max_batch_size=2, max_queued=0)
+        room = RunnerRoom("music-flamingo", max_batch_size=2, max_queued=0)
         admission = Admission(app, {"/critique": room}, QuotaSettings(max_in_flight=1, rate_per_minute=1, burst=1))
         statuses = [(await call(admission, "anonymous", "/critique"))[0] for _ in range(5)]
         assert statuses == [200] * 5 and admission.keys == {}

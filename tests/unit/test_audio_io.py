@@ -17,7 +17,7 @@ import soxr
 from audio_io import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioInputError, decode_upload, probe_upload
 from tests.audio_files import CONTAINERS, audio_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def write(tmp_path: Path, data: bytes, name: str = "upload") -> Path:

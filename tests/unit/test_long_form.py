@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from models.multidiffusion import Fusion, Windows, split
 from models.tiled_vae import decode_tiled, encode_tiled, vocode_chunked
 from schemas import GenerationJob
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def test_clips_up_to_the_single_latent_length_are_unchanged_bit_for_bit() -> None:
@@ -149,33 +148,6 @@ def test_the_vocoder_in_chunks_equals_the_whole_vocoder(engine: AudioLDM2Engine)
         chunked = vocode_chunked(engine.pipe.vocoder, mel, chunk=512)
     assert chunked.shape[0] == 2400 * 160
     assert relative_error(chunked, whole[: chunked.shape[0]]) < 1e-5
-
-
-# As the Bento's image sets it (bentofile.yaml): glibc then returns freed large blocks at once; with its default
-# (a threshold that rises after each free) the peak RSS creeps up by fragmentation, ~100 MiB in a 120 s decode.
-ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "65536"}
-
-
-def decode_peak(seconds: int) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "long_form.py"), "--decode-peak", str(seconds)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-        env={**os.environ, **ALLOCATOR},
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def test_decoding_memory_does_not_grow_with_the_duration_beyond_the_audio() -> None:
-    """Peak RSS growth while decoding, each length in a fresh process after a warm-up (bench/long_form.py):
-    from 60 s to 120 s it grows by the audio and mel that come out, not by activations (which stay one
-    batch of tiles: both lengths have full batches of `TILES_PER_CALL` tiles from 60 s on)."""
-    short, long = decode_peak(60), decode_peak(120)
-    output_growth = (long["audio_mib"] - short["audio_mib"]) * 1.4  # the audio, and the mel (40% of it)
-    assert long["peak_growth_mib"] - short["peak_growth_mib"] < output_growth + 16
 
 
 def test_tiles_encode_as_the_whole_clip_does(engine: AudioLDM2Engine) -> None:

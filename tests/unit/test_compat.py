@@ -1,0 +1,341 @@
+"""compat/: each patch's checked version range, and the upstream behaviour each patch relies on.
+
+The upstream tests fail when a library changes what its patch replaces or works around: then read the patch's
+docstring, check it against the new version (or drop it where upstream fixed the problem) and set its range.
+In-process and fast: no server, no checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import bentoml
+import pytest
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+import compat
+from compat import bentoml_dispatcher, bentoml_metrics_dir, bentoml_multipart, bentoml_request_log, bentoml_timeout
+
+MODULES = {name.removeprefix("compat."): importlib.import_module(name) for name in compat.MODULES}
+
+
+# ---- the package and the version check ------------------------------------------------------------------
+
+
+def test_every_module_of_the_package_is_a_patch_named_after_its_file() -> None:
+    files = {path.stem for path in Path(compat.__file__).parent.glob("*.py")} - {"__init__"}
+    assert files == set(MODULES)
+    for name, module in MODULES.items():
+        assert module.PATCH.name == name
+        assert module.__doc__ and module.PATCH.why, name
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_the_installed_library_is_in_the_checked_range(name: str) -> None:
+    assert compat.unchecked(MODULES[name].PATCH) is None
+
+
+@pytest.mark.parametrize("fake", ["0.0.1", "999.0"])
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_a_library_outside_the_range_refuses_to_start(monkeypatch: pytest.MonkeyPatch, name: str, fake: str) -> None:
+    patch = MODULES[name].PATCH
+    real = compat.installed_version
+    monkeypatch.setattr(compat, "installed_version", lambda lib: fake if lib == patch.library else real(lib))
+    with pytest.raises(compat.UncheckedLibraryVersion) as refused:
+        compat.install_all()
+    message = str(refused.value)
+    assert f"{patch.library} {fake} is installed" in message
+    assert f"patch {name} (compat/{name}.py)" in message and patch.checked in message
+
+
+def test_install_all_installs_each_patch_once() -> None:
+    from _bentoml_impl.serde import ALL_SERDE
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    compat.install_all()
+    metrics_dir = BentoMLContainer.prometheus_multiproc_dir.get()
+    compat.install_all()
+    assert BentoMLContainer.prometheus_multiproc_dir.get() == metrics_dir
+    request_logger = logging.getLogger(bentoml_request_log.BENTOML_REQUEST_LOGGER)
+    assert request_logger.filters.count(bentoml_request_log.FILTER) == 1
+    assert ALL_SERDE["multipart/form-data"] is ALL_SERDE["application/x-www-form-urlencoded"]
+    assert ALL_SERDE["multipart/form-data"] is bentoml_multipart.StrictMultipartSerde
+    assert TimeoutMiddleware.__call__ is bentoml_timeout.call_with_timer_cancelled
+    assert not getattr(ServiceAppFactory.__init__.__wrapped__, bentoml_dispatcher.MARK, False)  # wrapped once
+
+
+# ---- bentoml_multipart --------------------------------------------------------------------------------------
+
+
+class Form(BaseModel):
+    multipart_fields: ClassVar[tuple[str, ...]] = ()  # what BentoML's input models declare
+    prompt: str
+
+
+def form_request(body: bytes) -> Request:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    headers = [(b"content-type", b"application/x-www-form-urlencoded")]
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": headers, "query_string": b""}, receive)
+
+
+def test_bentoml_still_parses_form_text_as_json_and_looks_the_parser_up_per_request() -> None:
+    from _bentoml_impl.serde import ALL_SERDE, MultipartSerde
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    with pytest.raises(ValidationError, match="valid string"):  # prompt=808 arrives as a number
+        asyncio.run(MultipartSerde().parse_request(form_request(b"prompt=808"), Form))
+    parsed = asyncio.run(bentoml_multipart.StrictMultipartSerde().parse_request(form_request(b"prompt=808"), Form))
+    assert parsed.prompt == "808"
+    assert {"multipart/form-data", "application/x-www-form-urlencoded"} <= set(ALL_SERDE)
+    assert "ALL_SERDE.get(media_type" in inspect.getsource(ServiceAppFactory.api_endpoint)
+
+
+# ---- bentoml_timeout ----------------------------------------------------------------------------------------
+
+
+ASGICall = Callable[[Any, dict[str, Any], Any, Any], Awaitable[None]]
+
+
+def timers_cancelled_after_a_request(call: ASGICall) -> list[bool]:
+    """Run one request through `call(app, scope, receive, send)`; whether each timer it scheduled was cancelled."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def request() -> list[bool]:
+        loop = asyncio.get_running_loop()
+        timers: list[asyncio.TimerHandle] = []
+        call_later = loop.call_later
+
+        def noted_call_later(*args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+            timers.append(call_later(*args, **kwargs))
+            return timers[-1]
+
+        loop.call_later = noted_call_later  # type: ignore[method-assign]
+        await call(app, {"type": "http"}, None, send)
+        return [timer.cancelled() for timer in timers]
+
+    return asyncio.run(request())
+
+
+def test_bentoml_timeout_middleware_still_leaves_its_timer_running_after_the_request() -> None:
+    from bentoml._internal.server.http import traffic
+
+    spec = importlib.util.spec_from_file_location("stock_traffic", traffic.__file__)  # unpatched, whatever ran
+    assert spec and spec.loader
+    stock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stock)
+    assert list(inspect.signature(stock.TimeoutMiddleware).parameters) == ["app", "timeout"]
+
+    def stock_call(app: Any, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        return stock.TimeoutMiddleware(app, timeout=3600)(scope, receive, send)
+
+    def patched_call(app: Any, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        return bentoml_timeout.call_with_timer_cancelled(traffic.TimeoutMiddleware(app, 3600), scope, receive, send)
+
+    assert timers_cancelled_after_a_request(stock_call) == [False]
+    assert timers_cancelled_after_a_request(patched_call) == [True]
+
+
+# ---- bentoml_dispatcher -------------------------------------------------------------------------------------
+
+
+@bentoml.service(name="compat-probe")
+class Probe:
+    @bentoml.api(batchable=True, max_batch_size=4)
+    @bentoml_dispatcher.concurrent_batches
+    async def overlapping(self, xs: list[int]) -> list[int]:
+        return xs
+
+    @bentoml.api(batchable=True, max_batch_size=4)
+    async def one_at_a_time(self, xs: list[int]) -> list[int]:
+        return xs
+
+
+def probe_dispatchers() -> dict[str, Any]:
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    config = {"compat-probe": {"traffic": {"timeout": 60}, "workers": 1}}
+    factory = ServiceAppFactory(
+        Probe, services=config, enable_metrics=False, enable_access_control=False, access_control_options={}
+    )
+    return factory.dispatchers
+
+
+def batches_admitted(dispatcher: Any) -> int:
+    admitted = 0
+    while dispatcher._sema.acquire():
+        admitted += 1
+    return admitted
+
+
+def test_bentoml_dispatcher_still_admits_one_batch_at_a_time_through_its_sema() -> None:
+    from bentoml._internal.marshal.dispatcher import CorkDispatcher, NonBlockSema
+
+    dispatchers = probe_dispatchers()  # the unmarked API is BentoML's, installed patch or not
+    assert set(dispatchers) == {"overlapping", "one_at_a_time"}
+    assert isinstance(dispatchers["one_at_a_time"], CorkDispatcher)
+    assert isinstance(dispatchers["one_at_a_time"]._sema, NonBlockSema)
+    assert batches_admitted(dispatchers["one_at_a_time"]) == 1
+    bentoml_dispatcher.install()
+    assert batches_admitted(probe_dispatchers()["overlapping"]) == bentoml_dispatcher.BATCHES_IN_FLIGHT
+
+
+# ---- bentoml_metrics_dir ------------------------------------------------------------------------------------
+
+
+def test_bentoml_serve_still_ignores_prometheus_multiproc_dir_and_takes_its_container_folder() -> None:
+    from _bentoml_impl.server.serving import serve_http
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml.serving import ensure_prometheus_dir
+
+    directory = inspect.signature(ensure_prometheus_dir).parameters["directory"].default
+    assert directory is BentoMLContainer.prometheus_multiproc_dir  # simple_di's Provide[...] is the provider
+    assert 'env = {"PROMETHEUS_MULTIPROC_DIR": ensure_prometheus_dir()}' in inspect.getsource(serve_http)
+
+
+def test_the_serving_process_gets_a_fresh_metrics_folder_and_a_worker_keeps_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    folder = BentoMLContainer.prometheus_multiproc_dir
+    with folder.patch(folder.get()):  # restored afterwards
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/chosen/by/the/server")
+        before = folder.get()
+        bentoml_metrics_dir.install()
+        assert folder.get() == before
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+        bentoml_metrics_dir.install()
+        assert Path(folder.get()).name.startswith("audio-studio-metrics-") and os.path.isdir(folder.get())
+
+
+# ---- bentoml_request_log ------------------------------------------------------------------------------------
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_bentoml_still_logs_a_rejected_request_at_error_with_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from _bentoml_impl.server import app
+    from bentoml._internal.server import http_app
+
+    assert app.log_exception is http_app.log_exception
+    assert http_app.logger.name == bentoml_request_log.BENTOML_REQUEST_LOGGER
+    monkeypatch.setattr(http_app.logger, "filters", [])  # unpatched, whatever ran before
+    records = Records()
+    monkeypatch.setattr(http_app.logger, "handlers", [records])
+    request = SimpleNamespace(url=SimpleNamespace(path="/generate"), method="POST")
+    try:
+        Form.model_validate({})
+    except ValidationError:
+        http_app.log_exception(request)  # type: ignore[arg-type]
+    [stock] = records.records
+    assert stock.levelno == logging.ERROR and stock.exc_info and stock.args == ("/generate", "POST")
+    assert bentoml_request_log.FILTER.filter(stock)
+    assert (stock.levelno, stock.getMessage(), stock.exc_info) == (
+        logging.INFO,
+        "POST /generate: invalid request (prompt)",
+        None,
+    )
+
+
+# ---- bentoml_session_refresh --------------------------------------------------------------------------------
+
+
+def test_bentoml_runner_client_still_closes_its_session_under_the_calls_on_it() -> None:
+    from _bentoml_impl.client.proxy2 import SessionManager
+
+    defaults = inspect.signature(SessionManager).parameters
+    assert (defaults["max_age"].default, defaults["max_requests"].default) == (300.0, 100)
+
+    async def call_on_a_replaced_session() -> BaseException:
+        manager = SessionManager("http://127.0.0.1:9", timeout=5, headers={}, max_requests=0)
+        first = await manager.get_session()
+        await manager.get_session()  # over max_requests: a new session, and the first one closed
+        try:
+            await first.get("/")
+        except RuntimeError as error:
+            return error
+        finally:
+            await manager.close()
+        raise AssertionError("the replaced session still served a call")
+
+    from compat.bentoml_session_refresh import session_closed_under_the_call
+
+    assert session_closed_under_the_call(asyncio.run(call_on_a_replaced_session()))
+
+
+# ---- bentoml_tracer -----------------------------------------------------------------------------------------
+
+
+def test_bentoml_tracer_provider_is_still_not_the_global_one() -> None:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from compat.bentoml_tracer import tracer_provider
+
+    assert isinstance(tracer_provider(), TracerProvider)
+    assert tracer_provider() is BentoMLContainer.tracer_provider.get()
+    assert trace.get_tracer_provider() is not tracer_provider()
+
+
+# ---- diffusers_language_model -------------------------------------------------------------------------------
+
+
+def test_audioldm2_pipeline_still_fails_with_a_gpt2model_language_model() -> None:
+    import torch
+    from diffusers import AudioLDM2Pipeline
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
+
+    config = GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16, n_positions=32, bos_token_id=0, eos_token_id=0)
+    prompt = torch.zeros(1, 3, 8)
+    stock = SimpleNamespace(language_model=GPT2Model(config))  # what model_index.json's "GPT2Model" loads
+    with pytest.raises(AttributeError, match="_update_model_kwargs_for_generation"):
+        AudioLDM2Pipeline.generate_language_model(stock, inputs_embeds=prompt, max_new_tokens=2)
+    fixed = SimpleNamespace(language_model=GPT2LMHeadModel(config))  # what load_language_model returns
+    assert AudioLDM2Pipeline.generate_language_model(fixed, inputs_embeds=prompt, max_new_tokens=2).shape == (1, 2, 8)
+
+
+# ---- transformers_many_clips --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("processor", ["AudioFlamingo3Processor", "MusicFlamingoProcessor"])
+def test_music_flamingo_processors_still_refuse_two_clips_in_one_conversation(processor: str) -> None:
+    import numpy as np
+    import transformers
+
+    from compat.transformers_many_clips import many_clips_processor_class
+
+    clips, text = [np.zeros(1600, np.float32)] * 2, ["<sound><sound> compare the two"]
+    stock = getattr(transformers, processor)
+    with pytest.raises(ValueError, match="Got 1 text but 2 audios"):
+        stock.__new__(stock).validate_inputs(audio=clips, text=text)  # the check reads no state
+    many = many_clips_processor_class(stock)
+    many.__new__(many).validate_inputs(audio=clips, text=text)
+    assert many_clips_processor_class(stock) is many
