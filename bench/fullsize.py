@@ -14,7 +14,9 @@ real models' speed without downloading them. Every architecture is built in code
   GELU projector + Qwen2.5-7B (28 layers, 3584 wide, MLP 18944, 28 heads, 4 KV heads, vocab 152064).
 
 Tokenizers, processor and scheduler come from the tiny profile (models/tiny_*.py): token ids only index
-the full-size embeddings, and prompt lengths stay realistic.
+the full-size embeddings, and prompt lengths stay realistic. Each model runs through its runner's own loop:
+AudioLDM2 through the step scheduler on a model thread (runners/audioldm2_in_process.py), Music Flamingo
+through run_in_groups.
 
     .venv/bin/python bench/fullsize.py            # on a GPU: every measurement, ~5 min on an H100/H200
     .venv/bin/python bench/fullsize.py --smoke    # on a CPU in seconds: same code, tiny models, few steps
@@ -87,7 +89,9 @@ from models.memory import quantize_linear_weights  # noqa: E402
 from models.music_flamingo import CritiqueJob, MusicFlamingoEngine  # noqa: E402
 from models.tiny_audioldm2 import build_tiny_audioldm2  # noqa: E402
 from presets import PRESET_PROMPTS, Preset  # noqa: E402
+from runners.audioldm2_in_process import InProcessScheduler  # noqa: E402
 from runners.batching import run_in_groups  # noqa: E402
+from runners.model_thread import ModelThread  # noqa: E402
 from schemas import GenerationJob, Scheduler  # noqa: E402
 from tests.audio_files import stereo_tone  # noqa: E402
 
@@ -359,9 +363,9 @@ def audioldm2_cases(smoke: bool, device: torch.device, long_clip_s: float) -> li
 
 
 def run_audioldm2(
-    engine: AudioLDM2Engine, case: DiffusionCase, batch: int, duration: float, device: torch.device
+    scheduled: InProcessScheduler, case: DiffusionCase, batch: int, duration: float, device: torch.device
 ) -> dict[str, Any]:
-    """One warm-up call (compilation happens here), then one timed batch through run_in_groups."""
+    """One warm-up batch (compilation happens here), then one timed batch, each as one runner batch."""
     jobs = [
         GenerationJob(
             prompt=SOUND_PROMPTS[i % len(SOUND_PROMPTS)],
@@ -373,9 +377,9 @@ def run_audioldm2(
         for i in range(batch)
     ]
     with timed(device) as first:
-        run_in_groups(jobs, engine.group_key, engine.generate)
+        scheduled.generate(jobs)
     with timed(device) as t:
-        runs = run_in_groups(jobs, engine.group_key, engine.generate)
+        runs = scheduled.generate(jobs)
     errors = [r.error.message for r in runs if r.error is not None]
     return {
         "dtype": str(case.dtype).removeprefix("torch."),
@@ -420,6 +424,7 @@ class Progress:
 def bench_audioldm2(
     sizes: list[str], smoke: bool, device: torch.device, workdir: Path, long_clip_s: float, progress: Progress
 ) -> None:
+    thread = ModelThread("audioldm2-model")  # serves each case's engine in turn, as the runner's serves its one
     for size in sizes:
         for case in audioldm2_cases(smoke, device, long_clip_s):
             if size == "large" and (case.dtype == torch.float32 or case.scheduler is Scheduler.DDIM):
@@ -431,19 +436,21 @@ def bench_audioldm2(
             if case.compiled:
                 # In place: the engine keeps calling pipe.unet. CPU smoke traces with dynamo only (no C++ build).
                 pipe.unet.compile(dynamic=False, **({"backend": "eager"} if device.type == "cpu" else {}))
-            engine = AudioLDM2Engine(pipe)
+            scheduled = InProcessScheduler(AudioLDM2Engine(pipe), thread)
             for duration in case.durations:
                 for batch in case.batches:
                     if not progress.within_budget(f"{name} batch {batch} {duration:g} s"):
                         continue
-                    row = run_audioldm2(engine, case, batch, duration, device) | {"model": "tiny" if smoke else size}
+                    row = run_audioldm2(scheduled, case, batch, duration, device)
+                    row |= {"model": "tiny" if smoke else size}
                     progress.add(
                         row,
                         f"AudioLDM2 {row['model']} {row['dtype']} {row['scheduler']} {row['steps']} "
                         f"{'compiled' if case.compiled else 'eager'} batch {batch} {duration:g} s: "
                         f"{row['s_per_clip']:.3f} s/clip, peak {fmt(row['peak_gib'])} GiB",
                     )
-            del engine, pipe
+            scheduled.close()  # the thread lets go of the engine: its memory is freed before the next case
+            del scheduled, pipe
             free(device)
 
 
@@ -601,14 +608,13 @@ def preflight(device: torch.device, log: Callable[[str], None]) -> dict[str, Any
     """
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     result: dict[str, Any] = {}
-    engine = AudioLDM2Engine(full_audioldm2("base", device, dtype))
     job = GenerationJob(prompt=SOUND_PROMPTS[0], duration=1.0, steps=1, seed=0)
-    with timed(device) as t:
-        [run] = run_in_groups([job], engine.group_key, engine.generate)
+    with InProcessScheduler(AudioLDM2Engine(full_audioldm2("base", device, dtype))) as scheduled, timed(device) as t:
+        [run] = scheduled.generate([job])
     assert run.error is None and run.output is not None, run.error
     result["audioldm2_base"] = {"s": t["s"], "samples": int(run.output.waveforms.shape[-1])}
     log(f"preflight AudioLDM2 base: 1 s clip, 1 step in {t['s']:.1f} s")
-    del engine, run
+    del scheduled, run
     free(device)
     model, processor = full_music_flamingo(device, torch.bfloat16 if device.type == "cuda" else dtype, layers=2)
     flamingo = MusicFlamingoEngine(model, processor)
@@ -755,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
     free(device)
     save()
     log(f"wrote {args.out / (name + '.json')} and {args.out / (name + '.md')}")
-    # run_in_groups turns a model fault into a per-job error: a benchmark that timed failures must fail.
+    # The runners' loops turn a model fault into a per-job error: a benchmark that timed failures must fail.
     runs = report["audioldm2"] + (report["music_flamingo"] or {}).get("runs", [])
     errors = [e for r in runs for e in r["errors"]]
     for error in errors[:5]:

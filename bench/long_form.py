@@ -1,6 +1,6 @@
 """Long-form AudioLDM2 benchmark: window overlap, time per minute of audio, decode memory, short-job latency.
 
-In-process on the engine and the runner's step scheduler (no HTTP):
+In-process, every job through the runner's step scheduler on one model thread (no HTTP):
 1. overlaps: a 30 s clip (the longest single latent) denoised whole and as windows with each overlap; the
    relative difference of the windowed latent from the whole one (how much the windows disagree with the
    model's own view of the clip) and the rows each step costs;
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import resource
@@ -38,6 +39,8 @@ from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_report
 from models.audioldm2 import AudioLDM2Engine, load_pipeline
 from models.profiles import audioldm2_checkpoint
 from models.tiled_vae import TILES_PER_CALL, decode_tiled, vocode_chunked
+from runners.audioldm2_in_process import InProcessScheduler
+from runners.batching import GroupRun
 from runners.cancellation import CancelledJobs
 from runners.model_thread import ModelThread
 from runners.step_scheduler import StepScheduler
@@ -48,48 +51,62 @@ MIB = 2**20
 PARTS = ("overlaps", "timings", "memory", "fairness")
 
 
+@functools.cache
+def model_thread() -> ModelThread:
+    """The one thread that loads and runs every engine here, as a runner's does (runners/model_thread.py)."""
+    return ModelThread("audioldm2-model", SETTINGS.model_threads)
+
+
 def tiny_engine(**options: Any) -> AudioLDM2Engine:
-    pipe = load_pipeline(str(audioldm2_checkpoint(SETTINGS, None).path), torch.device("cpu"), torch.float32)
-    return AudioLDM2Engine(pipe, **options)
+    def load() -> AudioLDM2Engine:
+        pipe = load_pipeline(str(audioldm2_checkpoint(SETTINGS, None).path), torch.device("cpu"), torch.float32)
+        return AudioLDM2Engine(pipe, **options)
+
+    return model_thread().call(load)
+
+
+def served(scheduled: InProcessScheduler, job: GenerationJob) -> GroupRun[Any]:
+    [run] = scheduled.generate([job])
+    assert run.error is None and run.output is not None, run.error
+    return run
 
 
 def overlaps(steps: int) -> list[dict[str, Any]]:
     job = GenerationJob(prompt="a slow pad with rain", duration=30.0, steps=steps, seed=3, guidance_scale=3.0)
-    whole = tiny_engine().generate([job])[0].latents
+    with InProcessScheduler(tiny_engine(), model_thread()) as scheduled:
+        whole = served(scheduled, job).output.latents
     rows = []
     for overlap in (0.0, 0.25, 0.5, 0.75):
         engine = tiny_engine(single_latent_max_s=10.0, window_overlap=overlap)  # force windows on 30 s
-        state = engine.start_generation(job)
-        latents = engine.generate([job])[0].latents
+        with InProcessScheduler(engine, model_thread()) as scheduled:
+            latents = served(scheduled, job).output.latents
         difference = float((latents - whole).norm() / whole.norm())
-        rows.append({"overlap": overlap, "windows": len(state.windows), "relative_difference": difference})
+        windows = len(engine.windows(engine.mel_frames(job.duration)))
+        rows.append({"overlap": overlap, "windows": windows, "relative_difference": difference})
     return rows
 
 
 def timings(seconds: list[int], steps: int) -> list[dict[str, Any]]:
-    engine = tiny_engine()
-    engine.generate([GenerationJob(prompt="warm-up", duration=2.0, steps=2, seed=0)])
+    """Denoise: from the job's arrival to its last step (encoding included); decode: from there to its answer."""
     rows = []
-    for duration in seconds:
-        job = GenerationJob(prompt="an evolving drone", duration=duration, steps=steps, seed=1, guidance_scale=3.0)
-        began = time.perf_counter()
-        state = engine.start_generation(job)
-        while not state.done:
-            for parts in engine.plan_passes([state]):
-                engine.denoise_pass(parts)
-        denoised = time.perf_counter()
-        engine.finish(state)
-        finished = time.perf_counter()
-        rows.append(
-            {
-                "seconds": duration,
-                "steps": steps,
-                "windows": len(state.windows),
-                "denoise_s": denoised - began,
-                "decode_s": finished - denoised,
-                "total_s": finished - began,
-            }
-        )
+    with InProcessScheduler(tiny_engine(), model_thread()) as scheduled:
+        served(scheduled, GenerationJob(prompt="warm-up", duration=2.0, steps=2, seed=0))
+        for duration in seconds:
+            job = GenerationJob(prompt="an evolving drone", duration=duration, steps=steps, seed=1, guidance_scale=3.0)
+            began = time.time_ns()
+            run = served(scheduled, job)
+            finished = time.time_ns()
+            [denoise] = [p for p in run.phases if p.name == "denoise"]
+            rows.append(
+                {
+                    "seconds": duration,
+                    "steps": steps,
+                    "windows": denoise.attributes["windows"],
+                    "denoise_s": (denoise.end_ns - began) / 1e9,
+                    "decode_s": (finished - denoise.end_ns) / 1e9,
+                    "total_s": (finished - began) / 1e9,
+                }
+            )
     return rows
 
 
@@ -135,9 +152,8 @@ def memory(seconds: list[int], full: bool) -> list[dict[str, Any]]:
 
 
 def fairness(long_seconds: int, steps: int) -> dict[str, Any]:
-    thread = ModelThread("audioldm2-model", SETTINGS.model_threads)  # as the runner: loaded and run on it
-    engine = thread.call(tiny_engine)
-    scheduler = StepScheduler(engine, CancelledJobs(), thread)
+    engine = tiny_engine()
+    scheduler = StepScheduler(engine, CancelledJobs(), model_thread())  # as the runner's event loop drives it
     short = GenerationJob(prompt="a door knock", duration=2.0, steps=steps, seed=5, guidance_scale=3.0)
     long = GenerationJob(prompt="a long drone", duration=long_seconds, steps=steps, seed=6, guidance_scale=3.0)
 
@@ -157,6 +173,7 @@ def fairness(long_seconds: int, steps: int) -> dict[str, Any]:
         return {"short_alone_s": alone, "short_during_render_s": during, "render_s": long_s}
 
     result = asyncio.run(scenario())
+    scheduler.close()
     alone_median = sorted(result["short_alone_s"])[1]
     during_median = sorted(result["short_during_render_s"])[1]
     return {**result, "long_seconds": long_seconds, "steps": steps, "ratio": during_median / alone_median}

@@ -1,7 +1,8 @@
 """Two CPU effects a runner process avoids: a second OpenMP team, and a fresh mapping for every block.
 
 Each variant runs in a fresh process with MALLOC_MMAP_THRESHOLD_=65536 (as the image sets it): the tiny AudioLDM2
-engine loaded and run on a ModelThread, as the runners do, a 5 s clip in 25 steps, median of 8 after 2 warm-ups.
+engine loaded on a ModelThread and served there by the runner's step scheduler, as the runner does, a 5 s clip in
+25 steps, median of 8 after 2 warm-ups.
 
 - `runner`: as a runner runs it (runners/model_thread.py, models/allocator.py keep_freed_memory);
 - `second-team`: one matrix product on the main thread first. libgomp gives every thread that starts a parallel
@@ -37,6 +38,7 @@ def measure(variant: str) -> float:
     from models.audioldm2 import AudioLDM2Engine, load_placed_pipeline
     from models.memory import MemoryOptions, place
     from models.profiles import audioldm2_checkpoint
+    from runners.audioldm2_in_process import InProcessScheduler
     from runners.model_thread import ModelThread
     from schemas import GenerationJob
     from settings import SETTINGS
@@ -52,12 +54,14 @@ def measure(variant: str) -> float:
         lambda: AudioLDM2Engine(load_placed_pipeline(path, place("AudioLDM2", MemoryOptions(), torch.float16)))
     )
 
-    def one(seed: int) -> float:
+    def one(scheduled: InProcessScheduler, seed: int) -> float:
         started = time.perf_counter()
-        engine.generate([GenerationJob(prompt="rain on a roof", duration=5.0, steps=25, seed=seed)])
+        [run] = scheduled.generate([GenerationJob(prompt="rain on a roof", duration=5.0, steps=25, seed=seed)])
+        assert run.error is None, run.error
         return time.perf_counter() - started
 
-    times = [thread.call(lambda seed=seed: one(seed)) for seed in range(10)][2:]
+    with InProcessScheduler(engine, thread) as scheduled:
+        times = [one(scheduled, seed) for seed in range(10)][2:]
     return statistics.median(times)
 
 

@@ -4,7 +4,8 @@ Starts a real `bentoml serve service:AudioStudio` on 127.0.0.1 twice (AUDIO_STUD
 false), drives POST /generate/json and POST /critique with a fixed request mix at several concurrency
 levels (closed loop: each of `c` clients sends its next request when the previous one answered), and
 reads the realised runner batch sizes from /metrics. Then compares the HTTP latency at concurrency 1
-with the same jobs run in-process through the runners' own code (engine + run_in_groups).
+with the same jobs run in-process through the runners' own code (AudioLDM2: its step scheduler on a model
+thread; Music Flamingo: its engine + run_in_groups).
 
 Tiny-profile numbers measure the serving path (HTTP, validation, transport, batching), not model speed:
 see bench/fullsize.py for that.
@@ -402,12 +403,15 @@ def run_server(
 def measure_direct(plan: Plan, clip: bytes, workdir: Path, requests: int) -> dict[str, Any]:
     """Concurrency-1 jobs of the mix through the runners' model code in this process, no HTTP.
 
-    Same jobs and seeds as the HTTP level at concurrency 1, three ways, in this order:
-    * `same_thread_s`: models loaded and run on one worker thread, before the main thread touches torch
-      (what a runner would do if it loaded its model on the thread that serves it);
-    * `main_thread_s`: models loaded and run on the main thread (the plain in-process call, the baseline);
-    * `worker_thread_s`: those main-thread models run from a fresh worker thread, which is how a BentoML
-      runner calls them today (model loaded in `__init__`, the sync API run in a thread pool).
+    AudioLDM2 is always loaded on, and served by, a step scheduler on a model thread of its own, as its runner
+    does (runners/audioldm2_in_process.py); what the three ways change for it is what else in the process
+    holds an OpenMP team (runners/model_thread.py). Same jobs and seeds as the HTTP level at concurrency 1,
+    in this order:
+    * `same_thread_s`: Music Flamingo loaded and run on one worker thread, before the main thread touches
+      torch (as its runner loads its model on the thread that serves it);
+    * `main_thread_s`: Music Flamingo loaded and run on the main thread (the plain in-process call, the
+      baseline);
+    * `worker_thread_s`: those main-thread models called from a fresh worker thread.
     """
     import torch
 
@@ -417,23 +421,33 @@ def measure_direct(plan: Plan, clip: bytes, workdir: Path, requests: int) -> dic
     from models.music_flamingo import MusicFlamingoEngine, load_music_flamingo
     from models.profiles import audioldm2_checkpoint, music_flamingo_checkpoint
     from presets import compose_prompt
-    from runners.batching import group_indices, run_in_groups
+    from runners.audioldm2_in_process import InProcessScheduler
+    from runners.batching import GroupRun, run_in_groups
+    from runners.model_thread import ModelThread
     from runners.music_flamingo import engine_job
     from schemas import CritiqueJob, GenerationJob, samples_to_bytes
     from settings import SETTINGS
 
-    def load() -> tuple[AudioLDM2Engine, MusicFlamingoEngine]:
-        """Both engines exactly as the runners build them."""
-        pipe = load_placed_pipeline(
-            str(audioldm2_checkpoint(SETTINGS, None).path), place("AudioLDM2", MemoryOptions(), torch.float16)
+    def load() -> tuple[InProcessScheduler, MusicFlamingoEngine]:
+        """Both engines exactly as the runners build them, AudioLDM2 on the model thread its scheduler runs on."""
+        thread = ModelThread("audioldm2-model")
+        audioldm2 = thread.call(
+            lambda: AudioLDM2Engine(
+                load_placed_pipeline(
+                    str(audioldm2_checkpoint(SETTINGS, None).path), place("AudioLDM2", MemoryOptions(), torch.float16)
+                )
+            )
         )
         flamingo = place("Music Flamingo", MemoryOptions(), torch.bfloat16)
         path = str(music_flamingo_checkpoint(SETTINGS, None).path)
-        return AudioLDM2Engine(pipe), MusicFlamingoEngine(*load_music_flamingo(path, flamingo.device, flamingo.dtype))
+        return (
+            InProcessScheduler(audioldm2, thread),
+            MusicFlamingoEngine(*load_music_flamingo(path, flamingo.device, flamingo.dtype)),
+        )
 
     def generation_job(i: int) -> GenerationJob:
         body = GenerateRequest.model_validate(plan.mix.generate_body(i))
-        return GenerationJob(**body.model_dump(exclude={"seed", "format"}), seed=body.seed)
+        return GenerationJob(**body.model_dump(exclude={"seed", "format", "rank_by", "model"}), seed=body.seed)
 
     clip_path = workdir / "clip.wav"
     clip_path.write_bytes(clip)
@@ -454,14 +468,14 @@ def measure_direct(plan: Plan, clip: bytes, workdir: Path, requests: int) -> dic
             seed=fields["seed"],
         )
 
-    def one_generate(engines: tuple[AudioLDM2Engine, MusicFlamingoEngine], i: int) -> float:
+    def one_generate(engines: tuple[InProcessScheduler, MusicFlamingoEngine], i: int) -> float:
         audioldm2, job = engines[0], generation_job(i)
         started = time.perf_counter()
-        [run] = run_in_groups([job], audioldm2.group_key, audioldm2.generate)
+        [run] = audioldm2.generate([job])
         assert run.error is None, run.error
         return time.perf_counter() - started
 
-    def one_critique(engines: tuple[AudioLDM2Engine, MusicFlamingoEngine], i: int) -> float:
+    def one_critique(engines: tuple[InProcessScheduler, MusicFlamingoEngine], i: int) -> float:
         flamingo, job = engines[1], engine_job(critique_job(i))
         started = time.perf_counter()
         [run] = run_in_groups([job], flamingo.group_key, flamingo.generate)
@@ -470,7 +484,7 @@ def measure_direct(plan: Plan, clip: bytes, workdir: Path, requests: int) -> dic
 
     apis = (("generate", one_generate), ("critique", one_critique))
 
-    def run_all(engines: tuple[AudioLDM2Engine, MusicFlamingoEngine]) -> dict[str, list[float]]:
+    def run_all(engines: tuple[InProcessScheduler, MusicFlamingoEngine]) -> dict[str, list[float]]:
         if not decoded:
             decoded.append(decode(engines[1]))
         times = {}
@@ -482,7 +496,9 @@ def measure_direct(plan: Plan, clip: bytes, workdir: Path, requests: int) -> dic
 
     cpu = CpuShare()
     with ThreadPoolExecutor(1) as pool:
-        same_thread = pool.submit(lambda: run_all(load())).result()
+        first = pool.submit(load).result()
+        same_thread = pool.submit(run_all, first).result()
+    first[0].close()
     engines = load()
     audioldm2, flamingo = engines
     main = run_all(engines)
@@ -506,19 +522,19 @@ def measure_direct(plan: Plan, clip: bytes, workdir: Path, requests: int) -> dic
         flamingo.count_prompt_tokens(engine_job(job))
         return time.perf_counter() - started
 
-    def scaling(jobs: list[Any], engine: Any) -> dict[str, Any]:
-        """The same jobs one by one, then as one runner batch (main thread): what batching can give at most."""
+    def scaling(jobs: list[Any], run: Callable[[list[Any]], list[GroupRun[Any]]]) -> dict[str, Any]:
+        """The same jobs one by one, then as one runner batch: what batching can give at most."""
         singles = []
         for job in jobs:
             started = time.perf_counter()
-            run_in_groups([job], engine.group_key, engine.generate)
+            run([job])
             singles.append(time.perf_counter() - started)
         started = time.perf_counter()
-        run_in_groups(jobs, engine.group_key, engine.generate)
+        runs = run(jobs)
         batch = time.perf_counter() - started
         return {
             "jobs": len(jobs),
-            "groups": len(group_indices(jobs, engine.group_key)),
+            "groups": round(sum(1 / r.group_size for r in runs)),  # sets of jobs that shared their model passes
             "sum_of_singles_s": sum(singles),
             "one_batch_s": batch,
             "speedup": sum(singles) / batch,
@@ -529,13 +545,18 @@ def measure_direct(plan: Plan, clip: bytes, workdir: Path, requests: int) -> dic
     batch = 8
     five_seconds = [job.model_copy(update={"duration": 5.0}) for job in map(generation_job, range(batch))]
     critiques = [engine_job(critique_job(i)) for i in range(2 * batch)]
+
+    def critiqued(jobs: list[Any]) -> list[GroupRun[Any]]:
+        return run_in_groups(jobs, flamingo.group_key, flamingo.generate)
+
     result["batch_scaling"] = {
-        "generate mix (8 jobs, 2/5/10 s)": scaling([generation_job(i) for i in range(batch)], audioldm2),
-        "generate, all 5 s (8 jobs)": scaling(five_seconds, audioldm2),
-        "critique mix (8 jobs)": scaling(critiques[:batch], flamingo),
-        "critique, all 30 s clips (8 jobs)": scaling(critiques[0::2], flamingo),
-        "critique, all text-only (8 jobs)": scaling(critiques[1::2], flamingo),
+        "generate mix (8 jobs, 2/5/10 s)": scaling([generation_job(i) for i in range(batch)], audioldm2.generate),
+        "generate, all 5 s (8 jobs)": scaling(five_seconds, audioldm2.generate),
+        "critique mix (8 jobs)": scaling(critiques[:batch], critiqued),
+        "critique, all 30 s clips (8 jobs)": scaling(critiques[0::2], critiqued),
+        "critique, all text-only (8 jobs)": scaling(critiques[1::2], critiqued),
     }
+    audioldm2.close()
     result["foreign_cpu"] = cpu.foreign()
     return result
 
@@ -644,7 +665,7 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "The same jobs in-process on the main thread, one by one vs as one runner batch (run_in_groups), "
+        "The same jobs in-process, one by one vs as one runner batch (each runner's own loop), "
         "the most batching can give on this machine:",
         "",
         "| jobs | groups | sum of singles s | one batch s | speedup |",

@@ -253,20 +253,6 @@ class AudioLDM2Engine:
     def num_samples(self, duration: float) -> int:
         return int(duration * self.sample_rate)
 
-    def group_key(self, job: GenerationJob) -> tuple[int, int, Scheduler, bool]:
-        """Jobs with equal keys share one forward pass: same latent shape and the same schedule."""
-        return self._shape_and_schedule(job.duration, job)
-
-    def transform_key(self, job: TransformJob) -> tuple[int, int, Scheduler, bool, int]:
-        """As `group_key`, plus the step the denoising starts at (which `strength` sets)."""
-        duration = len(job.samples) / self.sample_rate
-        return (*self._shape_and_schedule(duration, job), first_step(job.steps, job.strength))
-
-    def _shape_and_schedule(
-        self, duration: float, job: GenerationJob | TransformJob
-    ) -> tuple[int, int, Scheduler, bool]:
-        return (self.mel_frames(duration), job.steps, job.scheduler, uses_guidance(job.guidance_scale))
-
     # ---- encode -----------------------------------------------------------------
 
     @torch.no_grad()
@@ -532,42 +518,3 @@ class AudioLDM2Engine:
                 result = replace(result, clap_scores=self.clap_scores(job.prompt, result.waveforms))
             ranked["waveforms"] = len(result.clap_scores or ())
         return result
-
-    # ---- jobs run together to the end -------------------------------------------------
-
-    def generate(self, jobs: list[GenerationJob]) -> list[JobAudio]:
-        """Generate jobs together: every pass advances each of them one step (in passes of at most `max_rows`)."""
-        return self.run([self.start_generation(job) for job in jobs])
-
-    def transform(self, jobs: list[TransformJob]) -> list[JobAudio]:
-        """Re-synthesise clips together toward their prompts (see `start_transform`)."""
-        return self.run([self.start_transform(job) for job in jobs])
-
-    def run(self, jobs: list[Denoising]) -> list[JobAudio]:
-        steps = max(len(job.timesteps) for job in jobs)
-        rows = sum(job.latents.shape[0] for job in jobs)
-        with phase("denoise", steps=steps, rows=rows, windows=sum(len(job.windows) for job in jobs)):
-            while not all(job.done for job in jobs):
-                for size in {job.windows.size for job in jobs if not job.done}:
-                    live = [job for job in jobs if not job.done and job.windows.size == size]
-                    for parts in self.plan_passes(live):
-                        self.denoise_pass(parts)
-        return [self.finish(job) for job in jobs]
-
-    def plan_passes(self, jobs: Sequence[Denoising]) -> list[list[tuple[Denoising, int]]]:
-        """The rest of the jobs' current step as UNet passes of at most `max_rows` rows (at least one window)."""
-        passes: list[list[tuple[Denoising, int]]] = [[]]
-        room = self.max_rows
-        for job in jobs:
-            pending = job.pending
-            while pending:
-                fits = max(1, room // job.rows_per_window) if not passes[-1] else room // job.rows_per_window
-                if fits == 0:
-                    passes.append([])
-                    room = self.max_rows
-                    continue
-                count = min(pending, fits)
-                passes[-1].append((job, count))
-                room -= count * job.rows_per_window
-                pending -= count
-        return [p for p in passes if p]

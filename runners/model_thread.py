@@ -37,12 +37,12 @@ class ModelThread:
             torch.set_num_threads(self.cpu_threads)
         while True:
             fn, future = self._calls.get()
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as exc:  # handed to the caller, as an executor would
-                future.set_exception(exc)
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # handed to the caller, as an executor would
+                    future.set_exception(exc)
+            del fn, future  # an idle thread holds nothing: what a finished call used (an engine) can be freed
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
         future: Future[T] = Future()

@@ -78,7 +78,8 @@ class StepScheduler:
         self.waiting: list[Entry] = []
         self.active: list[Entry] = []
         self._wake = threading.Condition()
-        thread.submit(self._loop)
+        self._closed = False
+        self._looping = thread.submit(self._loop)
 
     # ---- intake (any thread) ---------------------------------------------------------
 
@@ -89,13 +90,26 @@ class StepScheduler:
             self._wake.notify()
         return [entry.future for entry in entries]
 
+    def close(self) -> None:
+        """End the loop once every job is answered, so the thread is free and the engine can be freed.
+
+        The runner's scheduler lives as long as its process; tests and benchmarks that build one engine after
+        another close theirs (runners/audioldm2_in_process.py).
+        """
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._looping.result()
+
     # ---- the model thread -------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self.waiting and not self.active:
+                while not self.waiting and not self.active and not self._closed:
                     self._wake.wait()
+                if not self.waiting and not self.active:
+                    return  # closed
                 arrived, self.waiting = self.waiting, []
             try:
                 self.iteration(arrived)

@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny profile, an in-process engine, and a real `bentoml serve`."""
+"""Shared fixtures: the tiny profile, an in-process engine and its step scheduler, and a real `bentoml serve`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from tests.otlp_receiver import OTLPReceiver  # noqa: E402
 if TYPE_CHECKING:  # torch, diffusers and transformers load only in the tests that use a model
     from models.audioldm2 import AudioLDM2Engine
     from models.profiles import Checkpoint
+    from runners.audioldm2_in_process import InProcessScheduler
 
 SERVER_START_TIMEOUT_S = 180
 
@@ -53,6 +54,15 @@ def engine(tiny_audioldm2: Checkpoint) -> AudioLDM2Engine:
 
     placement = place("AudioLDM2", MemoryOptions(), torch.float16)
     return AudioLDM2Engine(load_pipeline(str(tiny_audioldm2.path), placement.device, placement.dtype))
+
+
+@pytest.fixture(scope="session")
+def scheduled(engine: AudioLDM2Engine) -> Iterator[InProcessScheduler]:
+    """`engine` driven as the runner serves it: jobs through its step scheduler, on a model thread."""
+    from runners.audioldm2_in_process import InProcessScheduler
+
+    with InProcessScheduler(engine) as scheduler:
+        yield scheduler
 
 
 def _free_port() -> int:
@@ -197,7 +207,7 @@ class Secured:
         return {"Authorization": f"Bearer {self.keys[name]}"}
 
 
-SECURED_KEY_NAMES = ("alpha", "beta", "gamma", "queue", "trace", "sighup")
+SECURED_KEY_NAMES = ("alpha", "beta", "gamma", "queue", "trace", "sighup", "models")
 SECURED_QUOTAS = {
     "AUDIO_STUDIO_KEY_MAX_IN_FLIGHT": "4",
     "AUDIO_STUDIO_KEY_RATE_PER_MINUTE": "6",
@@ -205,6 +215,7 @@ SECURED_QUOTAS = {
     "AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE": "2",
     "AUDIO_STUDIO_AUDIOLDM2_MAX_QUEUED": "1",
     "AUDIO_STUDIO_JOBS_MAX_ACTIVE_PER_KEY": "2",
+    "AUDIO_STUDIO_AUDIOLDM_ENABLED": "false",  # a deployment without the optional family (tests/test_access.py)
 }
 
 

@@ -1,11 +1,13 @@
 """Fingerprints (sha256 of the float32 bytes) of the engine's output for clips up to the single-latent length,
-from today's engine and from the engine as it was before long-form generation (commit 4109732, read from git).
+from today's engine run as the runner serves it (its step scheduler, runners/audioldm2_in_process.py) and from
+the engine as it was before long-form generation (commit 4109732, read from git, its own batch loop).
 
 tests/unit/test_long_form.py runs this module in a fresh process (so nothing an earlier test left in the process,
 thread pools or allocator state, can change the last bits) and compares the two. The cases: 2 s with two ranked
 waveforms, 10 s DDIM without guidance, 30 s (the longest single latent) and a 3 s transform. Both engines run on
 the same tiny model in the same process: the tiny tokenizers are trained when the models are built, and are not
-byte-identical from one build to the next, so recorded fingerprints would not hold on another machine.
+byte-identical from one build to the next, so recorded fingerprints would not hold on another machine. Both run
+on one model thread of 2 torch threads, as a runner's engine does (runners/model_thread.py).
 
     python -m tests.single_latent_fingerprints   # prints {"now": ..., "before": ...} as JSON
 """
@@ -18,6 +20,7 @@ import os
 import subprocess
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,19 +55,16 @@ def engine_before_long_form() -> types.ModuleType:
     return module
 
 
-def fingerprints(engine: Any) -> list[tuple[str, str]]:
+def fingerprints(generate: Callable[[Any], Any], transform: Callable[[Any], Any]) -> list[tuple[str, str]]:
+    """`generate` and `transform`: one job's output (its latents and waveforms)."""
     import numpy as np
 
     from schemas import GenerationJob, TransformJob, samples_to_bytes
 
-    out = [
-        (digest(r.latents), digest(r.waveforms)) for r in (engine.generate([GenerationJob(**j)])[0] for j in GENERATE)
-    ]
     clip = (0.2 * np.sin(2 * np.pi * 220 * np.arange(48_000) / 16_000)).astype(np.float32)
-    for job in TRANSFORM:
-        [result] = engine.transform([TransformJob(**job, samples_f32le=samples_to_bytes(clip))])
-        out.append((digest(result.latents), digest(result.waveforms)))
-    return out
+    outputs = [generate(GenerationJob(**job)) for job in GENERATE]
+    outputs += [transform(TransformJob(**job, samples_f32le=samples_to_bytes(clip))) for job in TRANSFORM]
+    return [(digest(output.latents), digest(output.waveforms)) for output in outputs]
 
 
 def main() -> None:
@@ -75,12 +75,27 @@ def main() -> None:
 
     from models.audioldm2 import AudioLDM2Engine, load_pipeline
     from models.profiles import audioldm2_checkpoint
+    from runners.audioldm2_in_process import InProcessScheduler
+    from runners.batching import GroupRun
+    from runners.model_thread import ModelThread
     from settings import SETTINGS
 
-    torch.set_num_threads(2)
-    pipe = load_pipeline(str(audioldm2_checkpoint(SETTINGS, None).path), torch.device("cpu"), torch.float32)
-    before = engine_before_long_form().AudioLDM2Engine(pipe)
-    print(json.dumps({"now": fingerprints(AudioLDM2Engine(pipe)), "before": fingerprints(before)}))
+    def served(run: Callable[[list[Any]], list[GroupRun[Any]]]) -> Callable[[Any], Any]:
+        def one(job: Any) -> Any:
+            [result] = run([job])
+            assert result.error is None, result.error
+            return result.output
+
+        return one
+
+    path = str(audioldm2_checkpoint(SETTINGS, None).path)
+    thread = ModelThread("fingerprints", cpu_threads=2)
+    pipe = thread.call(lambda: load_pipeline(path, torch.device("cpu"), torch.float32))
+    old = thread.call(lambda: engine_before_long_form().AudioLDM2Engine(pipe))
+    before = thread.call(lambda: fingerprints(lambda job: old.generate([job])[0], lambda job: old.transform([job])[0]))
+    with InProcessScheduler(thread.call(lambda: AudioLDM2Engine(pipe)), thread) as scheduled:
+        now = fingerprints(served(scheduled.generate), served(scheduled.transform))
+    print(json.dumps({"now": now, "before": before}))
 
 
 if __name__ == "__main__":

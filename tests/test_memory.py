@@ -15,6 +15,8 @@ from models.audioldm2 import AudioLDM2Engine, load_placed_pipeline
 from models.memory import MemoryOptions, UnsupportedMemoryOption, place
 from models.music_flamingo import BITSANDBYTES_ON_CPU, CritiqueJob, MusicFlamingoEngine, load_music_flamingo
 from models.profiles import Checkpoint, music_flamingo_checkpoint
+from runners.audioldm2_in_process import InProcessScheduler
+from runners.model_thread import ModelThread
 from runners.startup import log_model_choice
 from schemas import GenerationJob
 from settings import SETTINGS
@@ -58,16 +60,25 @@ def test_auto_is_the_gpus_half_type_or_float32_and_is_named_in_the_start_up_line
     assert "device=cpu dtype=bfloat16 offload=none attention=sdpa sliced" in caplog.text
 
 
-def latents_with(options: MemoryOptions, path: Path) -> torch.Tensor:
-    engine = AudioLDM2Engine(load_placed_pipeline(str(path), place("AudioLDM2", options, torch.float16, **CPU)))
-    job = GenerationJob(prompt="a door knock", duration=1.0, steps=3, seed=4)
-    return engine.generate([job])[0].latents.float()
+@pytest.fixture(scope="module")
+def model_thread() -> ModelThread:
+    """One thread loads and runs every engine of this module, one after another, as a runner's would."""
+    return ModelThread("audioldm2-model")
 
 
-def test_bfloat16_and_sliced_attention_run_end_to_end(tiny_audioldm2: Checkpoint) -> None:
-    full = latents_with(MemoryOptions(), tiny_audioldm2.path)
-    sliced = latents_with(MemoryOptions(attention_slicing=True), tiny_audioldm2.path)
-    half = latents_with(MemoryOptions(dtype="bfloat16"), tiny_audioldm2.path)
+def latents_with(options: MemoryOptions, path: Path, thread: ModelThread) -> torch.Tensor:
+    placement = place("AudioLDM2", options, torch.float16, **CPU)
+    engine = thread.call(lambda: AudioLDM2Engine(load_placed_pipeline(str(path), placement)))
+    with InProcessScheduler(engine, thread) as scheduled:
+        [run] = scheduled.generate([GenerationJob(prompt="a door knock", duration=1.0, steps=3, seed=4)])
+    assert run.error is None and run.output is not None, run.error
+    return run.output.latents.float()
+
+
+def test_bfloat16_and_sliced_attention_run_end_to_end(tiny_audioldm2: Checkpoint, model_thread: ModelThread) -> None:
+    full = latents_with(MemoryOptions(), tiny_audioldm2.path, model_thread)
+    sliced = latents_with(MemoryOptions(attention_slicing=True), tiny_audioldm2.path, model_thread)
+    half = latents_with(MemoryOptions(dtype="bfloat16"), tiny_audioldm2.path, model_thread)
     for latents in (sliced, half):
         assert latents.shape == full.shape and torch.isfinite(latents).all()
     assert (sliced - full).abs().max() <= 1e-4 * full.abs().max()  # the same attention, computed in slices
@@ -86,10 +97,10 @@ def test_music_flamingo_eager_attention_gives_the_tokens_sdpa_gives() -> None:
     assert tokens["eager"] == tokens["sdpa"] and len(tokens["eager"]) >= 1  # greedy, float32
 
 
-def test_int8_weights_stay_close_to_float_weights(tiny_audioldm2: Checkpoint) -> None:
+def test_int8_weights_stay_close_to_float_weights(tiny_audioldm2: Checkpoint, model_thread: ModelThread) -> None:
     """torchao's weight-only int8 on the UNet and text encoders: within 1% of the float run's peak latent."""
-    full = latents_with(MemoryOptions(), tiny_audioldm2.path)
-    int8 = latents_with(MemoryOptions(quantization="int8"), tiny_audioldm2.path)
+    full = latents_with(MemoryOptions(), tiny_audioldm2.path, model_thread)
+    int8 = latents_with(MemoryOptions(quantization="int8"), tiny_audioldm2.path, model_thread)
     assert int8.shape == full.shape and torch.isfinite(int8).all()
     assert (int8 - full).abs().max() <= 0.01 * full.abs().max()  # measured: 0.08%
 

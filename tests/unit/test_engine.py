@@ -1,4 +1,5 @@
-"""The AudioLDM2 engine on the tiny model: fidelity to diffusers, batch invariance, seeds, ranking."""
+"""The AudioLDM2 engine on the tiny model, run as the runner serves it (its step scheduler): fidelity to
+diffusers, batch invariance, seeds, ranking."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler
 
-from models.audioldm2 import AudioLDM2Engine
-from runners.batching import run_in_groups
+from models.audioldm2 import AudioLDM2Engine, JobAudio
+from runners.audioldm2_in_process import InProcessScheduler
 from schemas import GenerationJob, Scheduler
 
 FAST = {"steps": 4, "duration": 2.0}
@@ -17,13 +18,16 @@ def job(prompt: str = "A hammer hitting a wooden surface", **overrides) -> Gener
     return GenerationJob(**{"prompt": prompt, "seed": 0, **FAST, **overrides})
 
 
-def alone(engine: AudioLDM2Engine, j: GenerationJob):
-    [result] = engine.generate([j])
-    return result
+def alone(scheduled: InProcessScheduler, j: GenerationJob) -> JobAudio:
+    [run] = scheduled.generate([j])
+    assert run.error is None and run.output is not None, run.error
+    return run.output
 
 
 @pytest.mark.parametrize("scheduler", [Scheduler.DDIM, Scheduler.DPMPP])
-def test_single_job_matches_the_stock_pipeline(engine: AudioLDM2Engine, scheduler: Scheduler) -> None:
+def test_single_job_matches_the_stock_pipeline(
+    engine: AudioLDM2Engine, scheduled: InProcessScheduler, scheduler: Scheduler
+) -> None:
     """The encode/denoise/decode split computes what AudioLDM2Pipeline.__call__ computes."""
     j = job(scheduler=scheduler, guidance_scale=3.5, seed=42)
     pipe = engine.pipe
@@ -43,10 +47,10 @@ def test_single_job_matches_the_stock_pipeline(engine: AudioLDM2Engine, schedule
     finally:
         pipe.scheduler = original
     # Same math; not bit-identical only because the engine pads rows and T5 tokens (see models/audioldm2.py).
-    torch.testing.assert_close(alone(engine, j).latents, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(alone(scheduled, j).latents, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_batched_equals_alone(engine: AudioLDM2Engine) -> None:
+def test_batched_equals_alone(scheduled: InProcessScheduler) -> None:
     """Eight jobs differing in every knob: each one's latents are exactly what it gets alone."""
     jobs = [
         job("dog", seed=1),
@@ -58,44 +62,38 @@ def test_batched_equals_alone(engine: AudioLDM2Engine) -> None:
         job("guitar", seed=7, negative_prompt="noise, hum, distortion, clipping, low quality"),
         job("crowd", seed=8, scheduler=Scheduler.DDIM),
     ]
-    runs = run_in_groups(jobs, engine.group_key, engine.generate)
-    assert [r.group_size for r in runs] == [5, 5, 5, 5, 1, 1, 5, 1]  # 4 groups
+    runs = scheduled.generate(jobs)
+    # Jobs of one latent size share every UNet pass whatever their other knobs; the 3 s job runs its own.
+    assert [r.group_size for r in runs] == [7, 7, 7, 7, 1, 7, 7, 7]
     for j, run in zip(jobs, runs, strict=True):
         assert run.error is None
-        assert torch.equal(run.output.latents, alone(engine, j).latents), j.prompt
+        assert torch.equal(run.output.latents, alone(scheduled, j).latents), j.prompt
 
 
-def test_same_seed_same_audio_other_seed_other_audio(engine: AudioLDM2Engine) -> None:
-    first, second, other = alone(engine, job(seed=9)), alone(engine, job(seed=9)), alone(engine, job(seed=10))
+def test_same_seed_same_audio_other_seed_other_audio(scheduled: InProcessScheduler) -> None:
+    first, second, other = (alone(scheduled, job(seed=seed)) for seed in (9, 9, 10))
     assert torch.equal(first.waveforms, second.waveforms)
     assert not torch.equal(first.latents, other.latents)
 
 
-def test_waveform_k_is_reproducible_alone_from_seed_plus_k(engine: AudioLDM2Engine) -> None:
-    several = alone(engine, job(seed=20, num_waveforms=3))
+def test_waveform_k_is_reproducible_alone_from_seed_plus_k(scheduled: InProcessScheduler) -> None:
+    several = alone(scheduled, job(seed=20, num_waveforms=3))
     for k in range(3):
-        assert torch.equal(several.latents[k : k + 1], alone(engine, job(seed=20 + k)).latents)
+        assert torch.equal(several.latents[k : k + 1], alone(scheduled, job(seed=20 + k)).latents)
 
 
-def test_output_length_and_shapes(engine: AudioLDM2Engine) -> None:
-    result = alone(engine, job(duration=2.5, num_waveforms=2))
+def test_output_length_and_shapes(engine: AudioLDM2Engine, scheduled: InProcessScheduler) -> None:
+    result = alone(scheduled, job(duration=2.5, num_waveforms=2))
     assert result.waveforms.shape == (2, int(2.5 * engine.sample_rate))
     assert engine.sample_rate == 16_000
     assert result.finite
 
 
-def test_clap_ranking_scores_each_job_against_its_own_prompt(engine: AudioLDM2Engine) -> None:
+def test_clap_ranking_scores_each_job_against_its_own_prompt(
+    engine: AudioLDM2Engine, scheduled: InProcessScheduler
+) -> None:
     a, b = job("dog barking", seed=1, num_waveforms=2), job("techno music", seed=5, num_waveforms=3)
-    batched = engine.generate([a, b])
-    for j, result in zip([a, b], batched, strict=True):
-        assert result.clap_scores == engine.clap_scores(j.prompt, result.waveforms)
-        assert len(result.clap_scores) == j.num_waveforms
-    assert alone(engine, job(num_waveforms=1)).clap_scores is None
-
-
-def test_group_key_separates_shapes_and_schedules(engine: AudioLDM2Engine) -> None:
-    base = engine.group_key(job())
-    assert engine.group_key(job(prompt="other", seed=5, guidance_scale=9.0, num_waveforms=4)) == base
-    assert engine.group_key(job(duration=2.01)) == base  # same latent frames after rounding
-    for different in (job(duration=5.0), job(steps=5), job(scheduler=Scheduler.DDIM), job(guidance_scale=1.0)):
-        assert engine.group_key(different) != base
+    for j, run in zip([a, b], scheduled.generate([a, b]), strict=True):
+        assert run.output.clap_scores == engine.clap_scores(j.prompt, run.output.waveforms)
+        assert len(run.output.clap_scores) == j.num_waveforms
+    assert alone(scheduled, job(num_waveforms=1)).clap_scores is None

@@ -11,16 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.audioldm2 import AudioLDM2Engine
+from models.audioldm2 import AudioLDM2Engine, JobAudio
 from models.multidiffusion import Fusion, Windows, split
 from models.tiled_vae import decode_tiled, encode_tiled, vocode_chunked
+from runners.audioldm2_in_process import InProcessScheduler
+from runners.batching import GroupRun
 from schemas import GenerationJob
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def test_clips_up_to_the_single_latent_length_are_unchanged_bit_for_bit() -> None:
-    """Today's engine against the engine before long-form generation (tests/single_latent_fingerprints.py)."""
+    """Today's engine, run as served, against the engine before long-form generation
+    (tests/single_latent_fingerprints.py)."""
     done = subprocess.run(
         [sys.executable, "-m", "tests.single_latent_fingerprints"],
         capture_output=True,
@@ -76,29 +79,36 @@ def test_fusing_a_latents_own_windows_gives_it_back_however_they_arrive() -> Non
 LONG = {"prompt": "a slow pad with rain", "duration": 40.0, "steps": 2, "seed": 5, "guidance_scale": 3.0}
 
 
-def test_a_long_job_is_windowed_and_its_windows_run_together_or_one_by_one_alike(engine: AudioLDM2Engine) -> None:
+def denoise_passes(run: GroupRun[JobAudio]) -> int:
+    return next(int(p.attributes["passes"]) for p in run.phases if p.name == "denoise")
+
+
+def test_a_long_job_is_windowed_and_its_windows_run_together_or_one_by_one_alike(
+    engine: AudioLDM2Engine, scheduled: InProcessScheduler
+) -> None:
     job = GenerationJob(**LONG)
     state = engine.start_generation(job)
     assert len(state.windows) > 1 and state.windows.size == engine.window_frames
-    together = engine.generate([job])[0]
-    rows_per_window = state.rows_per_window
-    engine.max_rows, saved = rows_per_window, engine.max_rows  # one window per UNet pass
+    [together] = scheduled.generate([job])
+    engine.max_rows, saved = state.rows_per_window, engine.max_rows  # one window per UNet pass
     try:
-        one_by_one = engine.generate([job])[0]
+        [one_by_one] = scheduled.generate([job])
     finally:
         engine.max_rows = saved
-    assert torch.equal(together.latents, one_by_one.latents)
-    assert together.waveforms.shape == (1, 40 * 16_000) and together.finite
+    assert denoise_passes(one_by_one) == len(state.windows) * LONG["steps"] > denoise_passes(together)
+    assert torch.equal(together.output.latents, one_by_one.output.latents)
+    assert together.output.waveforms.shape == (1, 40 * 16_000) and together.output.finite
 
 
-def test_a_long_job_batched_with_others_equals_alone(engine: AudioLDM2Engine) -> None:
+def test_a_long_job_batched_with_others_equals_alone(scheduled: InProcessScheduler) -> None:
     long_job = GenerationJob(**LONG)
     others = [
         GenerationJob(prompt="a bell", duration=10.24, steps=2, seed=1),  # one native window: shares its passes
         GenerationJob(prompt="wind", duration=45.0, steps=3, seed=2, scheduler="ddim", guidance_scale=1.0),
     ]
-    batched = engine.generate([others[0], long_job, others[1]])[1]
-    assert torch.equal(batched.latents, engine.generate([long_job])[0].latents)
+    batched = scheduled.generate([others[0], long_job, others[1]])
+    assert [run.group_size for run in batched] == [3, 3, 3]
+    assert torch.equal(batched[1].output.latents, scheduled.generate([long_job])[0].output.latents)
 
 
 # ---- decoding in tiles ------------------------------------------------------------------------------------
