@@ -9,12 +9,14 @@ and the docs generator import it without loading a model library.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import get_type_hints
+from typing import Literal, get_type_hints
 
 from settings import (
-    AudioLDM2Settings,
+    SETTINGS,
     Checked,
+    DiffusionSettings,
     MusicFlamingoSettings,
+    Profile,
     RunnerSettings,
     Settings,
     allowed_text,
@@ -22,14 +24,20 @@ from settings import (
     read_fields,
 )
 
+Feature = Literal["generate", "transform", "long_form", "clap_ranking", "critique"]
+
 
 @dataclass(frozen=True)
 class Family:
     name: str  # the runner's one name, everywhere
-    title: str  # for people: start-up lines, OpenAPI text
+    title: str  # for people: start-up lines, OpenAPI text, /models
     checkpoints: tuple[str, ...]  # the published ones it serves; the first is the default
     settings_class: type[RunnerSettings]
-    routes: tuple[str, ...]  # the front's synchronous routes whose requests run on this runner
+    features: frozenset[Feature]
+    sample_rate: int
+    max_seconds: float | None = None  # the longest clip it makes or takes; None: the service's limit
+    routes: tuple[str, ...] = ()  # the front's routes whose admission room is this runner's
+    optional: bool = False  # deployed only when enabled (by default with the tiny profile only)
 
     @property
     def env_prefix(self) -> str:
@@ -42,7 +50,15 @@ class Family:
             raise ValueError(
                 f"{self.env_prefix}CHECKPOINT={settings.checkpoint!r}: must be one of {', '.join(self.checkpoints)}"
             )
+        if settings.enabled is False and not self.optional:
+            raise ValueError(f"{self.env_prefix}ENABLED=false: the {self.title} runner cannot be turned off")
         return settings
+
+    @property
+    def deployed(self) -> bool:
+        """Whether this deployment runs the family's runner."""
+        enabled = self.settings.enabled
+        return enabled if enabled is not None else not self.optional or SETTINGS.profile is Profile.TINY
 
     @property
     def settings(self) -> RunnerSettings:
@@ -54,17 +70,32 @@ AUDIOLDM2 = Family(
     name="audioldm2",
     title="AudioLDM2",
     checkpoints=("cvssp/audioldm2", "cvssp/audioldm2-large", "cvssp/audioldm2-music"),
-    settings_class=AudioLDM2Settings,
+    settings_class=DiffusionSettings,
+    features=frozenset({"generate", "transform", "long_form", "clap_ranking"}),
+    sample_rate=16_000,
     routes=("/generate", "/generate/json", "/transform", "/transform/json"),
+)
+AUDIOLDM = Family(
+    name="audioldm",
+    title="AudioLDM",
+    checkpoints=("cvssp/audioldm-s-full-v2", "cvssp/audioldm-m-full", "cvssp/audioldm-l-full"),
+    settings_class=DiffusionSettings,
+    features=frozenset({"generate"}),  # why not the others: models/audioldm.py
+    sample_rate=16_000,
+    max_seconds=30.0,  # one latent
+    optional=True,
 )
 MUSIC_FLAMINGO = Family(
     name="music-flamingo",
     title="Music Flamingo",
     checkpoints=("nvidia/music-flamingo-hf", "nvidia/music-flamingo-2601-hf", "nvidia/music-flamingo-think-2601-hf"),
     settings_class=MusicFlamingoSettings,
+    features=frozenset({"critique"}),
+    sample_rate=16_000,
     routes=("/critique",),
 )
-FAMILIES: tuple[Family, ...] = (AUDIOLDM2, MUSIC_FLAMINGO)
+FAMILIES: tuple[Family, ...] = (AUDIOLDM2, AUDIOLDM, MUSIC_FLAMINGO)
+GENERATORS: tuple[Family, ...] = tuple(family for family in FAMILIES if "generate" in family.features)
 RUNNER_SETTINGS: dict[str, RunnerSettings] = {family.name: family.read_settings() for family in FAMILIES}
 
 

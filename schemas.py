@@ -9,13 +9,14 @@ from __future__ import annotations
 import enum
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
 from critique_format import StructuredCritique
 from presets import Preset
+from registry import AUDIOLDM2, FAMILIES, GENERATORS
 from settings import SETTINGS
 from telemetry import Received
 
@@ -128,6 +129,21 @@ class DeliveryParams(BaseModel):
     format: AudioFormat = Field(AudioFormat.WAV, description="Audio container: `wav` or `flac` (16-bit PCM, mono).")
 
 
+# The families that make audio (registry.py); GET /models says which of them this deployment runs.
+GenerationModel = enum.Enum(  # type: ignore[misc]
+    "GenerationModel", {family.name.upper(): family.name for family in GENERATORS}, type=str, module=__name__
+)
+
+
+def model_field() -> Any:
+    return Field(
+        GenerationModel(AUDIOLDM2.name),
+        description="Which model family makes the audio: "
+        + ", ".join(f"`{family.name}` ({family.title})" for family in GENERATORS)
+        + ". GET /models lists the families this deployment runs, with their limits and features.",
+    )
+
+
 class RankBy(str, enum.Enum):
     CLAP = "clap"  # text-audio embedding similarity, computed on the AudioLDM2 runner
     CRITIC = "critic"  # Music Flamingo listens to each candidate and scores it (needs its runner)
@@ -142,6 +158,7 @@ class GenerateRequest(DeliveryParams, GenerationParams):
         "(Music Flamingo listens to each candidate and scores, 1 to 10, how well it matches the prompt and how clean "
         "it is; costs one critique row per candidate, and answers 503 when the Music Flamingo runner is down).",
     )
+    model: GenerationModel = model_field()
 
     @field_validator("seed")
     @classmethod
@@ -163,6 +180,7 @@ class TransformRequest(DeliveryParams, TransformParams):
         description=f"The clip to re-synthesise: WAV, FLAC, MP3 or OGG, {MIN_TRANSFORM_SECONDS:g} to "
         f"{MAX_TRANSFORM_SECONDS:g} s, any sample rate and channel count (down-mixed to mono, resampled to 16 kHz)."
     )
+    model: GenerationModel = model_field()
 
 
 def new_job_id() -> str:
@@ -387,15 +405,19 @@ class CritiqueJob(GenerationSettings, RunnerJob):
 
 
 ProgressPhase = Literal["queued", "encoding", "denoising", "decoding", "ranking", "prefill", "finished"]
+ProgressUnit = Literal["steps", "tokens"]
 
 
 class RunnerProgress(BaseModel):
-    """Where one job is on its runner: the phase, and steps (denoising) or tokens (decoding) done of total."""
+    """Where one job is on its runner: the phase, steps (denoising) or tokens (decoding) done of total, and how
+    much of the job that is, which only the runner can tell from its own phases (runners/progress.py)."""
 
     job_id: str
     phase: ProgressPhase
+    unit: ProgressUnit | None = None  # what `done` and `total` count
     done: int = 0
     total: int = 0
+    fraction: float = Field(0.0, ge=0.0, le=1.0)  # of this runner job, never decreasing while it runs
 
 
 class RunnerLimits(BaseModel):
@@ -450,3 +472,45 @@ class CritiqueResponse(BaseModel):
     tokens_generated: int
     seed: int
     timings: Timings
+
+
+class ModelFamily(BaseModel):
+    """One model family this deployment runs (GET /models)."""
+
+    name: str = Field(description="The value of `model` that chooses it (generate, transform).")
+    title: str
+    checkpoint: str = Field(description="The published checkpoint this deployment serves.")
+    checkpoints: list[str] = Field(description="The published checkpoints the family can serve.")
+    profile: Literal["full", "tiny"] = Field(description="`tiny` means random weights: not real audio.")
+    features: list[str] = Field(description="generate, transform, long_form (over 30 s), clap_ranking, critique.")
+    max_seconds: float | None = Field(
+        description="The longest clip it makes or takes, in seconds; null where the checkpoint decides (Music "
+        "Flamingo hears up to 600 or 1200 s per clip, see /critique)."
+    )
+    sample_rate: int
+    default: bool = Field(description="Chosen when a request names no `model`.")
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelFamily]
+
+
+def deployed_families() -> ModelsResponse:
+    """The answer of GET /models: built from the registry and the settings, never from the runners."""
+    return ModelsResponse(
+        models=[
+            ModelFamily(
+                name=family.name,
+                title=family.title,
+                checkpoint=family.settings.checkpoint,
+                checkpoints=list(family.checkpoints),
+                profile=SETTINGS.profile.value,
+                features=sorted(family.features),
+                max_seconds=family.max_seconds or (MAX_AUDIO_SECONDS if "generate" in family.features else None),
+                sample_rate=family.sample_rate,
+                default=family is AUDIOLDM2,
+            )
+            for family in FAMILIES
+            if family.deployed
+        ]
+    )

@@ -26,24 +26,29 @@ from starlette.responses import JSONResponse, Response
 
 import compat
 from audio_io import MAX_UPLOAD_BYTES, AudioInputError, decode_upload
-from front.access import ANONYMOUS, CALLER, AccessGuard, OpenPaths
+from core.caller import ANONYMOUS, CALLER
+from core.errors import error_response, kind_of_status
+from core.runner_calls import RunnerUnavailable, call_runner, run_job
+from core.work import Answer, ProgressTarget, Work
+from front.access import AccessGuard, OpenPaths
 from front.admission import Admission, QuotaSettings, RunnerRoom
 from front.critique_work import CritiquePlan, SegmentSettings, critique_problem, decode_clips
 from front.edge import EdgeGuard
-from front.errors import error_response, kind_of_status
+from front.families import FAMILY_OF, family_refusal, models_app
 from front.openapi import OpenAPIDocument
 from front.playground import PATH as PLAYGROUND_PATH
 from front.playground import playground_app
-from front.rendering import audio_answer
-from front.runner_calls import RunnerUnavailable, answers_503_when_a_runner_is_down, call_runner, run_job
+from front.rendering import answers_503_when_a_runner_is_down, audio_answer
 from front.studio import CRITIC_SHARE, rank_by_critic
 from front.trace_header import TraceIdHeader
-from front.work import Answer, ProgressTarget, RunnerCall, Work
 from jobs import open_store
+from jobs.errors import JobRefusal
 from jobs.manager import JobLimits, JobManager
+from jobs.openapi import document_jobs
 from jobs.records import JobStatus
-from jobs.routes import JobRoutes
-from registry import AUDIOLDM2, FAMILIES, MUSIC_FLAMINGO
+from jobs.routes import JobRoutes, accepted, refusal_response
+from registry import AUDIOLDM, AUDIOLDM2, FAMILIES, MUSIC_FLAMINGO, Family
+from runners.audioldm import AudioLDMRunner
 from runners.audioldm2 import AudioLDM2Runner
 from runners.music_flamingo import MusicFlamingoRunner
 from schemas import (
@@ -103,6 +108,8 @@ class AudioStudio:
 
     # In the same `bentoml serve` by default; a separate process or pod when its URL is configured.
     audioldm2 = bentoml.depends(AudioLDM2Runner, url=AUDIOLDM2.settings.url)
+    if AUDIOLDM.deployed:  # optional (registry.py): by default with the tiny profile only
+        audioldm = bentoml.depends(AudioLDMRunner, url=AUDIOLDM.settings.url)
     music_flamingo = bentoml.depends(MusicFlamingoRunner, url=MUSIC_FLAMINGO.settings.url)
 
     def __init__(self) -> None:
@@ -186,35 +193,45 @@ class AudioStudio:
     # ---- the steps behind the routes -----------------------------------------------
 
     async def _submit(self, preparing: Awaitable[Work | JSONResponse], ctx: bentoml.Context) -> Response:
-        """Check the request as its synchronous route would, then queue it (202) or refuse it (4xx/503)."""
+        """Check the request as its synchronous route would, then queue it (202) or refuse it (4xx/429/503)."""
         try:
             work = await preparing
             if isinstance(work, JSONResponse):
                 response: Response = work
             else:
                 caller = ctx.request.scope.get(CALLER, ANONYMOUS)
-                response = await self.jobs.submit(work, caller, count_per_key=SETTINGS.api_keys_file is not None)
+                status = await self.jobs.submit(work, caller, count_per_key=SETTINGS.api_keys_file is not None)
+                response = accepted(status)
         except RunnerUnavailable as error:
             response = error_response("unavailable", str(error))
+        except JobRefusal as refusal:
+            response = refusal_response(refusal)
         ctx.response.status_code = response.status_code  # BentoML answers with the context's status
         return response
 
-    async def _generation(self, request: GenerateRequest, as_json: bool) -> Work:
+    async def _generation(self, request: GenerateRequest, as_json: bool) -> Work | JSONResponse:
+        refusal = family_refusal(request.model.value, "generate", request.duration, "duration")
+        if refusal is not None:
+            return refusal
         seed = draw_seed(request)
-        job = GenerationJob(**request.model_dump(exclude={"seed", "format", "rank_by"}), seed=seed)
-        work = self._audioldm2_work("generate", self.audioldm2.to_async.generate, job, request.format, as_json)
+        job = GenerationJob(**request.model_dump(exclude={"seed", "format", "rank_by", "model"}), seed=seed)
+        family = FAMILY_OF[request.model.value]
+        work = self._diffusion_work(family, "generate", job, request.format, as_json)
         if request.rank_by is not RankBy.CRITIC:
             return work
         limits = await self._flamingo_limits(cached=False)  # its runner down: 503 before generating
-        target = ProgressTarget(job.job_id, AUDIOLDM2.name, work.progress, (0.0, 1.0 - CRITIC_SHARE))
+        target = ProgressTarget(job.job_id, family.name, work.progress, (0.0, 1.0 - CRITIC_SHARE))
 
         async def generate_then_rank() -> GenerationOutcome:
-            generated = await run_job(AUDIOLDM2.name, work.submit, work.cancel, job)
+            generated = await run_job(family.name, work.submit, work.cancel, job)
             return await rank_by_critic(self.music_flamingo.to_async, job.prompt, generated, limits, target)
 
         return dataclasses.replace(work, execute=generate_then_rank, target=target)
 
     async def _transformation(self, request: TransformRequest, as_json: bool) -> Work | JSONResponse:
+        refusal = family_refusal(request.model.value, "transform", 0.0, "audio")
+        if refusal is not None:
+            return refusal
         try:
             with span("front.decode_uploads", clips=1) as decoding:
                 clip = await anyio.to_thread.run_sync(
@@ -231,22 +248,23 @@ class AudioStudio:
         except AudioInputError as error:
             return upload_error(error)
         job = TransformJob(
-            **request.model_dump(exclude={"audio", "seed", "format"}),
+            **request.model_dump(exclude={"audio", "seed", "format", "model"}),
             seed=draw_seed(request),
             samples_f32le=samples_to_bytes(clip.samples),
         )
-        return self._audioldm2_work("transform", self.audioldm2.to_async.transform, job, request.format, as_json)
+        return self._diffusion_work(FAMILY_OF[request.model.value], "transform", job, request.format, as_json)
 
-    def _audioldm2_work(
-        self, kind: str, submit: RunnerCall, job: GenerationJob | TransformJob, audio_format: AudioFormat, as_json: bool
+    def _diffusion_work(
+        self, family: Family, kind: str, job: GenerationJob | TransformJob, audio_format: AudioFormat, as_json: bool
     ) -> Work:
-        runner = self.audioldm2.to_async
+        """`kind` (generate or transform) on the runner of `family`, answered as audio or JSON."""
+        runner = getattr(self, family.name).to_async
         started = time.perf_counter()
         return Work(
             kind=kind,
-            runner=AUDIOLDM2.name,
+            runner=family.name,
             job=job,
-            submit=submit,
+            submit=getattr(runner, kind),
             cancel=runner.cancel,
             progress=runner.progress,
             render=lambda outcome: audio_answer(outcome, audio_format, as_json, started),
@@ -286,6 +304,7 @@ ROOM_OF_ROUTE = {
     for room in [RunnerRoom(family.name, family.settings.max_batch_size, family.settings.max_queued)]
     for route in family.routes
 }
+AudioStudio.mount_asgi_app(models_app(), path="/models", name="models")
 if SETTINGS.playground:
     AudioStudio.mount_asgi_app(playground_app(), path=PLAYGROUND_PATH, name="playground")
 if SETTINGS.cors_origins:
@@ -323,5 +342,8 @@ AudioStudio.add_asgi_middleware(
     quotas=QuotaSettings(SETTINGS.key_max_in_flight, SETTINGS.key_rate_per_minute, SETTINGS.key_burst),
 )
 AudioStudio.add_asgi_middleware(
-    OpenAPIDocument, service=AudioStudio, open_paths=OPEN_PATHS if SETTINGS.api_keys_file else None
+    OpenAPIDocument,
+    service=AudioStudio,
+    open_paths=OPEN_PATHS if SETTINGS.api_keys_file else None,
+    fragments=[document_jobs],  # the mounted job routes, which BentoML does not see
 )

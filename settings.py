@@ -209,6 +209,11 @@ class RunnerSettings(Checked):
         low=1_000,
         high=MAX_QUEUE_WAIT_MS,
     )
+    enabled: bool | None = knob(
+        None,
+        "Run this runner. Unset: the service's own families always; an optional "
+        "family (AudioLDM v1) only with the tiny profile.",
+    )
     max_queued: int = knob(
         32, "Requests the front lets wait beyond one full batch before it answers 503 at once.", low=0, high=100_000
     )
@@ -217,13 +222,17 @@ class RunnerSettings(Checked):
 
 
 @dataclass(frozen=True)
-class AudioLDM2Settings(RunnerSettings):
+class DiffusionSettings(RunnerSettings):
+    """The AudioLDM families' runners (diffusers pipelines)."""
+
     offload: Offload = knob("none", "Offload to CPU memory: model (whole components) or sequential (layers).")
     attention_slicing: bool = knob(False, "Attention in slices: less memory, slower.")
 
 
 @dataclass(frozen=True)
 class MusicFlamingoSettings(RunnerSettings):
+    """The Music Flamingo runner (a transformers language model)."""
+
     attention: Attention = knob("sdpa", "The language model's attention kernel.")
     decoding: Decoding = knob(
         "dynamic",

@@ -8,7 +8,7 @@ transform/json, critique) from `concurrency` closed-loop clients, and checks wha
 - every good request succeeds (200 with a body of the route's kind) or gets a documented retryable
   answer (503 with Retry-After);
 - every bad request gets its expected 4xx naming the field at fault, never a 5xx;
-- every error body has the one shape of front/errors.py: {"error": str, "kind": str, "detail": list};
+- every error body has the one shape of core/errors.py: {"error": str, "kind": str, "detail": list};
 - no request is lost: every one got an HTTP answer (transport errors are counted apart and must be 0);
 - the memory (RSS) of every process of the `bentoml serve` tree (the arbiter, the front worker, each
   runner worker) is back within `--memory-tolerance` (10%) of its level after the warm-up, a few
@@ -56,7 +56,7 @@ import soundfile
 
 from bench.common import DEFAULT_OUT, fmt, header, header_markdown, percentiles, write_report
 from bench.served import serve
-from front.errors import STATUS_OF_KIND
+from core.errors import STATUS_OF_KIND
 from schemas import MAX_SEED
 from tests.audio_files import audio_file
 

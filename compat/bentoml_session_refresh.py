@@ -5,7 +5,7 @@ replaces its aiohttp session once it is older than `max_age` (300 s) or has serv
 and closes the old one at once, under the calls still in flight on it. Those calls fail with aiohttp's
 `ServerDisconnectedError` (a `ClientConnectionError`, resent like any dropped connection) or with a bare
 `RuntimeError("Session is closed")` (aiohttp's `ClientSession._request`), which only its message tells apart
-from a fault; `session_closed_under_the_call` matches that message. front/runner_calls.py resends both.
+from a fault; `session_closed_under_the_call` matches that message. core/runner_calls.py resends both.
 
 Upstream: bentoml issues 5540 and 5544 (PR 5541 did not change this). Checked range: `proxy2.py` is the same in
 the 1.4.40 wheel as in 1.4.39.

@@ -28,13 +28,12 @@ from typing import Any
 from prometheus_client import Counter
 from starlette.datastructures import Headers
 
+from core.caller import ANONYMOUS, CALLER
+from core.errors import error_response
 from front.asgi import Scope, on_startup, reply
-from front.errors import error_response
 
 logger = logging.getLogger("bentoml.audio_studio")
 
-CALLER = "audio_studio.caller"  # the scope key where the caller's name is left for the middlewares inside
-ANONYMOUS = "anonymous"
 UNAUTHENTICATED = "unauthenticated"
 RECHECK_FILE_S = 1.0  # how often a request may look at the file's modification time
 ENTRY = re.compile(r"sha256:(?P<digest>[0-9a-fA-F]{64})(?:\s+(?P<name>[A-Za-z0-9_.@-]{1,64}))?")

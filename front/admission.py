@@ -23,9 +23,9 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 from starlette.responses import JSONResponse
 
-from front.access import ANONYMOUS, CALLER
+from core.caller import ANONYMOUS, CALLER
+from core.errors import error_response
 from front.asgi import Scope, reply
-from front.errors import error_response
 
 SHED = Counter(
     "audio_studio_requests_shed",

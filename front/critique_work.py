@@ -15,8 +15,9 @@ import numpy as np
 from starlette.responses import JSONResponse
 
 from audio_io import AudioInputError, DecodedAudio, decode_upload, probe_upload
+from core.errors import error_response
+from core.work import ProgressTarget, Work
 from critique_format import MAX_SEGMENTS, StructuredCritique, grammar_text, instruction
-from front.errors import error_response
 from front.rendering import job_error_response
 from front.studio import (
     FlamingoApis,
@@ -28,7 +29,6 @@ from front.studio import (
     segment_step,
     summary_prompt,
 )
-from front.work import ProgressTarget, Work
 from presets import NEEDS_AUDIO, NEEDS_REFERENCE, compose_prompt
 from registry import MUSIC_FLAMINGO
 from schemas import (

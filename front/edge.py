@@ -3,7 +3,7 @@
 For each public POST route it refuses a wrong Content-Type (415) and a body over
 the route's limit (413) before the body is read (from Content-Length, or by
 counting while it streams), gives every error answer the one shape of
-`front.errors.ErrorResponse`, and cancels the request's work when the client
+`core.errors.ErrorResponse`, and cancels the request's work when the client
 disconnects (the runner call then tells its runner to drop the job). Readiness
 answers within a bound even when a runner hangs, and on SIGTERM the front stops
 taking work and, after a grace period, ends what is still in flight with a 503,
@@ -23,8 +23,8 @@ import anyio
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, Response
 
+from core.errors import ErrorDetail, ErrorResponse, error_response, kind_of_status
 from front.asgi import Message, Scope, on_startup, reply
-from front.errors import ErrorDetail, ErrorResponse, error_response, kind_of_status
 
 logger = logging.getLogger("bentoml.audio_studio")
 

@@ -12,10 +12,11 @@ client generators fail on it.
 and fixes only what is wrong: it declares 3.1.0 (whose JSON Schema dialect is what pydantic
 writes), points request and response bodies at the components pydantic wrote, turns file fields
 into `{"type": "string", "format": "binary"}` (an optional single file where BentoML has a list of
-at most one), declares every error status a route answers with `front.errors.ErrorResponse`, the
+at most one), declares every error status a route answers with `core.errors.ErrorResponse`, the
 audio media types and provenance headers of file responses, request examples, and the plain-text
-infrastructure routes. `OpenAPIDocument` serves the result at `/docs.json` (Swagger UI at `/`
-reads it from there).
+infrastructure routes. What BentoML cannot see (the mounted job routes) is documented by the fragments the
+service passes in (`Fragment`: service.py passes jobs/openapi.py's). `OpenAPIDocument` serves the result at
+`/docs.json` (Swagger UI at `/` reads it from there).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ import inspect
 import json
 import logging
 import tomllib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.errors import STATUS_OF_KIND, ErrorResponse
 from front.access import OpenPaths
-from front.errors import STATUS_OF_KIND, ErrorResponse
-from jobs.openapi import SUBMISSIONS, document_jobs
+from front.families import document_models
 
 logger = logging.getLogger("bentoml.audio_studio")
 
@@ -63,10 +65,12 @@ SECURITY_SCHEMES = {
 }
 KEYED = [{"bearerKey": []}, {"headerKey": []}]
 FORM_MEDIA_TYPE = "multipart/form-data"
+# Documents routes BentoML cannot see, given the document, its component schemas and whether keys are on.
+Fragment = Callable[[dict[str, Any], dict[str, Any], bool], None]
 
 
 def error_description(status: int, form: bool) -> str:
-    """What a route's error status means; the `kind`s come from front.errors, as the server sends them."""
+    """What a route's error status means; the `kind`s come from core.errors, as the server sends them."""
     kinds = ", ".join(f"`{kind}`" for kind, code in STATUS_OF_KIND.items() if code == status)
     meaning = {
         400: "Invalid input: a field missing, unknown or out of range, or a malformed body. `detail` has one "
@@ -151,10 +155,13 @@ def value_schema(schemas: dict[str, Any], dotted: str) -> dict[str, Any]:
     return {k: v for k, v in branches[0].items() if k not in ("default", "title", "description", "examples")}
 
 
-def published_openapi(raw: dict[str, Any], version: str, open_paths: OpenPaths | None = None) -> dict[str, Any]:
+def published_openapi(
+    raw: dict[str, Any], version: str, open_paths: OpenPaths | None = None, fragments: Sequence[Fragment] = ()
+) -> dict[str, Any]:
     """BentoML's `service.openapi_spec.asdict()` as a valid OpenAPI 3.1.0 document; `raw` is not changed.
 
-    With `open_paths` (API keys on), every other route requires a key and may answer 401 and 429.
+    With `open_paths` (API keys on), every other route requires a key and may answer 401 and 429. Each of
+    `fragments` then adds or completes its routes.
     """
     doc = copy.deepcopy(raw)
     doc["openapi"] = OPENAPI_VERSION
@@ -166,6 +173,7 @@ def published_openapi(raw: dict[str, Any], version: str, open_paths: OpenPaths |
     error_schema = ErrorResponse.model_json_schema(ref_template=SCHEMA_REF.replace("{}", "{model}"))
     schemas.update(error_schema.pop("$defs", {}))
     schemas[ERROR_SCHEMA] = error_schema
+    document_models(doc, schemas)
     for name in list(schemas):
         schemas[name] = fix_schema(schemas[name])
     keyed = open_paths is not None
@@ -180,7 +188,8 @@ def published_openapi(raw: dict[str, Any], version: str, open_paths: OpenPaths |
                 fix_get(path, operation)
             if keyed and path in open_paths:
                 operation["security"] = []
-    document_jobs(doc, schemas, keyed)
+    for fragment in fragments:
+        fragment(doc, schemas, keyed)
     drop_unreferenced(doc, schemas)
     return doc
 
@@ -201,7 +210,8 @@ def rename_components(doc: dict[str, Any], schemas: dict[str, Any]) -> None:
         if isinstance(node, dict):
             if node.get("$ref") in renames:
                 node["$ref"] = renames[node["$ref"]]
-            if node.get("title") in old_titles:  # BentoML's inline copies of the same models
+            title = node.get("title")  # a string, or a property named `title` (ModelFamily's)
+            if isinstance(title, str) and title in old_titles:  # BentoML's inline copies of the same models
                 node["title"] = node["title"].removesuffix(BENTOML_SUFFIX)
             for value in node.values():
                 walk(value)
@@ -272,7 +282,7 @@ def fix_post(path: str, operation: dict[str, Any], schemas: dict[str, Any], keye
             # Text parts are plain text (compat/bentoml_multipart.py keeps them as text; curl -F sends them so); file
             # parts are any bytes, read by their content. The defaults say exactly that.
             media.pop("encoding", None)
-        examples = EXAMPLES.get(SUBMISSIONS.get(path, path))
+        examples = EXAMPLES.get(path)
         if examples:
             media["examples"] = copy.deepcopy(examples)
 
@@ -374,10 +384,18 @@ def package_version() -> str:
 class OpenAPIDocument:
     """ASGI middleware: `GET /docs.json` answers the published document (built once); all else passes through."""
 
-    def __init__(self, app: Any, service: Any, open_paths: OpenPaths | None, version: str | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        service: Any,
+        open_paths: OpenPaths | None,
+        version: str | None = None,
+        fragments: Sequence[Fragment] = (),
+    ) -> None:
         self.app = app
         self.service = service
         self.open_paths = open_paths
+        self.fragments = fragments
         self.version = version or package_version()
         prefix = getattr(service, "path_prefix", None) or ""
         self.path = "/" + "/".join(part for part in (*prefix.split("/"), "docs.json") if part)
@@ -385,7 +403,8 @@ class OpenAPIDocument:
 
     def body(self) -> bytes:
         if self._body is None:
-            document = published_openapi(self.service.openapi_spec.asdict(), self.version, self.open_paths)
+            raw = self.service.openapi_spec.asdict()
+            document = published_openapi(raw, self.version, self.open_paths, self.fragments)
             self._body = json.dumps(document, ensure_ascii=False).encode()
         return self._body
 

@@ -1,15 +1,23 @@
-"""Turning a runner's answer into the public response: the audio file, the JSON form, or the error."""
+"""Turning a runner's answer into the public response: the audio file, the JSON form, or the error (a runner
+that is down included)."""
 
 from __future__ import annotations
 
 import base64
+import functools
 import time
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
 
 from starlette.responses import JSONResponse, Response
 
 from audio_io import MEDIA_TYPES, encode_audio
-from front.errors import error_response
+from core.errors import error_response
+from core.runner_calls import RunnerUnavailable
 from schemas import AudioFormat, GeneratedWaveform, GenerateResponse, GenerationOutcome, JobError, Timings
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def job_error_response(error: JobError) -> JSONResponse:
@@ -69,3 +77,16 @@ def audio_json_response(outcome: GenerationOutcome, audio_format: AudioFormat, t
         provenance=outcome.provenance,
         timings=Timings(**outcome.timings.model_dump(), total_s=total_s),
     )
+
+
+def answers_503_when_a_runner_is_down(api: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | JSONResponse]]:
+    """Wrap a public API: a RunnerUnavailable anywhere inside becomes a clear 503 instead of a 500."""
+
+    @functools.wraps(api)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | JSONResponse:
+        try:
+            return await api(*args, **kwargs)
+        except RunnerUnavailable as error:
+            return error_response("unavailable", str(error))
+
+    return wrapper

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
+from core.runner_calls import run_jobs
+from core.work import ProgressCall, ProgressTarget
 from critique_format import (
     CRITIC_SCHEMA_TEXT,
     CriticVerdict,
@@ -23,8 +25,6 @@ from critique_format import (
     load_decoded,
     shift_times,
 )
-from front.runner_calls import run_jobs
-from front.work import ProgressCall, ProgressTarget
 from registry import MUSIC_FLAMINGO
 from schemas import CritiqueJob, CritiqueOutcome, GenerationOutcome, JobError, RunnerLimits, samples_to_bytes
 

@@ -1,7 +1,8 @@
-"""The job routes in the published OpenAPI document (front/openapi.py calls `document_jobs`).
+"""The job routes in the published OpenAPI document: service.py hands `document_jobs` to front/openapi.py, which
+calls it after fixing the synchronous routes.
 
-BentoML documents the submissions (`POST /jobs/generate`, ...) from their signatures like every API, with the
-same request bodies as the synchronous routes; here they get their 202 answer and queue-cap 429. The routes
+BentoML documents the submissions (`POST /jobs/generate`, ...) from their signatures like every API; here they
+get the synchronous routes' request bodies (examples included), their 202 answer and queue-cap 429. The routes
 with a job id in the path are a mounted Starlette app, which BentoML does not document: they are added here.
 """
 
@@ -65,6 +66,7 @@ def document_jobs(doc: dict[str, Any], schemas: dict[str, Any], keyed: bool) -> 
         operation = paths.get(path, {}).get("post")
         if operation is None:
             continue
+        operation["requestBody"] = copy.deepcopy(paths[synchronous]["post"]["requestBody"])
         responses = operation["responses"]
         responses.pop("200", None)
         responses["202"] = {

@@ -1,30 +1,22 @@
-"""What a job is, in the store and on the wire."""
+"""What a job is, in the store and on the wire, and how its record ends."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from front.errors import ErrorResponse
-from schemas import ProgressPhase
+from core.errors import STATUS_OF_KIND, ErrorKind, ErrorResponse
+from schemas import ProgressPhase, ProgressUnit
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobKind = Literal["generate", "transform", "critique"]
 ACTIVE: frozenset[str] = frozenset({"queued", "running"})
 FINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-
-# Where each phase starts and ends on the 0-1 progress scale; steps or tokens fill the span of their phase.
-PHASE_SPANS: dict[str, tuple[float, float]] = {
-    "queued": (0.0, 0.0),
-    "encoding": (0.02, 0.05),
-    "prefill": (0.02, 0.05),
-    "denoising": (0.05, 0.9),
-    "decoding": (0.9, 0.97),  # AudioLDM2's VAE + vocoder; Music Flamingo's tokens span it from 0.05 (below)
-    "ranking": (0.97, 0.99),
-    "finished": (1.0, 1.0),
-}
+STALE_S = 30.0  # an active job whose heartbeat is older belongs to a process that died
+PURGE_AFTER = timedelta(days=7)  # after the result's retention the record says 410 this long, then 404
+Failure = tuple[ErrorResponse, int]  # a failed job's error: the body and status the synchronous API would answer
 
 
 def now() -> datetime:
@@ -36,7 +28,7 @@ class JobProgress(BaseModel):
         description="queued; encoding, denoising, decoding, ranking (generate, transform); prefill, decoding "
         "(critique); finished"
     )
-    unit: Literal["steps", "tokens"] | None = Field(None, description="What `done` and `total` count.")
+    unit: ProgressUnit | None = Field(None, description="What `done` and `total` count.")
     done: int = Field(0, ge=0, description="Denoising steps or tokens done in this phase.")
     total: int = Field(0, ge=0, description="Denoising steps or token budget of this phase.")
     fraction: float = Field(0.0, ge=0.0, le=1.0, description="Of the whole job, never decreasing.")
@@ -98,3 +90,35 @@ class JobRecord(BaseModel):
     @property
     def active(self) -> bool:
         return self.status.state in ACTIVE
+
+    @property
+    def stale(self) -> bool:
+        """Active, but its owner stopped refreshing the heartbeat: that process died."""
+        return self.active and self.heartbeat_at < fresh_since()
+
+
+def fresh_since() -> datetime:
+    """The oldest heartbeat of a process still alive."""
+    return now() - timedelta(seconds=STALE_S)
+
+
+def links(job_id: str) -> JobLinks:
+    base = f"/jobs/{job_id}"
+    return JobLinks(status=base, events=f"{base}/events", result=f"{base}/result", cancel=f"{base}/cancel")
+
+
+def failure(kind: ErrorKind, message: str) -> Failure:
+    return ErrorResponse(error=message, kind=kind), STATUS_OF_KIND[kind]
+
+
+def ended(record: JobRecord, state: JobState, error: Failure | None = None, retention_s: int = 0) -> JobRecord:
+    """`record` in its final `state`, finished now: with its error, or a succeeded job's result kept `retention_s`."""
+    finished = now()
+    update: dict[str, object] = {"state": state, "finished_at": finished}
+    if state == "succeeded":
+        update["progress"] = JobProgress(phase="finished", fraction=1.0)
+        update["expires_at"] = finished + timedelta(seconds=retention_s)
+    if error is not None:
+        update["error"], update["error_status"] = error
+    status = record.status.model_copy(update=update)
+    return record.model_copy(update={"status": status, "purge_at": (status.expires_at or finished) + PURGE_AFTER})

@@ -22,7 +22,7 @@ from types import ModuleType
 
 from bentoml.models import HuggingFaceModel
 
-from registry import AUDIOLDM2, MUSIC_FLAMINGO
+from registry import AUDIOLDM, AUDIOLDM2, MUSIC_FLAMINGO
 from settings import Profile, Settings
 
 logger = logging.getLogger("bentoml.audio_studio")
@@ -75,6 +75,18 @@ def audioldm2_checkpoint(
     if weights is None:
         raise WeightsUnavailable("profile 'full' needs the weights declared on the runner class")
     return resolve_full(checkpoint or AUDIOLDM2.settings.checkpoint, weights.resolve)
+
+
+def audioldm_checkpoint(settings: Settings, weights: HuggingFaceModel | None) -> Checkpoint:
+    """The AudioLDM (v1) folder for the configured profile (built on first use for `tiny`)."""
+    if settings.profile is Profile.TINY:
+        from models import local_tokenizers, tiny_audioldm, tiny_audioldm2
+
+        fingerprint = builder_fingerprint(tiny_audioldm, tiny_audioldm2, local_tokenizers)
+        return ensure_tiny(settings, "audioldm", fingerprint, tiny_audioldm.save_tiny_audioldm)
+    if weights is None:
+        raise WeightsUnavailable("profile 'full' needs the weights declared on the runner class")
+    return resolve_full(AUDIOLDM.settings.checkpoint, weights.resolve)
 
 
 def music_flamingo_checkpoint(

@@ -44,33 +44,30 @@ GPT2_DIM = 16
 MEL_BINS = 64
 T5_MAX_TOKENS = 64
 LANGUAGE_MODEL_NEW_TOKENS = 8
+# The UNet both tiny families share (AudioLDM v1 adds its class embedding). Attention only at the coarsest level
+# keeps a 10 s clip cheap on two CPU cores.
+UNET_LAYOUT = {
+    "block_out_channels": (16, 32, 32),
+    "norm_num_groups": 8,
+    "layers_per_block": 1,
+    "sample_size": 256,
+    "in_channels": 8,
+    "out_channels": 8,
+    "down_block_types": ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    "attention_head_dim": 8,
+}
 
 
-def _tokenizers() -> tuple[RobertaTokenizer, T5Tokenizer]:
+def tiny_tokenizers() -> tuple[RobertaTokenizer, T5Tokenizer]:
     vocab, merges = train_byte_level_bpe(400, ["<pad>", "<unk>", "<s>", "</s>", "<mask>"])
     roberta = RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=77)
     t5 = T5Tokenizer(vocab=train_unigram(300, ["<pad>", "</s>", "<unk>"]), extra_ids=0, model_max_length=T5_MAX_TOKENS)
     return roberta, t5
 
 
-def build_tiny_audioldm2() -> AudioLDM2Pipeline:
-    """Build the pipeline in memory; the same seed always gives the same weights."""
-    tokenizer, tokenizer_2 = _tokenizers()
-
-    torch.manual_seed(SEED)
-    unet = AudioLDM2UNet2DConditionModel(
-        # Attention only at the coarsest level keeps a 10 s clip cheap on two CPU cores.
-        block_out_channels=(16, 32, 32),
-        norm_num_groups=8,
-        layers_per_block=1,
-        sample_size=256,
-        in_channels=8,
-        out_channels=8,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        cross_attention_dim=([None, GPT2_DIM, T5_DIM],) * 3,
-        attention_head_dim=8,
-    )
+def tiny_vae() -> AutoencoderKL:
+    """The VAE both tiny families share: scale factor 4, 8 latent channels, as published."""
     torch.manual_seed(SEED)
     vae = AutoencoderKL(
         block_out_channels=[16, 16, 32],
@@ -83,6 +80,50 @@ def build_tiny_audioldm2() -> AudioLDM2Pipeline:
         sample_size=1024,
         scaling_factor=0.5,
     )
+    return vae
+
+
+def tiny_vocoder() -> SpeechT5HifiGan:
+    """A HiFi-GAN of the published layout's rates: 64 mel bins in, 16 kHz out."""
+    torch.manual_seed(SEED)
+    vocoder = SpeechT5HifiGan(
+        SpeechT5HifiGanConfig(
+            model_in_dim=MEL_BINS,
+            sampling_rate=16_000,
+            upsample_initial_channel=32,
+            upsample_rates=[5, 4, 2, 2, 2],
+            upsample_kernel_sizes=[16, 16, 8, 4, 4],
+            resblock_kernel_sizes=[3],
+            resblock_dilation_sizes=[[1, 3]],
+            normalize_before=False,
+            # The default init (std 0.01) gives ~1e-10 amplitude, which 16-bit files round to silence;
+            # this one gives audible noise, so tests over HTTP can tell two waveforms apart.
+            initializer_range=0.15,
+        )
+    )
+    return vocoder
+
+
+def tiny_scheduler() -> DDIMScheduler:
+    """The published checkpoints' DDIM settings."""
+    scheduler = DDIMScheduler(
+        beta_start=0.0015,
+        beta_end=0.0195,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return scheduler
+
+
+def build_tiny_audioldm2() -> AudioLDM2Pipeline:
+    """Build the pipeline in memory; the same seed always gives the same weights."""
+    tokenizer, tokenizer_2 = tiny_tokenizers()
+
+    torch.manual_seed(SEED)
+    unet = AudioLDM2UNet2DConditionModel(**UNET_LAYOUT, cross_attention_dim=([None, GPT2_DIM, T5_DIM],) * 3)
+    vae = tiny_vae()
     torch.manual_seed(SEED)
     clap = ClapModel(
         ClapConfig(
@@ -130,30 +171,7 @@ def build_tiny_audioldm2() -> AudioLDM2Pipeline:
     projection = AudioLDM2ProjectionModel(
         text_encoder_dim=CLAP_DIM, text_encoder_1_dim=T5_DIM, langauge_model_dim=GPT2_DIM
     )
-    torch.manual_seed(SEED)
-    vocoder = SpeechT5HifiGan(
-        SpeechT5HifiGanConfig(
-            model_in_dim=MEL_BINS,
-            sampling_rate=16_000,
-            upsample_initial_channel=32,
-            upsample_rates=[5, 4, 2, 2, 2],
-            upsample_kernel_sizes=[16, 16, 8, 4, 4],
-            resblock_kernel_sizes=[3],
-            resblock_dilation_sizes=[[1, 3]],
-            normalize_before=False,
-            # The default init (std 0.01) gives ~1e-10 amplitude, which 16-bit files round to silence;
-            # this one gives audible noise, so tests over HTTP can tell two waveforms apart.
-            initializer_range=0.15,
-        )
-    )
-    scheduler = DDIMScheduler(
-        beta_start=0.0015,
-        beta_end=0.0195,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    vocoder, scheduler = tiny_vocoder(), tiny_scheduler()
     return AudioLDM2Pipeline(
         vae=vae,
         text_encoder=clap,

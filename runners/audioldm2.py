@@ -21,6 +21,7 @@ from runners.batching import GroupRun
 from runners.cancellation import CancelledJobs, count_cancelled
 from runners.model_thread import ModelThread
 from runners.observe import observe_batch
+from runners.outcomes import generation_outcome
 from runners.progress import ProgressBoard
 from runners.startup import RUNNER_CONFIG, log_model_choice
 from runners.step_scheduler import StepScheduler
@@ -29,10 +30,7 @@ from schemas import (
     DiffusionParams,
     GenerationJob,
     GenerationOutcome,
-    JobError,
-    Provenance,
     RunnerProgress,
-    RunnerTimings,
     RunnerWaveform,
     TransformJob,
 )
@@ -105,29 +103,16 @@ class AudioLDM2Runner:
         return runs
 
     def _outcome(self, job: DiffusionParams, seeds: list[int], run: GroupRun[JobAudio]) -> GenerationOutcome:
-        provenance = Provenance(
-            model_id=self.checkpoint.model_id,
-            profile=self.checkpoint.profile.value,
-            scheduler=job.scheduler,
-            steps=job.steps,
+        def ranked(audio: JobAudio) -> list[RunnerWaveform]:
+            scores = audio.clap_scores or [None] * len(seeds)
+            waveforms = [
+                RunnerWaveform.from_array(wave.numpy(), seed, score)
+                for wave, seed, score in zip(audio.waveforms, seeds, scores, strict=True)
+            ]
+            if audio.clap_scores is not None:
+                waveforms.sort(key=lambda w: w.clap_score, reverse=True)
+            return waveforms
+
+        return generation_outcome(
+            self.checkpoint, self.engine.sample_rate, job, run, lambda audio: audio.finite, ranked
         )
-        timings = RunnerTimings(batch_size=run.batch_size, group_size=run.group_size, inference_s=run.inference_s)
-        outcome = GenerationOutcome(sample_rate=self.engine.sample_rate, provenance=provenance, timings=timings)
-        if run.error is not None or run.output is None:
-            outcome.error = run.error
-            return outcome
-        if not run.output.finite:
-            outcome.error = JobError(
-                kind="non_finite",
-                message="the model produced non-finite values (NaN/Inf) for this request; retry with another seed",
-            )
-            return outcome
-        scores = run.output.clap_scores or [None] * len(seeds)
-        waveforms = [
-            RunnerWaveform.from_array(wave.numpy(), seed, score)
-            for wave, seed, score in zip(run.output.waveforms, seeds, scores, strict=True)
-        ]
-        if run.output.clap_scores is not None:
-            waveforms.sort(key=lambda w: w.clap_score, reverse=True)
-        outcome.waveforms = waveforms
-        return outcome

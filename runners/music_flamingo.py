@@ -27,7 +27,7 @@ from runners.batching import GroupRun, run_in_groups
 from runners.cancellation import CANCELLED_WHILE_RUNNING, CancelledJobs, count_cancelled
 from runners.model_thread import ModelThread
 from runners.observe import observe_batch
-from runners.progress import ProgressBoard
+from runners.progress import DECODER_PHASES, ProgressBoard
 from runners.startup import RUNNER_CONFIG, log_model_choice
 from schemas import (
     MAX_PROMPT_TOKENS,
@@ -88,7 +88,7 @@ class MusicFlamingoRunner:
         self.engine = MusicFlamingoEngine(model, processor, decoding=options.decoding)
         self.thread.call(self._compile_grammars)
         self.cancelled = CancelledJobs()
-        self.board = ProgressBoard()
+        self.board = ProgressBoard(DECODER_PHASES)
         if self.engine.sample_rate != MUSIC_FLAMINGO_SAMPLE_RATE:
             raise RuntimeError(f"{self.checkpoint.model_id} expects {self.engine.sample_rate} Hz, not 16 kHz")
 

@@ -188,6 +188,15 @@ def test_keys_file_format(text: str, names: list[str]) -> None:
     assert [entry.name for entry in parse_keys(text)] == names
 
 
+def test_a_family_the_deployment_does_not_run_is_a_400_naming_model_and_the_choices(secured: Secured) -> None:
+    headers = secured.auth("models")
+    listed = httpx.get(f"{secured.url}/models", headers=headers, timeout=30).json()["models"]
+    assert {family["name"] for family in listed} == {"audioldm2", "music-flamingo"}
+    refused = httpx.post(f"{secured.url}/generate", json={"prompt": "x", "model": "audioldm"}, headers=headers)
+    assert refused.status_code == 400 and refused.json()["detail"][0]["loc"] == ["model"]
+    assert "'audioldm' is not deployed here; choices: audioldm2" in refused.json()["error"]
+
+
 def test_keys_never_reach_the_log_but_their_names_do(secured: Secured) -> None:
     """Runs last in this module: by now every key has been sent, right and wrong."""
     log = secured.served.log_path.read_text(errors="replace")

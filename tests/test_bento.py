@@ -48,7 +48,7 @@ def test_the_bento_serves_the_front_service_with_every_api(bento: Path) -> None:
     assert manifest["labels"]["project"] == "audio-studio"
     routes = {route["route"] for route in manifest["schema"]["routes"]}
     names = {service["name"] for service in manifest["services"]}
-    assert names == {"audio-studio", "audioldm2-runner", "music-flamingo-runner"}
+    assert names == {"audio-studio", "audioldm2-runner", "audioldm-runner", "music-flamingo-runner"}  # tiny: all
     assert manifest["models"] == []  # tiny profile: nothing from the hub
     synchronous = {"/generate", "/generate/json", "/transform", "/transform/json", "/critique"}
     assert routes == synchronous | {f"/jobs{route}" for route in synchronous}
@@ -59,13 +59,14 @@ def test_build_context_holds_the_code_and_nothing_else(bento: Path) -> None:
     modules = (
         "service.py",
         "settings.py",
+        "registry.py",
         "schemas.py",
         "presets.py",
         "critique_format.py",
         "audio_io.py",
         "telemetry.py",
     )
-    code = (*modules, "compat", "front", "front/playground/index.html", "jobs", "runners", "models")
+    code = (*modules, "compat", "core", "front", "front/playground/index.html", "jobs", "runners", "models")
     for path in (*code, "pyproject.toml"):
         assert (src / path).exists(), path
     for path in ("tests", "bench", "deploy", "cli", ".cache", ".venv", ".git"):

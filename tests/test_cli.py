@@ -89,6 +89,17 @@ def test_generate_one_file(server: str, tmp_path: Path) -> None:
     assert done.stderr.startswith("generating...\n") and re.search(r"generating\.\.\. done in \d+\.\d s\n", done.stderr)
 
 
+def test_models_lists_the_families_and_generate_takes_one(server: str, tmp_path: Path) -> None:
+    listed = cli(tmp_path, "models", "--url", server)
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r"^audioldm  cvssp/audioldm-s-full-v2  generate  up to 30 s$", listed.stdout, re.M)
+    assert re.search(r"^audioldm2  cvssp/audioldm2  .*\(default\)$", listed.stdout, re.M)
+    args = ("generate", "rain", *FAST_GENERATE, "--model", "audioldm", "--seed", "3", "-o", "v1.wav", "--url", server)
+    done = cli(tmp_path, *args)
+    assert done.returncode == 0, done.stderr
+    assert audio_of(tmp_path / "v1.wav") == RATE
+
+
 def test_generate_two_waveforms_writes_two_files_best_first(server: str, tmp_path: Path) -> None:
     args = ("generate", "rain on a tin roof", *FAST_GENERATE, "-n", "2", "--seed", "7", "-o", "rain.wav")
     done = cli(tmp_path, *args, AUDIO_STUDIO_URL=server)

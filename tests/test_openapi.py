@@ -25,6 +25,7 @@ from pydantic import BaseModel
 import schemas as models
 from critique_format import MAX_TIME_S, Dimension
 from front.openapi import published_openapi
+from jobs.openapi import document_jobs
 from tests.audio_files import audio_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +86,7 @@ def test_served_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
 
 def test_published_openapi_is_pure_and_idempotent(document: dict[str, Any]) -> None:
     served = copy.deepcopy(document)
-    assert published_openapi(document, VERSION) == served
+    assert published_openapi(document, VERSION, fragments=[document_jobs]) == served
     assert document == served
 
 
@@ -286,6 +287,14 @@ def test_generated_python_client_calls_every_route(client_package: Any, server: 
         client=client, body=m.GenerateRequest(prompt="rain", format_=m.AudioFormat.FLAC, **QUICK)
     )
     assert flac.status_code == 200 and flac.headers["content-type"] == "audio/flac" and flac.content[:4] == b"fLaC"
+
+    v1 = generate.sync_detailed(
+        client=client, body=m.GenerateRequest(prompt="rain", model=m.GenerationModel.AUDIOLDM, seed=5, **QUICK)
+    )
+    assert v1.status_code == 200 and v1.headers["x-model-id"] == "audio-studio/tiny-audioldm"
+    listed = importlib.import_module(f"{CLIENT_PACKAGE}.api.service.list_models").sync(client=client)
+    assert isinstance(listed, m.ModelsResponse), listed
+    assert {family.name for family in listed.models} == {"audioldm2", "audioldm", "music-flamingo"}
 
     answer = generate_json.sync(client=client, body=m.GenerateRequest(prompt="rain", num_waveforms=2, seed=9, **QUICK))
     assert isinstance(answer, m.GenerateResponse), answer

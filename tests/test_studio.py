@@ -13,9 +13,9 @@ import pytest
 
 from critique_format import StructuredCritique, clamp_times, shift_times
 from front.studio import SEGMENTS_SHARE
-from jobs.manager import progress_of
+from jobs.progress import progress_of
 from jobs.records import JobProgress
-from schemas import RunnerProgress
+from runners.progress import DECODER_PHASES
 from tests.audio_files import audio_file
 from tests.jobs_client import assert_progress_moves_forward, follow, result, submit
 
@@ -139,13 +139,15 @@ def test_jobs_carry_the_studio_options(server: str) -> None:
 
 
 def test_staged_progress_fills_each_stages_share_of_the_scale() -> None:
-    """A segmented critique's progress: the segments' batch fills 0-0.85, the summarising pass 0.85-1."""
+    """A segmented critique's progress, as Music Flamingo's runner places its tokens: the segments' batch fills
+    0-0.85, the summarising pass 0.85-1."""
     before = JobProgress(phase="queued", fraction=0.0)
-    halfway = RunnerProgress(job_id="s", phase="decoding", done=5, total=10)
-    segments = progress_of("critique", halfway, before, (0.0, SEGMENTS_SHARE))
-    summary = progress_of("critique", RunnerProgress(job_id="a", phase="prefill"), segments, (SEGMENTS_SHARE, 1.0))
-    done = progress_of("critique", RunnerProgress(job_id="a", phase="finished"), summary, (SEGMENTS_SHARE, 1.0))
+    halfway = DECODER_PHASES.place("s", "decoding", done=5, total=10)
+    segments = progress_of(halfway, before, (0.0, SEGMENTS_SHARE))
+    summary = progress_of(DECODER_PHASES.place("a", "prefill"), segments, (SEGMENTS_SHARE, 1.0))
+    done = progress_of(DECODER_PHASES.place("a", "finished"), summary, (SEGMENTS_SHARE, 1.0))
     assert 0 < segments.fraction < SEGMENTS_SHARE < summary.fraction < done.fraction == 1.0
+    assert (segments.unit, segments.done, segments.total) == ("tokens", 5, 10)
 
 
 def test_a_critic_ranked_job_moves_from_the_generation_to_the_critic(server: str) -> None:

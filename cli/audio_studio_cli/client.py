@@ -86,8 +86,15 @@ class Client:
 
     def post(self, route: str, **kwargs: Any) -> httpx.Response:
         """POST and return a 2xx answer; anything else raises CliError."""
+        return self.request("POST", route, **kwargs)
+
+    def get(self, route: str) -> httpx.Response:
+        return self.request("GET", route)
+
+    def request(self, method: str, route: str, **kwargs: Any) -> httpx.Response:
+        """Send and return a 2xx answer; anything else raises CliError."""
         try:
-            response = self._http.post(route, **kwargs)
+            response = self._http.request(method, route, **kwargs)
         except httpx.ConnectError as error:
             raise CliError(
                 f"cannot reach {self.url}: {error} (is the server running? see --url / AUDIO_STUDIO_URL)",

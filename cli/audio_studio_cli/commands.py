@@ -99,6 +99,7 @@ def generate(client: Client, args: argparse.Namespace) -> int:
         guidance_scale=args.guidance_scale,
         num_waveforms=args.n,
         rank_by=args.rank_by,
+        model=args.model,
         seed=args.seed,
         format=fmt,
     )
@@ -140,6 +141,7 @@ def transform(client: Client, args: argparse.Namespace) -> int:
         steps=args.steps,
         scheduler=args.scheduler,
         guidance_scale=args.guidance_scale,
+        model=args.model,
         seed=args.seed,
         format=fmt,
     )
@@ -180,3 +182,12 @@ def critique(client: Client, args: argparse.Namespace) -> int:
         if clip.get("truncated"):
             print(f"note: {clip['field']} was cut to the model's limit of {clip['seconds']:g} s", file=sys.stderr)
     return EXIT_OK
+
+
+def models(client: Client, args: argparse.Namespace) -> int:
+    """The model families the server runs, one per line: name, checkpoint, features, longest clip."""
+    for family in client.get("/models").json()["models"]:
+        limit = f"  up to {family['max_seconds']:g} s" if family["max_seconds"] is not None else ""
+        default = "  (default)" if family["default"] else ""
+        print(f"{family['name']}  {family['checkpoint']}  {','.join(family['features'])}{limit}{default}")
+    return 0

@@ -50,6 +50,9 @@ def server_options() -> argparse.ArgumentParser:
 
 def diffusion_options(parser: argparse.ArgumentParser) -> None:
     """Knobs /generate and /transform share. Unset options are not sent: the server's defaults apply."""
+    parser.add_argument(
+        "--model", metavar="FAMILY", help="audioldm2 (default) or another family the server runs (see `models`)"
+    )
     parser.add_argument("--steps", type=int, metavar="N", help="denoising steps, 1 to 500 (server default 25)")
     parser.add_argument("--scheduler", metavar="NAME", help="dpmpp (default) or ddim (wants ~200 steps)")
     parser.add_argument(
@@ -79,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="text to audio", description="Text to audio (16 kHz mono).", **common)
     gen.add_argument("prompt", help="what the audio should sound like")
-    gen.add_argument("--duration", type=float, metavar="SECONDS", help="seconds, 1 to 30 (server default 10)")
+    gen.add_argument("--duration", type=float, metavar="SECONDS", help="seconds, 1 to 600 (server default 10)")
     gen.add_argument(
         "-n", "--num-waveforms", dest="n", type=int, default=1,
         help="candidates, 1 to 4; with more than one, files NAME-0, NAME-1, ... best first",
@@ -94,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     tra = sub.add_parser(
         "transform", help="audio to audio", description="Re-synthesise a clip toward a prompt.", **common
     )
-    tra.add_argument("audio", type=Path, help="WAV, FLAC, MP3 or OGG clip, 1 to 30 s")
+    tra.add_argument("audio", type=Path, help="WAV, FLAC, MP3 or OGG clip, 1 to 600 s")
     tra.add_argument("prompt", help="what it should sound like")
     tra.add_argument("--strength", type=float, metavar="S", help="0 (keep) to 1 (ignore the input); server default 0.6")
     diffusion_options(tra)
@@ -124,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     cri.add_argument("--json", action="store_true", help="print the whole response JSON instead of the text")
     cri.set_defaults(run=commands.critique)
+    mod = sub.add_parser("models", help="the model families the server runs", **common)
+    mod.set_defaults(run=commands.models)
     return parser
 
 

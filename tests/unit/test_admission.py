@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from front.access import CALLER
+from core.caller import CALLER
 from front.admission import Admission, QuotaSettings, RunnerRoom, TokenBucket
 from front.asgi import Message, Receive, Scope, Send
 

@@ -1,21 +1,28 @@
-"""The job stores (SQLite in a temporary folder, a real Redis) and the manager's reading of their records,
-with times set by the test, never by how fast the machine is: retention and heartbeats are checked against
-the clock the store and the manager read, so nothing here races a server."""
+"""The job stores (SQLite in a temporary folder, a real Redis) and the job manager on top of them, without HTTP.
+
+Records are read with times set by the test, never by how fast the machine is: retention and heartbeats are
+checked against the clock the store and the manager read, so nothing here races a server. The manager runs
+fake work: a runner whose calls are plain async functions (no server, no model), released by the test.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from redis import Redis
+from starlette.responses import Response
 
-from jobs.manager import STALE_S, JobLimits, JobManager, ended, links
-from jobs.records import JobProgress, JobRecord, JobStatus, ResultInfo, now
+from core.work import Work
+from jobs.errors import JobConflict, JobGone, JobNotFound, JobsBusy
+from jobs.manager import JobLimits, JobManager
+from jobs.records import STALE_S, JobProgress, JobRecord, JobStatus, ResultInfo, ended, links, now
 from jobs.redis_store import RedisStore
 from jobs.store import JobStore, SQLiteStore
+from schemas import RunnerJob, RunnerProgress
 from tests.redis_server import RedisServer
 
 RUNNER = "audioldm2"
@@ -35,6 +42,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> JobStore:
     if request.param == "sqlite":
         return SQLiteStore(tmp_path / "jobs")
     server: RedisServer = request.getfixturevalue("redis")
+    Redis.from_url(server.url).flushdb()  # the caps count every active job in the store
     return RedisStore(server.url, tmp_path / "jobs", inline_max_bytes=0)  # every result a file: expiry deletes it
 
 
@@ -66,6 +74,59 @@ async def read_all(store: JobStore, job_id: str) -> bytes:
     return b"".join([chunk async for chunk in store.read_result(job_id)])
 
 
+class FakeRunner:
+    """A runner as plain async functions: its jobs run until the test sets `release`, halfway through meanwhile."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started: list[str] = []
+        self.cancelled: list[str] = []
+
+    async def submit(self, jobs: list[RunnerJob]) -> list[bytes]:
+        self.started += [job.job_id for job in jobs]
+        await self.release.wait()
+        return [b"wav"] * len(jobs)
+
+    async def cancel(self, job_ids: list[str]) -> None:
+        self.cancelled += job_ids
+
+    async def progress(self, job_ids: list[str]) -> list[RunnerProgress]:
+        return [
+            RunnerProgress(job_id=job_id, phase="denoising", unit="steps", done=1, total=2, fraction=0.5)
+            for job_id in job_ids
+        ]
+
+    def work(self) -> Work:
+        return Work(
+            kind="generate",
+            runner=RUNNER,
+            job=RunnerJob(),
+            submit=self.submit,
+            cancel=self.cancel,
+            progress=self.progress,
+            render=lambda body: Response(body, media_type="audio/wav", headers={"X-Seed": "7"}),
+            seed=7,
+        )
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not reached in 5 s")
+
+
+async def final(jobs: JobManager, job_id: str) -> JobRecord:
+    """The job's record once it ended."""
+    for _ in range(500):
+        found = await jobs.find(job_id, "anonymous")
+        if not found.active:
+            return found
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"job {job_id} still active after 5 s")
+
+
 def test_a_record_and_its_result_come_back_as_saved(store: JobStore) -> None:
     async def scenario() -> None:
         saved = succeeded("kept", retention_s=3600)
@@ -94,17 +155,16 @@ def test_expiry_deletes_results_past_their_retention_and_keeps_the_others(store:
     asyncio.run(scenario())
 
 
-def test_the_manager_answers_410_past_retention_and_404_to_another_caller(store: JobStore) -> None:
+def test_the_manager_refuses_a_job_past_retention_and_another_callers_job(store: JobStore) -> None:
     async def scenario() -> None:
         jobs = manager(store)
         await store.save(succeeded("expired", retention_s=-1))
         await store.save(succeeded("fresh", retention_s=3600))
-        gone = await jobs.find("expired", "anonymous")
-        assert not isinstance(gone, JobRecord) and gone.status_code == 410
-        assert json.loads(bytes(gone.body))["kind"] == "gone"
-        assert isinstance(await jobs.find("fresh", "anonymous"), JobRecord)
-        other = await jobs.find("fresh", "someone-else")
-        assert not isinstance(other, JobRecord) and other.status_code == 404
+        with pytest.raises(JobGone, match="retention"):
+            await jobs.find("expired", "anonymous")
+        assert (await jobs.find("fresh", "anonymous")).status.state == "succeeded"
+        with pytest.raises(JobNotFound):
+            await jobs.find("fresh", "someone-else")
         await store.close()
 
     asyncio.run(scenario())
@@ -119,12 +179,12 @@ def test_an_active_job_whose_heartbeat_stopped_reads_as_failed(redis: RedisServe
         await store.save(record("orphan", "running", heartbeat_age_s=STALE_S + 5))
         await store.save(record("alive", "running", heartbeat_age_s=0))
         orphan = await jobs.find("orphan", "anonymous")
-        assert isinstance(orphan, JobRecord) and orphan.status.state == "failed"
+        assert orphan.status.state == "failed"
         assert orphan.status.error_status == 503 and "stopped" in orphan.status.error.error  # type: ignore[union-attr]
         saved = await store.load("orphan")
         assert saved is not None and saved.status.state == "failed"  # written back: every reader agrees
         alive = await jobs.find("alive", "anonymous")
-        assert isinstance(alive, JobRecord) and alive.status.state == "running"
+        assert alive.status.state == "running"
         await store.close()
 
     asyncio.run(scenario())
@@ -146,8 +206,86 @@ def test_a_restart_fails_the_active_jobs_of_the_embedded_store_and_keeps_finishe
         assert interrupted.status.error_status == 503
         assert "restarted" in interrupted.status.error.error  # type: ignore[union-attr]
         finished = await jobs.find("finished", "anonymous")
-        assert isinstance(finished, JobRecord) and finished.status.state == "succeeded"
+        assert finished.status.state == "succeeded"
         await store.close()
 
     asyncio.run(first_life())
     asyncio.run(second_life())
+
+
+def test_submissions_over_a_cap_are_refused_with_when_to_retry(store: JobStore) -> None:
+    async def scenario() -> None:
+        runner, jobs = FakeRunner(), manager(store)  # 4 jobs in all, 2 per key
+        queued = [await jobs.submit(runner.work(), "alpha", count_per_key=True) for _ in range(2)]
+        with pytest.raises(JobsBusy, match="this API key has 2 jobs") as own:
+            await jobs.submit(runner.work(), "alpha", count_per_key=True)
+        assert own.value.retry_after_s and own.value.retry_after_s > 0
+        queued += [await jobs.submit(runner.work(), "beta", count_per_key=True) for _ in range(2)]
+        with pytest.raises(JobsBusy, match="the job queue holds 4 jobs"):
+            await jobs.submit(runner.work(), "gamma", count_per_key=False)
+        runner.release.set()
+        for status in queued:
+            await until(lambda status=status: status.id not in jobs.local.jobs)
+        await jobs.submit(runner.work(), "alpha", count_per_key=True)  # ended jobs hold no place
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_queued_job_never_reaches_its_runner(store: JobStore) -> None:
+    async def scenario() -> None:
+        runner, jobs = FakeRunner(), manager(store)  # one slot: the second job waits for the first
+        first = await jobs.submit(runner.work(), "anonymous", count_per_key=False)
+        second = await jobs.submit(runner.work(), "anonymous", count_per_key=False)
+        await until(lambda: first.id in runner.started)
+        assert (await jobs.cancel(second.id, "anonymous")).state == "queued"  # answered at once, as it was
+        cancelled = await final(jobs, second.id)
+        assert cancelled.status.state == "cancelled" and second.id not in runner.started
+        with pytest.raises(JobConflict, match="it was cancelled"):
+            await jobs.result(second.id, "anonymous")
+        runner.release.set()
+        assert (await final(jobs, first.id)).status.state == "succeeded"
+        assert runner.cancelled == []  # nothing to drop on the runner: it never had the job
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_result_is_the_answer_the_work_rendered(store: JobStore) -> None:
+    async def scenario() -> None:
+        runner, jobs = FakeRunner(), manager(store)
+        job = await jobs.submit(runner.work(), "anonymous", count_per_key=False)
+        with pytest.raises(JobConflict, match="no result yet"):
+            await jobs.result(job.id, "anonymous")
+        with pytest.raises(JobNotFound):
+            await jobs.result(job.id, "someone-else")
+        runner.release.set()
+        assert (await final(jobs, job.id)).status.state == "succeeded"
+        result = await jobs.result(job.id, "anonymous")
+        assert (result.media_type, result.headers, result.size) == ("audio/wav", {"x-seed": "7"}, 3)
+        assert b"".join([chunk async for chunk in result.chunks]) == b"wav"
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_event_stream_follows_the_runners_progress_and_ends_on_the_final_state(store: JobStore) -> None:
+    async def scenario() -> None:
+        runner, jobs = FakeRunner(), manager(store)
+        job = await jobs.submit(runner.work(), "anonymous", count_per_key=False)
+        with pytest.raises(JobNotFound):
+            await jobs.events(job.id, "someone-else", quiet_s=60)
+        seen = []
+        async for status in await jobs.events(job.id, "anonymous", quiet_s=60):
+            assert status is not None  # no keep-alive within a minute
+            seen.append(status)
+            if status.state == "running":
+                runner.release.set()
+        assert seen[0].state == "queued" and seen[-1].state == "succeeded"
+        running = next(s.progress for s in seen if s.state == "running")
+        assert (running.phase, running.unit, running.fraction) == ("denoising", "steps", 0.5)  # as the runner said
+        fractions = [s.progress.fraction for s in seen]
+        assert fractions == sorted(fractions) and fractions[-1] == 1.0
+        await store.close()
+
+    asyncio.run(scenario())

@@ -16,6 +16,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent.parent
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
 RUNNERS = ("audioldm2-runner", "music-flamingo-runner")
+OPTIONAL_RUNNER = "audioldm-runner"  # AudioLDM (v1): off in the GPU overlay, on in the demo
 
 
 def render(overlay: str) -> list[dict]:
@@ -180,7 +181,7 @@ def test_runner_network_policies_admit_only_the_front_and_prometheus(overlay: st
     deployments, policies = by_kind(docs, "Deployment"), by_kind(docs, "NetworkPolicy")
     front_labels = deployments["audio-studio-front"]["spec"]["template"]["metadata"]["labels"]
     assert FRONT_PEER["podSelector"]["matchLabels"].items() <= front_labels.items()
-    for name in RUNNERS:
+    for name in (*RUNNERS, OPTIONAL_RUNNER):
         runner = deployments[name]["spec"]["template"]["metadata"]["labels"]
         assert runner["app.kubernetes.io/name"] != front_labels["app.kubernetes.io/name"]
         port_names = {port["name"] for port in container(deployments[name])["ports"]}
@@ -223,3 +224,14 @@ def test_the_playground_is_off_in_production_and_on_in_the_demo() -> None:
         for overlay in ("gpu", "tiny-cpu")
     }
     assert setting == {"gpu": "false", "tiny-cpu": "true"}
+
+
+@pytest.mark.parametrize(("overlay", "on"), [("gpu", False), ("tiny-cpu", True)])
+def test_the_optional_audioldm_runner_is_off_in_production_and_on_in_the_demo(overlay: str, on: bool) -> None:
+    docs = render(overlay)
+    [config] = by_kind(docs, "ConfigMap").values()
+    runner = by_kind(docs, "Deployment")[OPTIONAL_RUNNER]
+    assert config["data"]["AUDIO_STUDIO_AUDIOLDM_ENABLED"] == ("true" if on else "false")
+    assert runner["spec"]["replicas"] == (1 if on else 0)
+    assert config["data"]["AUDIO_STUDIO_AUDIOLDM_URL"] == f"http://{OPTIONAL_RUNNER}:3000"
+    assert container(runner)["args"][2] == "runners.audioldm:AudioLDMRunner"

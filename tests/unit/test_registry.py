@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from registry import AUDIOLDM2, FAMILIES, MUSIC_FLAMINGO, Family, configuration_markdown, setting_names
-from settings import AudioLDM2Settings, MusicFlamingoSettings
+from settings import DiffusionSettings, MusicFlamingoSettings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -34,7 +34,7 @@ def test_runner_names_are_unique_and_settings_prefixes_follow_them() -> None:
 def test_runner_settings_are_read_by_prefix_into_the_kind_s_class() -> None:
     environ = {"AUDIO_STUDIO_AUDIOLDM2_OFFLOAD": "model", "AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE": "4"}
     audioldm2 = AUDIOLDM2.read_settings(environ)
-    assert isinstance(audioldm2, AudioLDM2Settings)
+    assert isinstance(audioldm2, DiffusionSettings)
     assert (audioldm2.offload, audioldm2.max_batch_size, audioldm2.checkpoint) == ("model", 4, "cvssp/audioldm2")
     flamingo = MUSIC_FLAMINGO.read_settings({"AUDIO_STUDIO_MUSIC_FLAMINGO_DECODING": "static"})
     assert isinstance(flamingo, MusicFlamingoSettings) and flamingo.decoding == "static"

@@ -1,27 +1,23 @@
-"""Calling a runner from the front: dropped connections resent (the dropped attempt cancelled), a runner that
-is down is a 503, and a request whose client left tells its runner to drop the job."""
+"""Calling a runner: dropped connections resent (the dropped attempt cancelled), a runner that is down is a
+RunnerUnavailable, and a caller that is cancelled (its client left, or its job was cancelled) tells its runner to
+drop the job. The synchronous routes and the job API run their work through here alike (core/work.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from typing import TypeVar
 
 import aiohttp
 from bentoml.exceptions import ServiceUnavailable
-from starlette.responses import JSONResponse
 
 from compat.bentoml_session_refresh import session_closed_under_the_call
-from front.errors import error_response
 from schemas import RunnerJob, new_job_id
 
 logger = logging.getLogger("bentoml.audio_studio")
 T = TypeVar("T")
 J = TypeVar("J", bound=RunnerJob)
-R = TypeVar("R")
-P = ParamSpec("P")
 
 DROPPED_CONNECTION_RETRIES = 2
 CANCEL_TIMEOUT_S = 3.0  # a cancel is a tiny call; a runner that cannot answer it in time is down or frozen
@@ -29,7 +25,8 @@ _cancellations: set[asyncio.Task[None]] = set()  # keeps fire-and-forget cancel 
 
 
 class RunnerUnavailable(Exception):
-    """A runner process or pod cannot be reached; the request is answered 503, the front keeps serving."""
+    """A runner process or pod cannot be reached: the request is answered 503 (a job fails with that answer), the
+    front keeps serving."""
 
     def __init__(self, runner: str, cause: Exception) -> None:
         super().__init__(f"the {runner} runner is unavailable ({type(cause).__name__}); retry later")
@@ -117,16 +114,3 @@ async def _send_cancel(runner: str, cancel: Callable[[list[str]], Awaitable[None
         logger.info("%s runner told to drop job %s (its client left or its connection dropped)", runner, named)
     except Exception as exc:  # best effort: the jobs then run to completion, as they would have
         logger.warning("could not cancel job %s on the %s runner: %s", named, runner, exc)
-
-
-def answers_503_when_a_runner_is_down(api: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | JSONResponse]]:
-    """Wrap a public API: a RunnerUnavailable anywhere inside becomes a clear 503 instead of a 500."""
-
-    @functools.wraps(api)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | JSONResponse:
-        try:
-            return await api(*args, **kwargs)
-        except RunnerUnavailable as error:
-            return error_response("unavailable", str(error))
-
-    return wrapper

@@ -2,7 +2,7 @@
 
 Everything a request needs from its body (validation, decoded uploads, the seed) is settled before a Work
 exists, so a job fails validation at submission exactly as the synchronous route would, and both run the
-same runner call and render the same answer.
+same runner call and render the same answer. A job keeps that answer as a Reply (plain data) to give it back later.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from front.runner_calls import run_job
+from core.runner_calls import run_job
 from schemas import RunnerJob, RunnerProgress
 
 Answer = Response | BaseModel  # an audio file, an error answer, or a JSON model BentoML serialises
@@ -39,6 +39,24 @@ class ProgressTarget:
 
 
 @dataclass(frozen=True)
+class Reply:
+    """An answer as plain data: what the job API keeps and answers later, as the synchronous route would have."""
+
+    status: int
+    body: bytes
+    media_type: str
+    headers: dict[str, str]  # the answer's own (provenance, Content-Disposition), not its length or type
+
+    @classmethod
+    def of(cls, answer: Answer) -> Reply:
+        if isinstance(answer, BaseModel):  # what BentoML would serialise
+            return cls(200, answer.model_dump_json().encode(), "application/json", {})
+        headers = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-length", "content-type")}
+        media_type = answer.media_type or answer.headers.get("content-type", "application/octet-stream")
+        return cls(answer.status_code, bytes(answer.body), media_type, headers)
+
+
+@dataclass(frozen=True)
 class Work:
     kind: str  # the public API: generate, transform or critique
     runner: str  # audioldm2 or music-flamingo
@@ -59,3 +77,6 @@ class Work:
         if self.execute is not None:
             return self.render(await self.execute())
         return self.render(await run_job(self.runner, self.submit, self.cancel, self.job))
+
+    async def reply(self) -> Reply:
+        return Reply.of(await self.run())

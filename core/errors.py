@@ -1,4 +1,5 @@
-"""One error shape for every 4xx/5xx the public API answers, and the helpers that build it."""
+"""One error shape for every 4xx/5xx the public API answers, and the helper that builds it (for the front's
+routes and middlewares and the job API's routes alike)."""
 
 from __future__ import annotations
 

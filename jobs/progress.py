@@ -1,0 +1,49 @@
+"""Job progress, as the runners report it: each runner places its own jobs on a 0-1 scale, by its model's phases
+(runners/progress.py), so the job API knows no model. A job maps the fraction of the runner job it follows into
+the part of its own scale that this stage of its work fills (core/work.py's ProgressTarget)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from jobs.records import JobProgress, now
+from jobs.running import LocalJob
+from schemas import RunnerProgress
+
+logger = logging.getLogger("bentoml.audio_studio")
+
+PROGRESS_TIMEOUT_S = 2.0
+
+
+def progress_of(update: RunnerProgress, before: JobProgress, span: tuple[float, float] = (0.0, 1.0)) -> JobProgress:
+    """The runner's report as job progress within `span` of the job's scale; the fraction never goes back."""
+    low, high = span
+    return JobProgress(
+        phase=update.phase,
+        unit=update.unit,
+        done=update.done,
+        total=update.total,
+        fraction=max(before.fraction, low + (high - low) * update.fraction),
+        queue_position=0 if update.phase == "queued" else None,
+    )
+
+
+async def follow(runner: str, jobs: list[LocalJob]) -> None:
+    """Ask `runner` where the dispatched jobs that follow one of its jobs are, and move them on."""
+    running = [local for local in jobs if local.dispatched and local.work.followed().runner == runner]
+    if not running:
+        return
+    targets = [local.work.followed() for local in running]
+    try:
+        updates = await asyncio.wait_for(targets[0].progress([target.job_id for target in targets]), PROGRESS_TIMEOUT_S)
+    except Exception as exc:  # progress is best effort; the job's own call reports a runner that is down
+        logger.debug("jobs: no progress from %s (%s)", runner, exc)
+        return
+    for local, target, update in zip(running, targets, updates, strict=True):
+        status = local.record.status
+        if not local.record.active:
+            continue
+        local.update(progress=progress_of(update, status.progress, target.span))
+        if update.phase != "queued" and status.state == "queued":
+            local.update(state="running", started_at=now())

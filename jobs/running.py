@@ -1,0 +1,130 @@
+"""The jobs this front process runs.
+
+A submitted job waits in this process's queue for one of its runner's slots (as many as the runner's batch), then
+runs exactly as its synchronous route would (core/work.py); its answer becomes its result, or its error. This
+process is the only writer of its jobs' records, which it saves with a fresh heartbeat (jobs/upkeep.py keeps
+saving them while they run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from core.errors import ErrorResponse
+from core.runner_calls import RunnerUnavailable
+from core.work import Reply, Work
+from jobs.events import Changes
+from jobs.records import JobProgress, JobRecord, JobStatus, ResultInfo, ended, failure, links, now
+from jobs.store import JobStore
+
+logger = logging.getLogger("bentoml.audio_studio")
+
+
+@dataclass(eq=False)
+class LocalJob:
+    work: Work
+    record: JobRecord
+    task: asyncio.Task[None] | None = None
+    dispatched: bool = False  # sent on: holds one of its runner's slots
+    dirty: bool = False  # changed since it was last saved
+    saved_at: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def update(self, **changes: object) -> None:
+        """Change the job's public status (saved at the next tick, if it changed)."""
+        status = self.record.status.model_copy(update=changes)
+        if status != self.record.status:
+            self.record.status = status
+            self.dirty = True
+
+
+class LocalJobs:
+    def __init__(self, store: JobStore, slots: dict[str, int], retention_s: int) -> None:
+        self.store = store
+        self.retention_s = retention_s
+        self.instance = uuid.uuid4().hex
+        self.jobs: dict[str, LocalJob] = {}
+        self.waiting: dict[str, list[str]] = {runner: [] for runner in slots}
+        self.changes = Changes()
+        self._slots = {runner: asyncio.Semaphore(count) for runner, count in slots.items()}
+
+    async def add(self, work: Work, caller: str) -> JobStatus:
+        """Queue `work` as the caller's job, saved first: a store that cannot take it leaves nothing behind."""
+        job_id, stamp = work.job.job_id, now()
+        status = JobStatus(
+            id=job_id,
+            kind=work.kind,  # type: ignore[arg-type]
+            state="queued",
+            progress=JobProgress(phase="queued", queue_position=len(self.waiting[work.runner]) + 1),
+            seed=work.seed,
+            created_at=stamp,
+            links=links(job_id),
+        )
+        record = JobRecord(status=status, caller=caller, instance=self.instance, runner=work.runner, heartbeat_at=stamp)
+        local = LocalJob(work, record)
+        await self.save(local)
+        self.jobs[job_id] = local
+        self.waiting[work.runner].append(job_id)
+        local.task = asyncio.get_running_loop().create_task(self._run(local))
+        await asyncio.sleep(0)  # the task starts first, so a cancel always finds it inside `_run`, which records it
+        return status
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel the job if this process runs it (False: another replica does, or nobody)."""
+        local = self.jobs.get(job_id)
+        if local is None or local.task is None:
+            return False
+        local.task.cancel()
+        return True
+
+    async def save(self, local: LocalJob) -> None:
+        async with local.lock:
+            local.record.heartbeat_at = now()
+            local.saved_at = asyncio.get_running_loop().time()
+            await self.store.save(local.record)
+        await self.changes.made()
+
+    async def _run(self, local: LocalJob) -> None:
+        work = local.work
+        try:
+            async with self._slots[work.runner]:
+                self.waiting[work.runner].remove(local.id)
+                local.dispatched = True
+                local.update(progress=local.record.status.progress.model_copy(update={"queue_position": 0}))
+                reply = await work.reply()
+            await self._finish(local, reply)
+        except asyncio.CancelledError:
+            if local.id in self.waiting[work.runner]:
+                self.waiting[work.runner].remove(local.id)
+            await self._end(local, ended(local.record, "cancelled"))
+        except RunnerUnavailable as exc:
+            await self._end(local, ended(local.record, "failed", failure("unavailable", str(exc))))
+        except Exception:
+            logger.exception("job %s failed in the front", local.id)
+            error = failure("internal", "the job failed in the front; see its log")
+            await self._end(local, ended(local.record, "failed", error))
+        finally:
+            self.jobs.pop(local.id, None)
+
+    async def _finish(self, local: LocalJob, reply: Reply) -> None:
+        if reply.status >= 400:
+            error = ErrorResponse.model_validate_json(reply.body), reply.status
+            return await self._end(local, ended(local.record, "failed", error))
+        result = ResultInfo(media_type=reply.media_type, headers=reply.headers, size=len(reply.body))
+        done = ended(local.record.model_copy(update={"result": result}), "succeeded", None, self.retention_s)
+        assert done.purge_at is not None
+        await self.store.write_result(done.id, reply.body, done.purge_at)  # before the state says it is there
+        await self._end(local, done)
+
+    async def _end(self, local: LocalJob, record: JobRecord) -> None:
+        """Keep and save the job's final record."""
+        local.record = record
+        await self.save(local)
+        logger.info("job %s %s", local.id, record.status.state)
