@@ -34,7 +34,7 @@ from front.access import AccessGuard, OpenPaths
 from front.admission import Admission, QuotaSettings, RunnerRoom
 from front.critique_work import CritiquePlan, SegmentSettings, critique_problem, decode_clips
 from front.edge import EdgeGuard
-from front.families import FAMILY_OF, family_refusal, models_app
+from front.families import FAMILY_OF, ModelsRoute, family_refusal
 from front.openapi import OpenAPIDocument
 from front.playground import PATH as PLAYGROUND_PATH
 from front.playground import playground_app
@@ -304,7 +304,6 @@ ROOM_OF_ROUTE = {
     for room in [RunnerRoom(family.name, family.settings.max_batch_size, family.settings.max_queued)]
     for route in family.routes
 }
-AudioStudio.mount_asgi_app(models_app(), path="/models", name="models")
 if SETTINGS.playground:
     AudioStudio.mount_asgi_app(playground_app(), path=PLAYGROUND_PATH, name="playground")
 if SETTINGS.cors_origins:
@@ -341,6 +340,7 @@ AudioStudio.add_asgi_middleware(
     rooms=ROOM_OF_ROUTE,
     quotas=QuotaSettings(SETTINGS.key_max_in_flight, SETTINGS.key_rate_per_minute, SETTINGS.key_burst),
 )
+AudioStudio.add_asgi_middleware(ModelsRoute)
 AudioStudio.add_asgi_middleware(
     OpenAPIDocument,
     service=AudioStudio,

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from core.errors import error_response
 from registry import FAMILIES, Family, Feature
@@ -34,13 +31,23 @@ def family_refusal(model: str, feature: Feature, seconds: float, seconds_field: 
     return None
 
 
-async def list_models(request: Request) -> JSONResponse:
-    return JSONResponse(deployed_families().model_dump(mode="json"))
+class ModelsRoute:
+    """ASGI middleware: `GET /models` answers the deployed families (they never change while it runs); all else
+    passes through. A middleware rather than a mounted app, whose path would answer only with a trailing slash."""
 
+    PATH = "/models"
 
-def models_app() -> Starlette:
-    """GET /models: the families this deployment runs, with their checkpoints, limits and features."""
-    return Starlette(routes=[Route("/", list_models, methods=["GET"])])
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.body = deployed_families().model_dump_json().encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self.body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body if scope["method"] == "GET" else b""})
 
 
 def document_models(doc: dict[str, Any], schemas: dict[str, Any]) -> None:

@@ -165,8 +165,15 @@ class Served:
 @pytest.fixture(scope="session")
 def serve_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     # The allocator setting of the Bento's image (bentofile.yaml): served memory is measured as it would run.
+    # The optional AudioLDM (v1) runner only where its tests run (the shared server): one process fewer to start
+    # in every other server tree.
     home = str(tmp_path_factory.mktemp("bentoml_home"))
-    return {**os.environ, "BENTOML_HOME": home, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    return {
+        **os.environ,
+        "BENTOML_HOME": home,
+        "MALLOC_MMAP_THRESHOLD_": "65536",
+        "AUDIO_STUDIO_AUDIOLDM_ENABLED": "false",
+    }
 
 
 SEGMENTS_ENV = {"AUDIO_STUDIO_CRITIQUE_SEGMENT_SECONDS": "4", "AUDIO_STUDIO_CRITIQUE_SEGMENT_OVERLAP_SECONDS": "1"}
@@ -182,7 +189,12 @@ def server(
     Long recordings are heard in segments of 4 s overlapping by 1 s (tests/test_studio.py), not the tiny
     checkpoint's 600 s: 2.5 times that would pass the 20-minute upload limit.
     """
-    env = {**serve_env, **SEGMENTS_ENV, "AUDIO_STUDIO_CORS_ORIGINS": CORS_ORIGIN}
+    env = {
+        **serve_env,
+        **SEGMENTS_ENV,
+        "AUDIO_STUDIO_CORS_ORIGINS": CORS_ORIGIN,
+        "AUDIO_STUDIO_AUDIOLDM_ENABLED": "true",
+    }
     served = Served("service:AudioStudio", env, tmp_path_factory.mktemp("serve") / "serve.log").start()
     try:
         yield served.wait_ready().url
@@ -215,7 +227,6 @@ SECURED_QUOTAS = {
     "AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE": "2",
     "AUDIO_STUDIO_AUDIOLDM2_MAX_QUEUED": "1",
     "AUDIO_STUDIO_JOBS_MAX_ACTIVE_PER_KEY": "2",
-    "AUDIO_STUDIO_AUDIOLDM_ENABLED": "false",  # a deployment without the optional family (tests/test_access.py)
 }
 
 

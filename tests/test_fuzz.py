@@ -70,6 +70,7 @@ OPERATIONS = {
     "GET /livez",
     "GET /readyz",
     "GET /metrics",
+    "GET /models",
     "POST /jobs/generate",
     "POST /jobs/generate/json",
     "POST /jobs/transform/json",

@@ -15,7 +15,7 @@ from tests.otlp_receiver import ReceivedSpan
 
 GENERATE_ORDER = ["batch_wait", "encode", "denoise", "decode", "rank"]
 GENERATE_PHASES = {f"audioldm2.{name}" for name in GENERATE_ORDER}
-CRITIQUE_PHASES = {f"music_flamingo.{name}" for name in ("batch_wait", "prepare", "prefill", "decode")}
+CRITIQUE_PHASES = {f"music-flamingo.{name}" for name in ("batch_wait", "prepare", "prefill", "decode")}
 
 
 def one(spans: list[ReceivedSpan], service: str, name: str) -> ReceivedSpan:
@@ -75,9 +75,9 @@ def test_a_critique_traces_upload_decoding_prefill_and_decode(secured: Secured) 
     assert runner.parent_id == front.span_id
     phases = children(spans, runner)
     assert set(phases) >= CRITIQUE_PHASES
-    assert phases["music_flamingo.prefill"].attributes["prompt_tokens"] > 25  # the clip's audio tokens at least
-    assert 1 <= phases["music_flamingo.decode"].attributes["new_tokens"] <= 6
-    assert phases["music_flamingo.prefill"].end_ns <= phases["music_flamingo.decode"].start_ns
+    assert phases["music-flamingo.prefill"].attributes["prompt_tokens"] > 25  # the clip's audio tokens at least
+    assert 1 <= phases["music-flamingo.decode"].attributes["new_tokens"] <= 6
+    assert phases["music-flamingo.prefill"].end_ns <= phases["music-flamingo.decode"].start_ns
     assert decoding.end_ns <= runner.start_ns
 
 

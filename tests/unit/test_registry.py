@@ -52,3 +52,16 @@ def test_runner_settings_are_read_by_prefix_into_the_kind_s_class() -> None:
 def test_a_bad_runner_setting_names_its_variable(family: Family, variable: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=f"{variable}=.*{message}"):
         family.read_settings({variable: value})
+
+
+def test_what_a_family_cannot_do_is_refused_naming_the_field() -> None:
+    """The tiny profile (tests/conftest.py) deploys every family, AudioLDM (v1) included."""
+    from front.families import family_refusal
+
+    transform = family_refusal("audioldm", "transform", 0.0, "audio")
+    assert transform is not None and transform.status_code == 400
+    assert b'"loc":["model"]' in transform.body and b"choices: audioldm2" in transform.body
+    too_long = family_refusal("audioldm", "generate", 31.0, "duration")
+    assert too_long is not None and b'"loc":["duration"]' in too_long.body and b"at most 30 s" in too_long.body
+    assert family_refusal("audioldm", "generate", 30.0, "duration") is None
+    assert family_refusal("audioldm2", "generate", 600.0, "duration") is None
