@@ -62,6 +62,13 @@ def resolve_full(model_id: str, resolve: Callable[[], str]) -> Checkpoint:
     return Checkpoint(path=path, model_id=model_id, profile=Profile.FULL)
 
 
+def full_checkpoint(weights: HuggingFaceModel | None, model_id: str) -> Checkpoint:
+    """The published checkpoint's folder (profile `full`), from the weights declared on the runner class."""
+    if weights is None:
+        raise WeightsUnavailable("profile 'full' needs the weights declared on the runner class")
+    return resolve_full(model_id, weights.resolve)
+
+
 def audioldm2_checkpoint(
     settings: Settings, weights: HuggingFaceModel | None, checkpoint: str | None = None
 ) -> Checkpoint:
@@ -72,9 +79,7 @@ def audioldm2_checkpoint(
 
         fingerprint = builder_fingerprint(tiny_audioldm2, local_tokenizers)
         return ensure_tiny(settings, "audioldm2", fingerprint, tiny_audioldm2.save_tiny_audioldm2)
-    if weights is None:
-        raise WeightsUnavailable("profile 'full' needs the weights declared on the runner class")
-    return resolve_full(checkpoint or AUDIOLDM2.settings.checkpoint, weights.resolve)
+    return full_checkpoint(weights, checkpoint or AUDIOLDM2.settings.checkpoint)
 
 
 def audioldm_checkpoint(settings: Settings, weights: HuggingFaceModel | None) -> Checkpoint:
@@ -84,9 +89,7 @@ def audioldm_checkpoint(settings: Settings, weights: HuggingFaceModel | None) ->
 
         fingerprint = builder_fingerprint(tiny_audioldm, tiny_audioldm2, local_tokenizers)
         return ensure_tiny(settings, "audioldm", fingerprint, tiny_audioldm.save_tiny_audioldm)
-    if weights is None:
-        raise WeightsUnavailable("profile 'full' needs the weights declared on the runner class")
-    return resolve_full(AUDIOLDM.settings.checkpoint, weights.resolve)
+    return full_checkpoint(weights, AUDIOLDM.settings.checkpoint)
 
 
 def music_flamingo_checkpoint(
@@ -103,9 +106,7 @@ def music_flamingo_checkpoint(
         return ensure_tiny(
             settings, variant, fingerprint, lambda path: tiny_music_flamingo.save_tiny_music_flamingo(path, variant)
         )
-    if weights is None:
-        raise WeightsUnavailable("profile 'full' needs the weights declared on the runner class")
-    return resolve_full(checkpoint, weights.resolve)
+    return full_checkpoint(weights, checkpoint)
 
 
 def builder_fingerprint(*modules: ModuleType) -> str:

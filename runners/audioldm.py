@@ -13,19 +13,16 @@ import bentoml
 import torch
 
 import compat
-from models.allocator import keep_freed_memory
 from models.audioldm import AudioLDMEngine, Waveforms, load_placed_audioldm
 from models.audioldm2 import waveform_seeds
-from models.memory import MemoryOptions, place
 from models.profiles import audioldm_checkpoint, declare_weights
 from registry import AUDIOLDM
 from runners.batching import GroupRun, run_in_groups
 from runners.cancellation import CancelledJobs, count_cancelled
-from runners.model_thread import ModelThread
 from runners.observe import observe_batch
 from runners.outcomes import generation_outcome
 from runners.progress import ProgressBoard
-from runners.startup import RUNNER_CONFIG, log_model_choice
+from runners.startup import RUNNER_CONFIG, prepare_model
 from schemas import (
     GenerationJob,
     GenerationOutcome,
@@ -43,10 +40,7 @@ class AudioLDMRunner:
 
     def __init__(self) -> None:
         self.checkpoint = audioldm_checkpoint(SETTINGS, type(self).weights)
-        placement = place(AUDIOLDM.title, MemoryOptions.of(AUDIOLDM.settings), torch.float16)
-        log_model_choice(AUDIOLDM.title, self.checkpoint, placement)
-        keep_freed_memory()  # the model's memory is reused, not mapped anew (models/allocator.py)
-        self.thread = ModelThread(f"{AUDIOLDM.name}-model", SETTINGS.model_threads)
+        placement, self.thread = prepare_model(AUDIOLDM, self.checkpoint, torch.float16)
         self.engine = self.thread.call(
             lambda: AudioLDMEngine(load_placed_audioldm(str(self.checkpoint.path), placement))
         )

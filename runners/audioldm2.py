@@ -12,18 +12,15 @@ import torch
 
 import compat
 from compat.bentoml_dispatcher import concurrent_batches
-from models.allocator import keep_freed_memory
 from models.audioldm2 import AudioLDM2Engine, Denoising, JobAudio, load_placed_pipeline, waveform_seeds
-from models.memory import MemoryOptions, place
 from models.profiles import audioldm2_checkpoint, declare_weights
 from registry import AUDIOLDM2
 from runners.batching import GroupRun
 from runners.cancellation import CancelledJobs, count_cancelled
-from runners.model_thread import ModelThread
 from runners.observe import observe_batch
 from runners.outcomes import generation_outcome
 from runners.progress import ProgressBoard
-from runners.startup import RUNNER_CONFIG, log_model_choice
+from runners.startup import RUNNER_CONFIG, prepare_model
 from runners.step_scheduler import StepScheduler
 from schemas import (
     AUDIOLDM2_SAMPLE_RATE,
@@ -47,10 +44,7 @@ class AudioLDM2Runner:
 
     def __init__(self) -> None:
         self.checkpoint = audioldm2_checkpoint(SETTINGS, type(self).weights)
-        placement = place(AUDIOLDM2.title, MemoryOptions.of(AUDIOLDM2.settings), torch.float16)
-        log_model_choice(AUDIOLDM2.title, self.checkpoint, placement)
-        keep_freed_memory()  # the model's memory is reused, not mapped anew (models/allocator.py)
-        thread = ModelThread(f"{AUDIOLDM2.name}-model", SETTINGS.model_threads)
+        placement, thread = prepare_model(AUDIOLDM2, self.checkpoint, torch.float16)
         self.engine = thread.call(lambda: AudioLDM2Engine(load_placed_pipeline(str(self.checkpoint.path), placement)))
         self.cancelled = CancelledJobs()
         self.board = ProgressBoard()

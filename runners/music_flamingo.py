@@ -10,8 +10,6 @@ import torch
 
 import compat
 from critique_format import every_grammar_text
-from models.allocator import keep_freed_memory
-from models.memory import MemoryOptions, place
 from models.music_flamingo import (
     BITSANDBYTES_ON_CPU,
     MIN_CLIP_SECONDS,
@@ -25,10 +23,9 @@ from models.profiles import declare_weights, music_flamingo_checkpoint
 from registry import MUSIC_FLAMINGO
 from runners.batching import GroupRun, run_in_groups
 from runners.cancellation import CANCELLED_WHILE_RUNNING, CancelledJobs, count_cancelled
-from runners.model_thread import ModelThread
 from runners.observe import observe_batch
 from runners.progress import DECODER_PHASES, ProgressBoard
-from runners.startup import RUNNER_CONFIG, log_model_choice
+from runners.startup import RUNNER_CONFIG, prepare_model
 from schemas import (
     MAX_PROMPT_TOKENS,
     MUSIC_FLAMINGO_SAMPLE_RATE,
@@ -65,16 +62,10 @@ class MusicFlamingoRunner:
 
     def __init__(self) -> None:
         self.checkpoint = music_flamingo_checkpoint(SETTINGS, type(self).weights)
-        placement = place(
-            MUSIC_FLAMINGO.title,
-            MemoryOptions.of(MUSIC_FLAMINGO.settings),
-            torch.bfloat16,
-            bitsandbytes_on_cpu=BITSANDBYTES_ON_CPU,
+        placement, self.thread = prepare_model(
+            MUSIC_FLAMINGO, self.checkpoint, torch.bfloat16, bitsandbytes_on_cpu=BITSANDBYTES_ON_CPU
         )
-        log_model_choice(MUSIC_FLAMINGO.title, self.checkpoint, placement)
         options = placement.options
-        keep_freed_memory()  # the model's memory is reused, not mapped anew (models/allocator.py)
-        self.thread = ModelThread(f"{MUSIC_FLAMINGO.name}-model", SETTINGS.model_threads)
         model, processor = self.thread.call(
             lambda: load_music_flamingo(
                 str(self.checkpoint.path),

@@ -1,12 +1,18 @@
-"""What every runner does the same way: its service configuration and the start-up line naming its weights."""
+"""What every runner does the same way: its service configuration, its model's placement and thread, and the
+start-up line naming its weights."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from models.memory import Placement
+import torch
+
+from models.allocator import keep_freed_memory
+from models.memory import MemoryOptions, Placement, place
 from models.profiles import Checkpoint
+from registry import Family
+from runners.model_thread import ModelThread
 from settings import REQUEST_TIMEOUT_S, SETTINGS, Profile
 from telemetry import tracing_config
 
@@ -31,3 +37,17 @@ def log_model_choice(runner: str, checkpoint: Checkpoint, placement: Placement) 
         placement.describe(),
         " (RANDOM WEIGHTS: for tests and demos only)" if checkpoint.profile is Profile.TINY else "",
     )
+
+
+def prepare_model(
+    family: Family, checkpoint: Checkpoint, gpu_dtype: torch.dtype, bitsandbytes_on_cpu: tuple[str, ...] = ()
+) -> tuple[Placement, ModelThread]:
+    """Before a runner loads its model: the placement its settings ask for (refused with the reason when this
+    machine cannot have it), the start-up line, freed memory kept for reuse (models/allocator.py), and the
+    thread that will own the model."""
+    placement = place(
+        family.title, MemoryOptions.of(family.settings), gpu_dtype, bitsandbytes_on_cpu=bitsandbytes_on_cpu
+    )
+    log_model_choice(family.title, checkpoint, placement)
+    keep_freed_memory()
+    return placement, ModelThread(f"{family.name}-model", SETTINGS.model_threads)
