@@ -12,12 +12,13 @@ from pathlib import Path
 
 import torch
 from diffusers import AudioLDMPipeline, UNet2DConditionModel
-from transformers import ClapTextConfig, ClapTextModelWithProjection
+from transformers import ClapTextModelWithProjection
 
 from models.tiny_audioldm2 import (
     CLAP_DIM,
     SEED,
     UNET_LAYOUT,
+    tiny_clap_text_config,
     tiny_scheduler,
     tiny_tokenizers,
     tiny_vae,
@@ -37,19 +38,7 @@ def build_tiny_audioldm() -> AudioLDMPipeline:
         class_embeddings_concat=True,
     )
     torch.manual_seed(SEED)
-    text_encoder = ClapTextModelWithProjection(
-        ClapTextConfig(
-            bos_token_id=2,
-            eos_token_id=3,
-            pad_token_id=0,
-            hidden_size=CLAP_DIM,
-            intermediate_size=37,
-            num_attention_heads=2,
-            num_hidden_layers=2,
-            vocab_size=len(tokenizer),
-            projection_dim=CLAP_DIM,
-        )
-    )
+    text_encoder = ClapTextModelWithProjection(tiny_clap_text_config(len(tokenizer)))
     return AudioLDMPipeline(
         vae=tiny_vae(),
         text_encoder=text_encoder,

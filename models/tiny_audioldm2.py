@@ -66,6 +66,21 @@ def tiny_tokenizers() -> tuple[RobertaTokenizer, T5Tokenizer]:
     return roberta, t5
 
 
+def tiny_clap_text_config(vocab_size: int) -> ClapTextConfig:
+    """CLAP's text tower as both tiny families have it (AudioLDM2's CLAP model, AudioLDM v1's text encoder)."""
+    return ClapTextConfig(
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=0,
+        hidden_size=CLAP_DIM,
+        intermediate_size=37,
+        num_attention_heads=2,
+        num_hidden_layers=2,
+        vocab_size=vocab_size,
+        projection_dim=CLAP_DIM,
+    )
+
+
 def tiny_vae() -> AutoencoderKL:
     """The VAE both tiny families share: scale factor 4, 8 latent channels, as published."""
     torch.manual_seed(SEED)
@@ -127,17 +142,7 @@ def build_tiny_audioldm2() -> AudioLDM2Pipeline:
     torch.manual_seed(SEED)
     clap = ClapModel(
         ClapConfig(
-            text_config=ClapTextConfig(
-                bos_token_id=2,
-                eos_token_id=3,
-                pad_token_id=0,
-                hidden_size=CLAP_DIM,
-                intermediate_size=37,
-                num_attention_heads=2,
-                num_hidden_layers=2,
-                vocab_size=len(tokenizer),
-                projection_dim=CLAP_DIM,
-            ).to_dict(),
+            text_config=tiny_clap_text_config(len(tokenizer)).to_dict(),
             audio_config=ClapAudioConfig(
                 spec_size=64,
                 window_size=4,

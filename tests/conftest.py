@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from settings import SETTINGS  # noqa: E402
 from tests.otlp_receiver import OTLPReceiver  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 if TYPE_CHECKING:  # torch, diffusers and transformers load only in the tests that use a model
     from models.audioldm2 import AudioLDM2Engine
@@ -160,6 +161,16 @@ class Served:
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on 127.0.0.1 (tests/redis_server.py), one per test module that asks for it."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

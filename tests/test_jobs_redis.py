@@ -19,15 +19,6 @@ INLINE_RESULT_BYTES = 200_000  # a 2 s WAV (64 kB) stays in Redis, a 20 s one (6
 
 
 @pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def fronts(
     redis: RedisServer, serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Served, Served]]:

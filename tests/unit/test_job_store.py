@@ -8,7 +8,7 @@ fake work: a runner whose calls are plain async functions (no server, no model),
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,15 +26,6 @@ from schemas import RunnerJob, RunnerProgress
 from tests.redis_server import RedisServer
 
 RUNNER = "audioldm2"
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "redis"])
