@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, 
 
 from critique_format import StructuredCritique
 from presets import Preset
-from registry import AUDIOLDM2, FAMILIES, GENERATORS
+from registry import AUDIOLDM2, GENERATORS
 from settings import SETTINGS
 from telemetry import Received
 
@@ -493,24 +493,3 @@ class ModelFamily(BaseModel):
 
 class ModelsResponse(BaseModel):
     models: list[ModelFamily]
-
-
-def deployed_families() -> ModelsResponse:
-    """The answer of GET /models: built from the registry and the settings, never from the runners."""
-    return ModelsResponse(
-        models=[
-            ModelFamily(
-                name=family.name,
-                title=family.title,
-                checkpoint=family.settings.checkpoint,
-                checkpoints=list(family.checkpoints),
-                profile=SETTINGS.profile.value,
-                features=sorted(family.features),
-                max_seconds=family.max_seconds or (MAX_AUDIO_SECONDS if "generate" in family.features else None),
-                sample_rate=family.sample_rate,
-                default=family is AUDIOLDM2,
-            )
-            for family in FAMILIES
-            if family.deployed
-        ]
-    )

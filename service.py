@@ -77,7 +77,7 @@ logger = logging.getLogger("bentoml.audio_studio")
 
 AudioFile = Annotated[Path, ContentType("audio/wav")]
 
-compat.install_all()  # library patches (compat/), once per process: the runner modules above may have already
+compat.install_all()  # library patches (compat/), installed once per process even where a runner module did it first
 JOB_ROUTES = JobRoutes()  # /jobs/{job_id}...: status, events, result, cancel (the manager is set at start-up)
 
 
@@ -258,7 +258,7 @@ class AudioStudio:
         self, family: Family, kind: str, job: GenerationJob | TransformJob, audio_format: AudioFormat, as_json: bool
     ) -> Work:
         """`kind` (generate or transform) on the runner of `family`, answered as audio or JSON."""
-        runner = getattr(self, family.name).to_async
+        runner = getattr(self, family.name).to_async  # each generation family's dependency is named after it
         started = time.perf_counter()
         return Work(
             kind=kind,
@@ -298,12 +298,10 @@ class AudioStudio:
 
 
 # The front's middlewares, outermost first (inside BentoML's tracing, metrics and access log).
-ROOM_OF_ROUTE = {
-    route: room
-    for family in FAMILIES
-    for room in [RunnerRoom(family.name, family.settings.max_batch_size, family.settings.max_queued)]
-    for route in family.routes
-}
+ROOM_OF_ROUTE: dict[str, RunnerRoom] = {}  # one room per runner, shared by the routes that queue on it
+for family in FAMILIES:
+    room = RunnerRoom(family.name, family.settings.max_batch_size, family.settings.max_queued)
+    ROOM_OF_ROUTE.update(dict.fromkeys(family.routes, room))
 if SETTINGS.playground:
     AudioStudio.mount_asgi_app(playground_app(), path=PLAYGROUND_PATH, name="playground")
 if SETTINGS.cors_origins:

@@ -8,8 +8,9 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from core.errors import error_response
-from registry import FAMILIES, Family, Feature
-from schemas import ModelsResponse, deployed_families
+from registry import AUDIOLDM2, FAMILIES, Family, Feature
+from schemas import MAX_AUDIO_SECONDS, ModelFamily, ModelsResponse
+from settings import SETTINGS
 
 FAMILY_OF: dict[str, Family] = {family.name: family for family in FAMILIES}
 
@@ -25,10 +26,31 @@ def family_refusal(model: str, feature: Feature, seconds: float, seconds_field: 
     if family.max_seconds is not None and seconds > family.max_seconds:
         return error_response(
             "invalid_input",
-            f"{seconds_field} must be at most {family.max_seconds:g} s with model {model!r} (one latent)",
+            f"{seconds_field} must be at most {family.max_seconds:g} s with model {model!r}",
             field=seconds_field,
         )
     return None
+
+
+def deployed_families() -> ModelsResponse:
+    """The answer of GET /models: built from the registry and the settings, never from the runners."""
+    return ModelsResponse(
+        models=[
+            ModelFamily(
+                name=family.name,
+                title=family.title,
+                checkpoint=family.settings.checkpoint,
+                checkpoints=list(family.checkpoints),
+                profile=SETTINGS.profile.value,
+                features=sorted(family.features),
+                max_seconds=family.max_seconds or (MAX_AUDIO_SECONDS if "generate" in family.features else None),
+                sample_rate=family.sample_rate,
+                default=family is AUDIOLDM2,
+            )
+            for family in FAMILIES
+            if family.deployed
+        ]
+    )
 
 
 class ModelsRoute:
