@@ -21,7 +21,6 @@ import asyncio
 import functools
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -110,8 +109,19 @@ def timings(seconds: list[int], steps: int) -> list[dict[str, Any]]:
     return rows
 
 
-def decode_peak(seconds: int, full: bool) -> dict[str, Any]:
-    """In this process: the peak RSS growth while decoding `seconds` of latent (after a warm-up decode)."""
+def peak_rss() -> int:
+    """This process's peak resident set since it started or since `reset_peak_rss()`, in bytes."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def reset_peak_rss() -> None:
+    """Linux's reset of the peak RSS (proc(5), clear_refs "5"): several lengths measured in one process."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def decode_peaks(seconds: list[int], full: bool) -> list[dict[str, Any]]:
+    """In this process, after a warm-up: how far the RSS rises over where it stood while decoding each length."""
     if full:
         from bench.fullsize import full_vae, full_vocoder
 
@@ -127,28 +137,31 @@ def decode_peak(seconds: int, full: bool) -> dict[str, Any]:
         return vocode_chunked(vocoder, mel[:, 0])
 
     decode(tile * (TILES_PER_CALL + 2))  # warm-up: one full batch of tiles is the working set
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    began = time.perf_counter()
-    audio = decode(seconds * 25)
-    elapsed = time.perf_counter() - began
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {
-        "seconds": seconds,
-        "full_size": full,
-        "peak_growth_mib": (after - before) / MIB,
-        "audio_mib": audio.numel() * 4 / MIB,
-        "decode_s": elapsed,
-    }
+    rows = []
+    for duration in seconds:
+        reset_peak_rss()  # the peak is now the current RSS
+        before = peak_rss()
+        began = time.perf_counter()
+        audio_mib = decode(duration * 25).numel() * 4 / MIB
+        elapsed = time.perf_counter() - began
+        rows.append(
+            {
+                "seconds": duration,
+                "full_size": full,
+                "peak_growth_mib": (peak_rss() - before) / MIB,
+                "audio_mib": audio_mib,
+                "decode_s": elapsed,
+            }
+        )
+    return rows
 
 
 def memory(seconds: list[int], full: bool) -> list[dict[str, Any]]:
-    rows = []
-    for duration in seconds:
-        command = [sys.executable, __file__, "--decode-peak", str(duration), *(["--full"] if full else [])]
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # as in the Bento's image (bentofile.yaml)
-        done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT, env=env)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    return rows
+    """Decode peaks in a fresh process, with the allocator setting of the Bento's image (bentofile.yaml)."""
+    command = [sys.executable, __file__, "--decode-peak", *map(str, seconds), *(["--full"] if full else [])]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def fairness(long_seconds: int, steps: int) -> dict[str, Any]:
@@ -206,8 +219,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {r['seconds']} | {r['steps']} | {r['windows']} | {times} |")
         lines.append("")
     if "memory" in report:
-        lines += ["## Decode memory (VAE in tiles + vocoder in chunks), fresh process each", ""]
-        lines += ["| size | seconds | peak RSS growth MiB | audio out MiB | decode s |", "|---|---:|---:|---:|---:|"]
+        lines += ["## Decode memory (VAE in tiles + vocoder in chunks), one fresh process", ""]
+        lines += ["| size | seconds | RSS rise MiB | audio out MiB | decode s |", "|---|---:|---:|---:|---:|"]
         for r in report["memory"]:
             size = "full" if r["full_size"] else "tiny"
             figures = " | ".join(fmt(r[key], 1) for key in ("peak_growth_mib", "audio_mib", "decode_s"))
@@ -232,11 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=PARTS, action="append")
     parser.add_argument("--full", action="store_true", help="memory: full-size VAE and vocoder architectures")
     parser.add_argument("--memory-seconds", type=int, nargs="+", default=[60, 600])
-    parser.add_argument("--decode-peak", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--decode-peak", type=int, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.decode_peak:
-        print(json.dumps(decode_peak(args.decode_peak, args.full)))
+        print(json.dumps(decode_peaks(args.decode_peak, args.full)))
         return 0
     parts = set(args.only or PARTS)
     steps = 2 if args.quick else 10

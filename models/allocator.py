@@ -2,12 +2,12 @@
 
 The image sets MALLOC_MMAP_THRESHOLD_=65536 (bentofile.yaml): every block over 64 KiB is its own mapping,
 returned when freed, so a process's peak memory follows what it holds. Decoding a long clip needs that: tiles
-and chunks of changing sizes fragment glibc's heap, and a 120 s decode's peak grew by 125 MiB with glibc's
-default against 34 MiB with 64 KiB (`bench/long_form.py --decode-peak 120`, tiny profile). The denoising loop
-pays for it instead: every activation is a fresh mapping whose pages fault in again, and a tiny-profile
-generate took about twice as long (2.20-2.59 vs 0.99-1.10 s, `bench/runner_cpu.py`). So a runner keeps freed
-blocks for reuse (`keep_freed_memory`, at start) and returns them only inside `returning_freed_memory` (long
-decodes and encodes). mallopt is process-wide; only runners call these. Without glibc both do nothing.
+and chunks of changing sizes fragment glibc's heap, and a 120 s decode raised the RSS by 192 MiB with glibc's
+default against 127 MiB with 64 KiB (`bench/long_form.py --decode-peak 120`, tiny profile, after a warm-up).
+The denoising loop pays for it instead: every activation is a fresh mapping whose pages fault in again, and a
+tiny-profile generate took about twice as long (2.20-2.59 vs 0.99-1.10 s, `bench/runner_cpu.py`). So a runner keeps
+freed blocks for reuse (`keep_freed_memory`, at start) and returns them only inside `returning_freed_memory`
+(long decodes and encodes). mallopt is process-wide; only runners call these. Without glibc both do nothing.
 """
 
 from __future__ import annotations

@@ -192,8 +192,19 @@ CORS_ORIGIN = "https://studio.example"  # the shared server lets this origin rea
 
 
 @pytest.fixture(scope="session")
+def stray_receiver() -> Iterator[OTLPReceiver]:
+    """An OTLP receiver named only by OpenTelemetry's own variables in the shared server's environment: tracing
+    exports only where `AUDIO_STUDIO_OTLP_ENDPOINT` is set (tests/test_tracing.py), so this one receives nothing."""
+    with OTLPReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
 def server(
-    tiny_audioldm2: Checkpoint, serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    tiny_audioldm2: Checkpoint,
+    serve_env: dict[str, str],
+    stray_receiver: OTLPReceiver,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     """A real `bentoml serve` of the front service and its runners on 127.0.0.1, tiny profile.
 
@@ -205,6 +216,9 @@ def server(
         **SEGMENTS_ENV,
         "AUDIO_STUDIO_CORS_ORIGINS": CORS_ORIGIN,
         "AUDIO_STUDIO_AUDIOLDM_ENABLED": "true",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": stray_receiver.endpoint.removesuffix("/v1/traces"),
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": stray_receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     served = Served("service:AudioStudio", env, tmp_path_factory.mktemp("serve") / "serve.log").start()
     try:
@@ -268,3 +282,50 @@ def secured(
             yield Secured(served.wait_ready(), keys_file, keys, receiver)
         finally:
             served.stop()
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Each runner in its own `bentoml serve` (as pods on Kubernetes), and two fronts reaching them by URL with
+    their jobs in one real Redis: the distributed topology (tests/test_topology.py) and the replicated job API
+    (tests/test_jobs_redis.py) share this tree, which takes about 40 s to start."""
+
+    runners: dict[str, Served]  # runner name -> its process
+    fronts: tuple[Served, Served]
+    redis: RedisServer
+
+
+REMOTE_INLINE_RESULT_BYTES = 200_000  # a 2 s WAV (64 kB) stays in Redis, a 20 s one (640 kB) goes to the shared folder
+
+
+@pytest.fixture(scope="session")
+def remote(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
+    logs = tmp_path_factory.mktemp("remote")
+    redis = RedisServer(tmp_path_factory.mktemp("remote-redis")).start()
+    runners = {
+        "audioldm2": Served("runners.audioldm2:AudioLDM2Runner", serve_env, logs / "audioldm2.log"),
+        "music_flamingo": Served("runners.music_flamingo:MusicFlamingoRunner", serve_env, logs / "flamingo.log"),
+    }
+    started: list[Served] = []
+    try:
+        for runner in runners.values():  # one at a time: each picks its port just before it binds
+            started.append(runner)
+            runner.start().wait_ready()
+        env = {
+            **serve_env,
+            "AUDIO_STUDIO_AUDIOLDM2_URL": runners["audioldm2"].url,
+            "AUDIO_STUDIO_MUSIC_FLAMINGO_URL": runners["music_flamingo"].url,
+            "AUDIO_STUDIO_JOB_STORE": redis.url,
+            "AUDIO_STUDIO_JOB_DATA_DIR": str(logs / "shared-volume"),
+            "AUDIO_STUDIO_JOB_INLINE_RESULT_BYTES": str(REMOTE_INLINE_RESULT_BYTES),
+        }
+        fronts = []
+        for name in ("front-a", "front-b"):
+            front = Served("service:AudioStudio", env, logs / f"{name}.log")
+            started.append(front)
+            fronts.append(front.start().wait_ready())
+        yield Remote(runners, (fronts[0], fronts[1]), redis)
+    finally:
+        for served in started:
+            served.stop()
+        redis.stop()

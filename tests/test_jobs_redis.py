@@ -1,54 +1,28 @@
-"""The job API with its state in a real Redis, served by two front processes over the same runners:
-a job submitted on one front is followed, fetched and cancelled on the other."""
+"""The job API with its state in a real Redis, served by two front processes over the same runners (the `remote`
+tree, tests/conftest.py): a job submitted on one front is followed, fetched and cancelled on the other."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Served
+from tests.conftest import REMOTE_INLINE_RESULT_BYTES, Remote, Served
 from tests.jobs_client import assert_progress_moves_forward, events, follow, result, status, submit, wait_until
 from tests.redis_server import RedisServer
 from tests.test_jobs import GENERATE, LONG, wav, without_timings
 
-INLINE_RESULT_BYTES = 200_000  # a 2 s WAV (64 kB) stays in Redis, a 20 s one (640 kB) goes to the shared folder
+
+@pytest.fixture
+def fronts(remote: Remote) -> tuple[Served, Served]:
+    return remote.fronts
 
 
-@pytest.fixture(scope="module")
-def fronts(
-    redis: RedisServer, serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Served, Served]]:
-    logs = tmp_path_factory.mktemp("replicas")
-    runners = [
-        Served("runners.audioldm2:AudioLDM2Runner", serve_env, logs / "audioldm2.log"),
-        Served("runners.music_flamingo:MusicFlamingoRunner", serve_env, logs / "flamingo.log"),
-    ]
-    started: list[Served] = []
-    try:
-        for runner in runners:  # one at a time: each picks its port just before it binds
-            started.append(runner)
-            runner.start().wait_ready()
-        env = {
-            **serve_env,
-            "AUDIO_STUDIO_AUDIOLDM2_URL": runners[0].url,
-            "AUDIO_STUDIO_MUSIC_FLAMINGO_URL": runners[1].url,
-            "AUDIO_STUDIO_JOB_STORE": redis.url,
-            "AUDIO_STUDIO_JOB_DATA_DIR": str(logs / "shared-volume"),
-            "AUDIO_STUDIO_JOB_INLINE_RESULT_BYTES": str(INLINE_RESULT_BYTES),
-        }
-        pair = []
-        for name in ("front-a", "front-b"):
-            front = Served("service:AudioStudio", env, logs / f"{name}.log")
-            started.append(front)
-            pair.append(front.start().wait_ready())
-        yield pair[0], pair[1]
-    finally:
-        for served in started:
-            served.stop()
+@pytest.fixture
+def redis(remote: Remote) -> RedisServer:
+    return remote.redis
 
 
 def test_a_job_submitted_on_one_front_is_followed_and_fetched_on_the_other(fronts: tuple[Served, Served]) -> None:
@@ -56,7 +30,7 @@ def test_a_job_submitted_on_one_front_is_followed_and_fetched_on_the_other(front
     job = submit(a, "generate", json=GENERATE)
     assert_progress_moves_forward(follow(b, job["id"]))
     fetched = result(b, job["id"])
-    assert len(fetched.content) > INLINE_RESULT_BYTES  # read from the shared folder, streamed
+    assert len(fetched.content) > REMOTE_INLINE_RESULT_BYTES  # read from the shared folder, streamed
     assert fetched.content == httpx.post(f"{a}/generate", json=GENERATE, timeout=300).content
 
 
@@ -77,7 +51,7 @@ def test_a_short_result_lives_in_redis(fronts: tuple[Served, Served], redis: Red
     a, b = (front.url for front in fronts)
     job = submit(a, "generate", json={**GENERATE, "duration": 2, "steps": 2})
     assert follow(a, job["id"])[-1]["state"] == "succeeded"
-    assert len(result(b, job["id"]).content) < INLINE_RESULT_BYTES
+    assert len(result(b, job["id"]).content) < REMOTE_INLINE_RESULT_BYTES
     assert not (Path(fronts[0].env["AUDIO_STUDIO_JOB_DATA_DIR"]) / "results" / job["id"]).exists()
 
 

@@ -1,42 +1,22 @@
-"""Distributed topology: each runner in its own process, the front reaching them by URL (as pods on Kubernetes)."""
+"""Distributed topology: each runner in its own process, the front reaching them by URL (as pods on Kubernetes):
+the `remote` tree (tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.audio_files import audio_file
-from tests.conftest import Served
+from tests.conftest import Remote, Served
 
 TIMEOUT = 120
 
 
-@pytest.fixture(scope="module")
-def topology(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
-    logs = tmp_path_factory.mktemp("topology")
-    runners = {
-        "audioldm2": Served("runners.audioldm2:AudioLDM2Runner", serve_env, logs / "audioldm2.log"),
-        "music_flamingo": Served("runners.music_flamingo:MusicFlamingoRunner", serve_env, logs / "flamingo.log"),
-    }
-    processes: dict[str, Served] = {}
-    try:
-        for name, runner in runners.items():  # one at a time: each picks its port just before it binds
-            processes[name] = runner
-            runner.start().wait_ready()
-        front_env = {
-            **serve_env,
-            "AUDIO_STUDIO_AUDIOLDM2_URL": runners["audioldm2"].url,
-            "AUDIO_STUDIO_MUSIC_FLAMINGO_URL": runners["music_flamingo"].url,
-        }
-        front = processes["front"] = Served("service:AudioStudio", front_env, logs / "front.log")
-        front.start().wait_ready()
-        yield processes
-    finally:
-        for served in processes.values():
-            served.stop()
+@pytest.fixture
+def topology(remote: Remote) -> dict[str, Served]:
+    return {**remote.runners, "front": remote.fronts[0]}
 
 
 def generate(front: Served) -> httpx.Response:
