@@ -223,7 +223,7 @@ class AudioStudio:
         target = ProgressTarget(job.job_id, family.name, work.progress, (0.0, 1.0 - CRITIC_SHARE))
 
         async def generate_then_rank() -> GenerationOutcome:
-            generated = await run_job(family.name, work.submit, work.cancel, job)
+            generated = await run_job(family.name, work.submit, work.cancel, job, target.renamed)
             return await rank_by_critic(self.music_flamingo.to_async, job.prompt, generated, limits, target)
 
         return dataclasses.replace(work, execute=generate_then_rank, target=target)
@@ -297,6 +297,12 @@ class AudioStudio:
         return self._flamingo_limits_seen
 
 
+async def stop_jobs(deadline: float) -> None:
+    """The front's drain on SIGTERM (front/edge.py) stops this process's jobs, once the service has started."""
+    if JOB_ROUTES.manager is not None:
+        await JOB_ROUTES.manager.stop(deadline)
+
+
 # The front's middlewares, outermost first (inside BentoML's tracing, metrics and access log).
 ROOM_OF_ROUTE: dict[str, RunnerRoom] = {}  # one room per runner, shared by the routes that queue on it
 for family in FAMILIES:
@@ -331,7 +337,11 @@ AudioStudio.add_asgi_middleware(
     AccessGuard, keys_file=SETTINGS.api_keys_file, open_paths=OPEN_PATHS, api_routes=set(ROOM_OF_ROUTE)
 )
 AudioStudio.add_asgi_middleware(
-    EdgeGuard, service=AudioStudio, max_upload_bytes=MAX_UPLOAD_BYTES, shutdown_grace_s=SETTINGS.shutdown_grace_s
+    EdgeGuard,
+    service=AudioStudio,
+    max_upload_bytes=MAX_UPLOAD_BYTES,
+    shutdown_grace_s=SETTINGS.shutdown_grace_s,
+    stop_jobs=stop_jobs,
 )
 AudioStudio.add_asgi_middleware(
     Admission,

@@ -133,7 +133,8 @@ class Settings(Checked):
     batching: bool = knob(True, "Adaptive batching on the runners (off: every request is its own batch).")
     shutdown_grace_s: int = knob(
         20,
-        "After SIGTERM, requests in flight get this long before they are ended with 503 (Kubernetes waits 30 s).",
+        "After SIGTERM, requests and jobs in flight get this long before they are stopped (requests answered 503, "
+        "jobs failed as interrupted, runners told); keep it under the pod's termination grace (Kubernetes: 30 s).",
         low=0,
         high=3600,
     )

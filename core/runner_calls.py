@@ -12,7 +12,6 @@ from typing import TypeVar
 import aiohttp
 from bentoml.exceptions import ServiceUnavailable
 
-from compat.bentoml_session_refresh import session_closed_under_the_call
 from schemas import RunnerJob, new_job_id
 
 logger = logging.getLogger("bentoml.audio_studio")
@@ -32,28 +31,20 @@ class RunnerUnavailable(Exception):
         super().__init__(f"the {runner} runner is unavailable ({type(cause).__name__}); retry later")
 
 
-def dropped_connection(exc: Exception) -> bool:
-    """A connection failure worth one more try: refused, reset, closed under us, or on a closed session."""
-    return isinstance(exc, aiohttp.ClientConnectionError) or session_closed_under_the_call(exc)
-
-
 async def call_runner(
     runner: str, call: Callable[[], Awaitable[T]], on_dropped: Callable[[], None] = lambda: None
 ) -> T:
     """Call a runner API; connection failures (runner down, restarting, unreachable) become RunnerUnavailable.
 
-    A call whose connection is dropped mid-flight is sent again (twice at most): BentoML 1.4.39's proxy replaces its
-    connection session every 100 calls and closes the old one under in-flight requests
-    (compat/bentoml_session_refresh.py; measured in bench/results/serving-one-server.md). `on_dropped` runs before
-    each resend.
+    A call whose connection is dropped mid-flight (the runner restarted, a pod went away) is sent again, twice at
+    most; `on_dropped` runs before each resend. BentoML's own session refresh no longer drops calls
+    (compat/bentoml_session_refresh.py), so a resend means a real fault.
     """
     try:
         for _ in range(DROPPED_CONNECTION_RETRIES):
             try:
                 return await call()
-            except (aiohttp.ClientConnectionError, RuntimeError) as exc:
-                if not dropped_connection(exc):
-                    raise
+            except aiohttp.ClientConnectionError as exc:
                 logger.warning("%s runner connection dropped (%s); sending the request again", runner, exc)
                 on_dropped()
         return await call()
@@ -62,14 +53,18 @@ async def call_runner(
         raise RunnerUnavailable(runner, exc) from exc
 
 
+Renamed = Callable[[dict[str, str]], None]  # told each resent job's new id: old id -> new id
+
+
 async def run_job(
     runner: str,
     submit: Callable[[list[J]], Awaitable[list[T]]],
     cancel: Callable[[list[str]], Awaitable[None]],
     job: J,
+    on_resend: Renamed = lambda renamed: None,
 ) -> T:
     """Send one job to a runner's batchable API and return its outcome (see run_jobs)."""
-    [outcome] = await run_jobs(runner, submit, cancel, [job])
+    [outcome] = await run_jobs(runner, submit, cancel, [job], on_resend)
     return outcome
 
 
@@ -78,12 +73,14 @@ async def run_jobs(
     submit: Callable[[list[J]], Awaitable[list[T]]],
     cancel: Callable[[list[str]], Awaitable[None]],
     jobs: list[J],
+    on_resend: Renamed = lambda renamed: None,
 ) -> list[T]:
     """Send jobs to a runner's batchable API in one call (so they share a batch) and return their outcomes.
 
     A resend after a dropped connection goes under new job ids, and the dropped attempt (which may still be
     queued or running on the runner) is cancelled; jobs are deterministic (the seed is fixed before the call),
-    so the resend returns exactly what the first attempt would have. When the caller is cancelled (its client
+    so the resend returns exactly what the first attempt would have. `on_resend` learns the new ids, so that progress
+    follows the attempt that runs (core/work.py's ProgressTarget). When the caller is cancelled (its client
     disconnected, see front/edge.py) the runner is told to drop the jobs: BentoML cannot take a queued job back.
     """
     current = jobs
@@ -91,7 +88,9 @@ async def run_jobs(
     def resend_under_new_ids() -> None:
         nonlocal current
         cancel_in_background(runner, cancel, [job.job_id for job in current])
-        current = [job.model_copy(update={"job_id": new_job_id()}) for job in current]
+        resent = [job.model_copy(update={"job_id": new_job_id()}) for job in current]
+        on_resend({old.job_id: new.job_id for old, new in zip(current, resent, strict=True)})
+        current = resent
 
     try:
         return await call_runner(runner, lambda: submit(current), on_dropped=resend_under_new_ids)
@@ -105,6 +104,13 @@ def cancel_in_background(runner: str, cancel: Callable[[list[str]], Awaitable[No
     task = asyncio.get_running_loop().create_task(_send_cancel(runner, cancel, job_ids))
     _cancellations.add(task)
     task.add_done_callback(_cancellations.discard)
+
+
+async def cancels_sent() -> None:
+    """Wait for the cancel calls still on their way (each bounded by CANCEL_TIMEOUT_S): a shutdown lets them reach
+    their runners before it closes the clients."""
+    if _cancellations:
+        await asyncio.wait(set(_cancellations))
 
 
 async def _send_cancel(runner: str, cancel: Callable[[list[str]], Awaitable[None]], job_ids: list[str]) -> None:

@@ -37,6 +37,10 @@ class ProgressTarget:
     def move(self, job_id: str, runner: str, progress: ProgressCall, span: tuple[float, float]) -> None:
         self.job_id, self.runner, self.progress, self.span = job_id, runner, progress, span
 
+    def renamed(self, new_ids: dict[str, str]) -> None:
+        """The runner job followed was sent again under a new id (core/runner_calls.py): follow the new attempt."""
+        self.job_id = new_ids.get(self.job_id, self.job_id)
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -70,13 +74,19 @@ class Work:
     execute: Callable[[], Awaitable[Any]] | None = None
     target: ProgressTarget | None = None
 
+    def __post_init__(self) -> None:
+        if self.target is None:  # one runner call: its job is the one followed
+            object.__setattr__(self, "target", ProgressTarget(self.job.job_id, self.runner, self.progress))
+
     def followed(self) -> ProgressTarget:
-        return self.target or ProgressTarget(self.job.job_id, self.runner, self.progress)
+        assert self.target is not None
+        return self.target
 
     async def run(self) -> Answer:
         if self.execute is not None:
             return self.render(await self.execute())
-        return self.render(await run_job(self.runner, self.submit, self.cancel, self.job))
+        outcome = await run_job(self.runner, self.submit, self.cancel, self.job, self.followed().renamed)
+        return self.render(outcome)
 
     async def reply(self) -> Reply:
         return Reply.of(await self.run())

@@ -30,7 +30,8 @@ from starlette.datastructures import Headers
 
 from core.caller import ANONYMOUS, CALLER
 from core.errors import error_response
-from front.asgi import Scope, on_startup, reply
+from core.shutdown import on_startup
+from front.asgi import Scope, reply
 
 logger = logging.getLogger("bentoml.audio_studio")
 

@@ -5,17 +5,19 @@ the route's limit (413) before the body is read (from Content-Length, or by
 counting while it streams), gives every error answer the one shape of
 `core.errors.ErrorResponse`, and cancels the request's work when the client
 disconnects (the runner call then tells its runner to drop the job). Readiness
-answers within a bound even when a runner hangs, and on SIGTERM the front stops
-taking work and, after a grace period, ends what is still in flight with a 503,
-so shutdown completes in bounded time.
+answers within a bound even when a runner hangs. On SIGTERM the front drains
+before its server stops (core/shutdown.py): new work gets 503, requests and this
+process's jobs have until the grace ends, and what is still in flight then is
+ended (requests with 503, jobs failed as interrupted) and its runners told.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-import signal
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +26,9 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, Response
 
 from core.errors import ErrorDetail, ErrorResponse, error_response, kind_of_status
-from front.asgi import Message, Scope, on_startup, reply
+from core.runner_calls import cancels_sent
+from core.shutdown import on_sigterm, on_startup
+from front.asgi import Message, Scope, reply
 
 logger = logging.getLogger("bentoml.audio_studio")
 
@@ -34,6 +38,7 @@ SHUTTING_DOWN = "the service is shutting down; retry"
 READINESS_TIMEOUT_S = 3.0  # what /readyz may take before it answers 503
 CLIENT_CLOSED_REQUEST = 499  # the access log's status for a request whose client left (nginx's convention)
 JOB_PATHS = "/jobs/"  # status, events, result and cancel of a job: their errors take the one shape too
+ENDING_S = 5.0  # after the grace: how long ended requests get to answer and send their runners' cancels
 
 
 @dataclass(frozen=True)
@@ -79,18 +84,27 @@ class Exchange:
 
 class EdgeGuard:
     def __init__(
-        self, app: Any, service: Any, max_upload_bytes: int, shutdown_grace_s: float, readyz: str = "/readyz"
+        self,
+        app: Any,
+        service: Any,
+        max_upload_bytes: int,
+        shutdown_grace_s: float,
+        stop_jobs: Callable[[float], Awaitable[None]],
+        readyz: str = "/readyz",
     ) -> None:
+        """`stop_jobs(deadline)`: this process's jobs end by themselves until `deadline` (the loop's clock), and
+        are stopped then (jobs/manager.py)."""
         self.app = app
         self.rules = route_rules(service, max_upload_bytes)
         self.readyz = readyz
         self.shutdown_grace_s = shutdown_grace_s
+        self.stop_jobs = stop_jobs
         self.draining = False
         self.in_flight: set[anyio.CancelScope] = set()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            return await self.app(scope, on_startup(receive, self.chain_sigterm), send)
+            return await self.app(scope, on_startup(receive, lambda: on_sigterm(self.drain)), send)
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if scope["path"] == self.readyz:
@@ -98,7 +112,9 @@ class EdgeGuard:
         rules = self.rules.get(scope["path"])
         if rules is None or scope["method"] != "POST":
             if scope["path"].startswith(JOB_PATHS):  # a path the job app cannot match gets BentoML's plain 404
-                send = ErrorShaper(send, Exchange(JSON_BODY_LIMIT))
+                # Event streams and result downloads are in flight too: a shutdown ends them after its grace.
+                with self.tracked():
+                    return await self.app(scope, receive, ErrorShaper(send, Exchange(JSON_BODY_LIMIT)))
             return await self.app(scope, receive, send)
         refusal = self.refusal(Headers(scope=scope), rules)
         if refusal is not None:
@@ -147,15 +163,11 @@ class EdgeGuard:
             return message
 
         shaped_send = ErrorShaper(send, exchange)
-        with anyio.CancelScope() as work:
-            self.in_flight.add(work)
-            try:
-                async with anyio.create_task_group() as watchers:
-                    watchers.start_soon(self.watch_disconnect, receive, exchange, work)
-                    await self.app(scope, metered_receive, shaped_send)
-                    watchers.cancel_scope.cancel()
-            finally:
-                self.in_flight.discard(work)
+        with self.tracked() as work:
+            async with anyio.create_task_group() as watchers:
+                watchers.start_soon(self.watch_disconnect, receive, exchange, work)
+                await self.app(scope, metered_receive, shaped_send)
+                watchers.cancel_scope.cancel()
         if exchange.response_started:
             return
         if exchange.client_gone.is_set():
@@ -203,32 +215,40 @@ class EdgeGuard:
         for message in captured:
             await send(message)
 
-    def chain_sigterm(self) -> None:
-        """Drain on SIGTERM, then let the server's own handler run (it installs one before starting the app)."""
-        loop = asyncio.get_running_loop()
-        previous = signal.getsignal(signal.SIGTERM)
+    @contextlib.contextmanager
+    def tracked(self) -> Iterator[anyio.CancelScope]:
+        """A request in flight, which a shutdown waits for and ends after its grace."""
+        with anyio.CancelScope() as work:
+            self.in_flight.add(work)
+            try:
+                yield work
+            finally:
+                self.in_flight.discard(work)
 
-        def on_sigterm(signum: int, frame: Any) -> None:
-            loop.call_soon_threadsafe(self.drain)
-            if callable(previous):
-                previous(signum, frame)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-
-    def drain(self) -> None:
-        if self.draining:
-            return
+    async def drain(self) -> None:
+        """SIGTERM, before the server hears of it: no new work; what is in flight has until the grace ends."""
         self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.shutdown_grace_s
         logger.info(
-            "SIGTERM: no new work; %d request(s) in flight get %g s", len(self.in_flight), self.shutdown_grace_s
+            "SIGTERM: no new work; %d request(s) in flight and this process's jobs get %g s",
+            len(self.in_flight),
+            self.shutdown_grace_s,
         )
-        asyncio.get_running_loop().call_later(self.shutdown_grace_s, self.end_in_flight)
-
-    def end_in_flight(self) -> None:
+        await self.stop_jobs(deadline)
+        await self.settled(deadline)
         if self.in_flight:
             logger.warning("shutdown grace over: ending %d request(s) with 503", len(self.in_flight))
-        for work in list(self.in_flight):
-            work.cancel()
+            for work in list(self.in_flight):
+                work.cancel()
+            await self.settled(loop.time() + ENDING_S)
+        await cancels_sent()  # the runners hear of the work just stopped before the server closes its clients
+        logger.info("drained: the server stops now")
+
+    async def settled(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while self.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.1)
 
 
 class ErrorShaper:

@@ -24,7 +24,7 @@ def job_error_response(error: JobError) -> JSONResponse:
     """A runner's per-job error as the public error answer."""
     if error.kind == "invalid_input":
         return error_response("invalid_input", error.message, field=error.field or "request")
-    if error.kind == "cancelled":  # only its own client could have cancelled it, and that client is gone
+    if error.kind == "cancelled":  # its client left (no one reads this), or the runner is shutting down
         return error_response("unavailable", error.message)
     return error_response(error.kind, error.message)
 

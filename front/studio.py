@@ -109,13 +109,13 @@ async def critique_in_segments(
     Progress follows the first segment (its batch decodes all of them together), then the summarising row.
     """
     target.move(rows[0].job_id, MUSIC_FLAMINGO.name, flamingo.progress, (0.0, SEGMENTS_SHARE))
-    segments = await run_jobs(MUSIC_FLAMINGO.name, flamingo.critique, flamingo.cancel, rows)
+    segments = await run_jobs(MUSIC_FLAMINGO.name, flamingo.critique, flamingo.cancel, rows, target.renamed)
     failed = next((outcome for outcome in segments if outcome.error is not None), None)
     if failed is not None:
         return SegmentedCritique(failed, segments)
     summary = summarise([s.text or "" for s in segments])
     target.move(summary.job_id, MUSIC_FLAMINGO.name, flamingo.progress, (SEGMENTS_SHARE, 1.0))
-    [final] = await run_jobs(MUSIC_FLAMINGO.name, flamingo.critique, flamingo.cancel, [summary])
+    [final] = await run_jobs(MUSIC_FLAMINGO.name, flamingo.critique, flamingo.cancel, [summary], target.renamed)
     return SegmentedCritique(final, segments)
 
 
@@ -172,7 +172,7 @@ async def rank_by_critic(
         return outcome
     jobs = critic_jobs(prompt, outcome, limits)
     target.move(jobs[0].job_id, MUSIC_FLAMINGO.name, flamingo.progress, (1.0 - CRITIC_SHARE, 1.0))
-    verdicts = await run_jobs(MUSIC_FLAMINGO.name, flamingo.critique, flamingo.cancel, jobs)
+    verdicts = await run_jobs(MUSIC_FLAMINGO.name, flamingo.critique, flamingo.cancel, jobs, target.renamed)
     failed = next((v.error for v in verdicts if v.error is not None), None)
     if failed is not None:
         return outcome.model_copy(update={"error": failed, "waveforms": []})

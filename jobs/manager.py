@@ -26,6 +26,7 @@ from jobs.store import JobStore
 from jobs.upkeep import Upkeep
 
 logger = logging.getLogger("bentoml.audio_studio")
+RESTARTED = failure("unavailable", "the service restarted before this job finished; submit it again")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -84,11 +85,17 @@ class JobManager:
         await asyncio.shield(self._started)
 
     async def _start(self) -> None:
-        restarted = failure("unavailable", "the service restarted before this job finished; submit it again")
-        failed = await self.store.fail_interrupted(lambda record: ended(record, "failed", restarted))
+        failed = await self.store.fail_interrupted(lambda record: ended(record, "failed", RESTARTED))
         if failed:
             logger.warning("jobs: %d jobs were interrupted by a restart and are marked failed", failed)
         self._upkeep_task = asyncio.get_running_loop().create_task(self.upkeep.loop())
+
+    async def stop(self, deadline: float) -> None:
+        """The service is shutting down: this process's jobs may end until `deadline` (the loop's clock); those
+        still active then are stopped (their runners told) and failed as a restart would have left them."""
+        await self.local.stop(deadline, RESTARTED)
+        if self._upkeep_task is not None:
+            self._upkeep_task.cancel()
 
     @store_errors_are_unavailable
     async def submit(self, work: Work, caller: str, count_per_key: bool) -> JobStatus:

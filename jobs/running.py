@@ -17,7 +17,7 @@ from core.errors import ErrorResponse
 from core.runner_calls import RunnerUnavailable
 from core.work import Reply, Work
 from jobs.events import Changes
-from jobs.records import JobProgress, JobRecord, JobStatus, ResultInfo, ended, failure, links, now
+from jobs.records import Failure, JobProgress, JobRecord, JobStatus, ResultInfo, ended, failure, links, now
 from jobs.store import JobStore
 
 logger = logging.getLogger("bentoml.audio_studio")
@@ -54,6 +54,7 @@ class LocalJobs:
         self.waiting: dict[str, list[str]] = {runner: [] for runner in slots}
         self.changes = Changes()
         self._slots = {runner: asyncio.Semaphore(count) for runner, count in slots.items()}
+        self._stopped_as: Failure | None = None  # set by `stop`: how the jobs it stops end
 
     async def add(self, work: Work, caller: str) -> JobStatus:
         """Queue `work` as the caller's job, saved first: a store that cannot take it leaves nothing behind."""
@@ -84,6 +85,25 @@ class LocalJobs:
         local.task.cancel()
         return True
 
+    async def stop(self, deadline: float, error: Failure) -> None:
+        """The service is shutting down: jobs not yet sent to their runner stop now, the others may end until
+        `deadline` (the loop's clock); every job stopped fails with `error`. Stopping a running job cancels its
+        runner call, which tells its runner to drop it (core/runner_calls.py)."""
+        self._stopped_as = error
+        waiting = {local.task for local in self.jobs.values() if local.task is not None and not local.dispatched}
+        for task in waiting:
+            task.cancel()
+        tasks = {local.task for local in self.jobs.values() if local.task is not None}
+        if not tasks:
+            return
+        loop = asyncio.get_running_loop()
+        _, active = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+        if active:
+            logger.warning("jobs: stopping %d job(s) still running at the end of the shutdown grace", len(active))
+            for task in active:
+                task.cancel()
+            await asyncio.wait(active)
+
     async def save(self, local: LocalJob) -> None:
         async with local.lock:
             local.record.heartbeat_at = now()
@@ -103,7 +123,9 @@ class LocalJobs:
         except asyncio.CancelledError:
             if local.id in self.waiting[work.runner]:
                 self.waiting[work.runner].remove(local.id)
-            await self._end(local, ended(local.record, "cancelled"))
+            stopped = self._stopped_as  # by a shutdown, or else by its own cancel
+            final = ended(local.record, "failed", stopped) if stopped else ended(local.record, "cancelled")
+            await self._end(local, final)
         except RunnerUnavailable as exc:
             await self._end(local, ended(local.record, "failed", failure("unavailable", str(exc))))
         except Exception:

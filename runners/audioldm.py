@@ -22,6 +22,7 @@ from runners.cancellation import CancelledJobs, count_cancelled
 from runners.observe import observe_batch
 from runners.outcomes import generation_outcome
 from runners.progress import ProgressBoard
+from runners.shutdown import stop_everything_after_the_grace
 from runners.startup import RUNNER_CONFIG, prepare_model
 from schemas import (
     GenerationJob,
@@ -45,6 +46,7 @@ class AudioLDMRunner:
             lambda: AudioLDMEngine(load_placed_audioldm(str(self.checkpoint.path), placement))
         )
         self.cancelled = CancelledJobs()
+        stop_everything_after_the_grace(AUDIOLDM.name, self.cancelled, SETTINGS.shutdown_grace_s)
         self.board = ProgressBoard()
         if self.engine.sample_rate != AUDIOLDM.sample_rate:
             raise RuntimeError(f"{self.checkpoint.model_id} outputs {self.engine.sample_rate} Hz, not 16 kHz")

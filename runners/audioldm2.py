@@ -20,6 +20,7 @@ from runners.cancellation import CancelledJobs, count_cancelled
 from runners.observe import observe_batch
 from runners.outcomes import generation_outcome
 from runners.progress import ProgressBoard
+from runners.shutdown import stop_everything_after_the_grace
 from runners.startup import RUNNER_CONFIG, prepare_model
 from runners.step_scheduler import StepScheduler
 from schemas import (
@@ -47,6 +48,7 @@ class AudioLDM2Runner:
         placement, thread = prepare_model(AUDIOLDM2, self.checkpoint, torch.float16)
         self.engine = thread.call(lambda: AudioLDM2Engine(load_placed_pipeline(str(self.checkpoint.path), placement)))
         self.cancelled = CancelledJobs()
+        stop_everything_after_the_grace(AUDIOLDM2.name, self.cancelled, SETTINGS.shutdown_grace_s)
         self.board = ProgressBoard()
         self.scheduler = StepScheduler(
             self.engine, self.cancelled, thread, share_passes=SETTINGS.batching, board=self.board

@@ -1,4 +1,4 @@
-"""Jobs whose client has gone, as a runner knows them.
+"""Jobs whose client has gone (or all of them, when the runner shuts down), as a runner knows them.
 
 The front cannot take a job back out of BentoML's adaptive batcher (it has no
 API to remove a queued item) nor interrupt a batch already running. So it
@@ -31,8 +31,13 @@ JOBS_CANCELLED = Counter(
 )
 
 
-CANCELLED_WHILE_QUEUED = JobError(kind="cancelled", message="cancelled before it ran: the client is gone")
-CANCELLED_WHILE_RUNNING = JobError(kind="cancelled", message="cancelled while running: the client is gone")
+# The front answers a live client these as 503 (front/rendering.py): only a shutdown cancels a job whose client stays.
+CANCELLED_WHILE_QUEUED = JobError(
+    kind="cancelled", message="cancelled before it ran: its client left, or the runner is shutting down"
+)
+CANCELLED_WHILE_RUNNING = JobError(
+    kind="cancelled", message="cancelled while running: its client left, or the runner is shutting down"
+)
 
 
 def count_cancelled(runner: str, errors: Iterable[JobError | None]) -> None:
@@ -49,6 +54,7 @@ class CancelledJobs:
 
     def __init__(self, remember_s: float = REMEMBER_S, max_remembered: int = MAX_REMEMBERED) -> None:
         self._ids: OrderedDict[str, float] = OrderedDict()
+        self._everything = False  # the runner is shutting down (runners/shutdown.py)
         self._lock = threading.Lock()
         self.remember_s, self.max_remembered = remember_s, max_remembered
 
@@ -63,6 +69,10 @@ class CancelledJobs:
             ):
                 self._ids.popitem(last=False)
 
+    def everything(self) -> None:
+        """From now on every job is cancelled: the queued and running ones, and any that still arrives."""
+        self._everything = True
+
     def __contains__(self, job_id: object) -> bool:
         with self._lock:
-            return job_id in self._ids
+            return self._everything or job_id in self._ids

@@ -25,6 +25,7 @@ from runners.batching import GroupRun, run_in_groups
 from runners.cancellation import CANCELLED_WHILE_RUNNING, CancelledJobs, count_cancelled
 from runners.observe import observe_batch
 from runners.progress import DECODER_PHASES, ProgressBoard
+from runners.shutdown import stop_everything_after_the_grace
 from runners.startup import RUNNER_CONFIG, prepare_model
 from schemas import (
     MAX_PROMPT_TOKENS,
@@ -79,6 +80,7 @@ class MusicFlamingoRunner:
         self.engine = MusicFlamingoEngine(model, processor, decoding=options.decoding)
         self.thread.call(self._compile_grammars)
         self.cancelled = CancelledJobs()
+        stop_everything_after_the_grace(MUSIC_FLAMINGO.name, self.cancelled, SETTINGS.shutdown_grace_s)
         self.board = ProgressBoard(DECODER_PHASES)
         if self.engine.sample_rate != MUSIC_FLAMINGO_SAMPLE_RATE:
             raise RuntimeError(f"{self.checkpoint.model_id} expects {self.engine.sample_rate} Hz, not 16 kHz")

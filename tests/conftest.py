@@ -200,13 +200,19 @@ def stray_receiver() -> Iterator[OTLPReceiver]:
 
 
 @pytest.fixture(scope="session")
-def server(
+def server(shared_server: Served) -> str:
+    """The URL of the shared server (`shared_server`)."""
+    return shared_server.url
+
+
+@pytest.fixture(scope="session")
+def shared_server(
     tiny_audioldm2: Checkpoint,
     serve_env: dict[str, str],
     stray_receiver: OTLPReceiver,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    """A real `bentoml serve` of the front service and its runners on 127.0.0.1, tiny profile.
+) -> Iterator[Served]:
+    """A real `bentoml serve` of the front service and its runners on 127.0.0.1, tiny profile, shared by the suite.
 
     Long recordings are heard in segments of 4 s overlapping by 1 s (tests/test_studio.py), not the tiny
     checkpoint's 600 s: 2.5 times that would pass the 20-minute upload limit.
@@ -222,7 +228,7 @@ def server(
     }
     served = Served("service:AudioStudio", env, tmp_path_factory.mktemp("serve") / "serve.log").start()
     try:
-        yield served.wait_ready().url
+        yield served.wait_ready()
     finally:
         served.stop()
 

@@ -4,9 +4,12 @@ cancellation, limits, and a restart (embedded SQLite store)."""
 from __future__ import annotations
 
 import io
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -29,6 +32,7 @@ from tests.metrics import cancelled_jobs
 RATE = 16_000
 GENERATE = {"prompt": "rain on a tin roof", "duration": 10, "seed": 5, "steps": 8}
 LONG = {"prompt": "a slowly evolving drone", "duration": 20, "steps": 500}  # a minute or more on the tiny profile
+SHUTDOWN_GRACE_S = 3  # the jobs server's
 
 
 def wav(seconds: float, hz: float = 440.0) -> bytes:
@@ -167,6 +171,7 @@ def jobs_server(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
         # tests/unit/test_job_store.py, never by racing a server's restart.
         "AUDIO_STUDIO_JOB_RETENTION_S": "86400",
         "AUDIO_STUDIO_PLAYGROUND": "false",  # as production deployments that do not want the page set it
+        "AUDIO_STUDIO_SHUTDOWN_GRACE_S": str(SHUTDOWN_GRACE_S),
     }
     served = Served("service:AudioStudio", env, tmp_path_factory.mktemp("jobs") / "serve.log").start()
     try:
@@ -227,6 +232,31 @@ def test_a_restart_keeps_finished_results_and_fails_interrupted_jobs(jobs_server
 
     assert result(base, finished["id"]).content == expected
     failed = status(base, interrupted["id"])
+    assert failed["state"] == "failed" and failed["error_status"] == 503
+    assert "restarted" in failed["error"]["error"]
+
+
+def test_sigterm_drains_within_the_grace_and_a_running_job_reads_as_after_a_restart(jobs_server: Served) -> None:
+    """SIGTERM with a job and a long request running: a request sent after it is answered 503 (not left in the
+    socket's backlog), the request and the job are stopped when the grace ends and their runner with them, the whole
+    server exits long before the work would have finished (minutes), and the job reads as a restart leaves it."""
+    base = jobs_server.url
+    job = submit(base, "generate", json={**LONG, "seed": 11})
+    wait_until(base, job["id"], lambda s: s["state"] == "running")
+    assert jobs_server.process is not None
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(httpx.post, f"{base}/generate", json={**LONG, "seed": 12}, timeout=300)
+        time.sleep(0.5)
+        os.killpg(jobs_server.process.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        late = httpx.post(f"{base}/generate", json=GENERATE, timeout=30)
+        assert late.status_code == 503 and late.json()["kind"] == "unavailable", late.text
+        jobs_server.process.wait(timeout=SHUTDOWN_GRACE_S + 30)  # bounded: the work alone would take minutes
+        stopped = in_flight.result(timeout=30)
+    assert stopped.status_code == 503 and stopped.json()["kind"] == "unavailable", stopped.text
+
+    jobs_server.start().wait_ready()
+    failed = status(base, job["id"])
     assert failed["state"] == "failed" and failed["error_status"] == 503
     assert "restarted" in failed["error"]["error"]
 

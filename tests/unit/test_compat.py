@@ -20,11 +20,20 @@ from typing import Any, ClassVar
 
 import bentoml
 import pytest
+from _bentoml_impl.client.proxy2 import AsyncClient
+from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 import compat
-from compat import bentoml_dispatcher, bentoml_metrics_dir, bentoml_multipart, bentoml_request_log, bentoml_timeout
+from compat import (
+    bentoml_dispatcher,
+    bentoml_metrics_dir,
+    bentoml_multipart,
+    bentoml_request_log,
+    bentoml_session_refresh,
+    bentoml_timeout,
+)
 
 MODULES = {name.removeprefix("compat."): importlib.import_module(name) for name in compat.MODULES}
 
@@ -268,13 +277,12 @@ def test_bentoml_still_logs_a_rejected_request_at_error_with_its_traceback(monke
 
 
 def test_bentoml_runner_client_still_closes_its_session_under_the_calls_on_it() -> None:
-    from _bentoml_impl.client.proxy2 import SessionManager
-
-    defaults = inspect.signature(SessionManager).parameters
+    stock = bentoml_session_refresh.StockSessionManager
+    defaults = inspect.signature(stock).parameters
     assert (defaults["max_age"].default, defaults["max_requests"].default) == (300.0, 100)
 
     async def call_on_a_replaced_session() -> BaseException:
-        manager = SessionManager("http://127.0.0.1:9", timeout=5, headers={}, max_requests=0)
+        manager = stock("http://127.0.0.1:9", timeout=5, headers={}, max_requests=0)
         first = await manager.get_session()
         await manager.get_session()  # over max_requests: a new session, and the first one closed
         try:
@@ -285,9 +293,70 @@ def test_bentoml_runner_client_still_closes_its_session_under_the_calls_on_it() 
             await manager.close()
         raise AssertionError("the replaced session still served a call")
 
-    from compat.bentoml_session_refresh import session_closed_under_the_call
+    assert "Session is closed" in str(asyncio.run(call_on_a_replaced_session()))
+    assert "SessionManager(" in inspect.getsource(AsyncClient.__init__)  # the name install() replaces
 
-    assert session_closed_under_the_call(asyncio.run(call_on_a_replaced_session()))
+
+WAIT_SCHEMA = {
+    "name": "waiter",
+    "type": "service",
+    "routes": [
+        {
+            "name": "wait",
+            "route": "/wait",
+            "input": {"type": "object", "properties": {"seconds": {"type": "number"}}},
+            "output": {"type": "string"},
+        }
+    ],
+}
+
+
+async def waiter_url() -> tuple[str, web.AppRunner]:
+    """A real HTTP server on 127.0.0.1 that BentoML's runner client can call: `wait` answers after `seconds`."""
+
+    async def schema(request: web.Request) -> web.Response:
+        return web.json_response(WAIT_SCHEMA)
+
+    async def wait(request: web.Request) -> web.Response:
+        await asyncio.sleep((await request.json())["seconds"])
+        return web.Response(text="done")
+
+    app = web.Application()
+    app.router.add_get("/schema.json", schema)
+    app.router.add_post("/wait", wait)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return f"http://{host}:{port}", runner
+
+
+def test_a_long_runner_call_outlives_any_number_of_session_refreshes() -> None:
+    """BentoML's own runner client (AsyncClient) with the patch installed, against a real server: one long call,
+    then more calls than `max_requests` meanwhile. The long call ends normally and its session closes after it."""
+    bentoml_session_refresh.install()
+
+    async def scenario() -> tuple[list[str], str, bool, bool]:
+        url, server = await waiter_url()
+        client = AsyncClient(url, server_ready_timeout=0, max_requests=3)
+        try:
+            await client.__aenter__()  # fetches the routes from /schema.json
+            long = asyncio.create_task(client.wait(seconds=1.0))
+            await asyncio.sleep(0.2)
+            manager = client._session_manager
+            first = manager._session
+            short = await asyncio.gather(*(client.wait(seconds=0.01) for _ in range(8)))
+            open_during = not first.closed
+            answer = await long
+            await asyncio.sleep(0.05)  # the close is scheduled when the last call ends
+            return short, answer, open_during, first.closed
+        finally:
+            await client.close()
+            await server.cleanup()
+
+    short, answer, open_during, closed_after = asyncio.run(scenario())
+    assert short == ["done"] * 8 and answer == "done"
+    assert open_during and closed_after
 
 
 # ---- bentoml_tracer -----------------------------------------------------------------------------------------
