@@ -14,8 +14,15 @@ logger = logging.getLogger("bentoml.audio_studio")
 
 
 def stop_everything_after_the_grace(runner: str, cancelled: CancelledJobs, grace_s: float) -> None:
-    """Call from the runner's `__init__` (on the server's loop, once the server has its own SIGTERM handler)."""
-    loop = asyncio.get_running_loop()
+    """Call from the runner's `__init__`: on the server's loop, once the server has its own SIGTERM handler.
+
+    A runner built outside a server (in-process tests, scripts) has no loop running and no server to stop: it keeps
+    the default SIGTERM behaviour.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
 
     def stop_everything() -> None:
         logger.warning("%s runner: the shutdown grace is over; stopping every job it still runs", runner)
