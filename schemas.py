@@ -33,6 +33,13 @@ def samples_from_bytes(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<f4")
 
 
+# The public requests. A JSON body's values are taken as the types they are sent as: `"5"` or `true` is no duration
+# and `5.0` no step count (pydantic's strict mode); NaN and Infinity, which pydantic's JSON parser reads, are no
+# finite number. Form fields arrive as text and are parsed into their types: compat/bentoml_multipart.py validates
+# forms with `strict=False`.
+PUBLIC_REQUEST = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
 class Scheduler(str, enum.Enum):
     DPMPP = "dpmpp"  # DPM-Solver++ multistep: good audio in ~25 steps
     DDIM = "ddim"  # the checkpoints' own scheduler: needs ~200 steps
@@ -152,6 +159,8 @@ class RankBy(str, enum.Enum):
 class GenerateRequest(DeliveryParams, GenerationParams):
     """POST /generate and /generate/json (fields in that order: `seed` is checked after `num_waveforms`)."""
 
+    model_config = PUBLIC_REQUEST
+
     rank_by: RankBy = Field(
         RankBy.CLAP,
         description="How candidates are ordered: `clap` (similarity of text and audio embeddings) or `critic` "
@@ -175,6 +184,8 @@ class GenerateRequest(DeliveryParams, GenerationParams):
 
 class TransformRequest(DeliveryParams, TransformParams):
     """POST /transform and /transform/json (multipart/form-data)."""
+
+    model_config = PUBLIC_REQUEST
 
     audio: Path = Field(
         description=f"The clip to re-synthesise: WAV, FLAC, MP3 or OGG, {MIN_TRANSFORM_SECONDS:g} to "
@@ -358,6 +369,8 @@ class CritiqueRequest(CritiqueParams):
     Each upload is a list of at most one file: BentoML 1.4.39 cannot build an input spec for an optional
     file (`Path | None` is not turned into a file, `Optional[Path]` fails to hash its file schema).
     """
+
+    model_config = PUBLIC_REQUEST
 
     audio: list[Path] = Field(
         [],

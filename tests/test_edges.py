@@ -214,6 +214,36 @@ def test_extreme_diffusion_values_never_give_a_500(server: str, body: dict | str
         assert_error(response, 400, field)
 
 
+@pytest.mark.parametrize("route", ["/generate", "/jobs/generate"])
+@pytest.mark.parametrize(
+    ("value", "field", "phrase"),
+    [
+        ('"duration": true', "duration", "a valid number"),
+        ('"duration": "5"', "duration", "a valid number"),
+        ('"steps": 3.0', "steps", "a valid integer"),
+        ('"duration": NaN', "duration", "a finite number"),
+        ('"guidance_scale": Infinity', "guidance_scale", "a finite number"),
+    ],
+)
+def test_json_values_are_taken_as_the_types_they_are_sent_as(
+    server: str, route: str, value: str, field: str, phrase: str
+) -> None:
+    """`true` is no 1 s and `"5"` no 5 s in a JSON body, and NaN is no number out of range but no finite one."""
+    content = '{"prompt": "x", ' + value + "}"
+    response = httpx.post(
+        f"{server}{route}", content=content, headers={"content-type": "application/json"}, timeout=TIMEOUT
+    )
+    assert_error(response, 400, field, phrase)
+
+
+@pytest.mark.parametrize(("route", "field"), [("/transform", "strength"), ("/critique", "temperature")])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_form_text_nan_and_inf_are_no_finite_number(server: str, route: str, field: str, value: str) -> None:
+    """Form fields are text parsed into numbers (see test_http_transform.py, test_http_critique.py), NaN included."""
+    response = post_form(server, route, data={"prompt": "x", field: value}, files={"audio": WAV})
+    assert_error(response, 400, field, "a finite number")
+
+
 @pytest.mark.parametrize(("strength", "steps"), [("0.001", "1"), ("1", "1"), ("0.999", "500")])
 def test_extreme_strength_and_steps_transform(server: str, strength: str, steps: str) -> None:
     data = {"prompt": "x", "strength": strength, "steps": steps}
