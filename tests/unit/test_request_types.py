@@ -1,5 +1,6 @@
-"""The public requests' types (schemas.py): a JSON body's values are taken as the types they are sent as, and
-NaN or Infinity is refused as no finite number. Forms, whose fields are text, are checked in test_compat.py."""
+"""The public requests (schemas.py): a JSON body's values are taken as the types they are sent as, NaN or Infinity
+is refused as no finite number, and many unknown fields cost one bounded error. Forms, whose fields are text, are
+checked in test_compat.py."""
 
 from __future__ import annotations
 
@@ -62,3 +63,20 @@ def test_every_public_request_has_float_fields_checked_and_json_numbers_still_pa
     assert {model for model, _ in float_fields()} == set(PUBLIC_REQUESTS)
     request = GenerateRequest.model_validate_json('{"prompt": "x", "duration": 5, "steps": 3, "scheduler": "ddim"}')
     assert (request.duration, request.steps, request.scheduler.value) == (5.0, 3, "ddim")
+
+
+def test_many_unknown_fields_are_refused_naming_the_first_five_and_counting_the_rest() -> None:
+    body = {"prompt": "x", "duration": "long", **{f"field{i}": 0 for i in range(80_000)}}
+    with pytest.raises(ValidationError) as refused:
+        GenerateRequest.model_validate_json(json.dumps(body))
+    errors = refused.value.errors()
+    assert [e["loc"] for e in errors] == [(f"field{i}",) for i in range(5)] + [()]
+    assert {e["type"] for e in errors} == {"extra_forbidden"}
+    assert errors[-1]["msg"] == "and 79995 more unknown field(s), not named"
+
+
+def test_a_few_unknown_fields_are_each_named_with_the_other_fields_errors() -> None:
+    body = {"prompt": "x", "duration": "long", **{f"field{i}": 0 for i in range(5)}}
+    with pytest.raises(ValidationError) as refused:
+        GenerateRequest.model_validate_json(json.dumps(body))
+    assert {e["loc"] for e in refused.value.errors()} == {("duration",)} | {(f"field{i}",) for i in range(5)}
