@@ -20,7 +20,11 @@ import soxr
 from schemas import AudioFormat
 
 MEDIA_TYPES = {AudioFormat.WAV: "audio/wav", AudioFormat.FLAC: "audio/flac"}
-UPLOAD_CONTAINERS = ("WAV", "FLAC", "MP3", "OGG")
+# libsndfile's names of the containers decoded. Besides plain WAV: WAVEX, the WAVE_FORMAT_EXTENSIBLE header that
+# most 24-bit, multichannel and high-rate WAVs carry (recorders, DAWs, ffmpeg), and RF64 and W64, WAV's 64-bit
+# variants for files past 4 GiB (broadcast recorders, Sound Forge). All four decode as the same PCM or float.
+UPLOAD_CONTAINERS = ("WAV", "WAVEX", "RF64", "W64", "FLAC", "MP3", "OGG")
+ACCEPTED_CONTAINERS = "WAV (RF64 and W64 included), FLAC, MP3 or OGG"
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 # Up to third-order Ambisonics (16) and 22.2 surround (24) with room to spare; FLAC and MP3 stop at 8 and 2
 # anyway. More is no recording a model listens to, only work: every channel is decoded to be down-mixed.
@@ -81,13 +85,9 @@ def probe_upload(path: Path, field: str) -> soundfile._SoundFileInfo:
     try:
         info = soundfile.info(str(path))
     except (soundfile.LibsndfileError, RuntimeError) as exc:
-        raise AudioInputError(
-            field, f"not a readable audio file (expected {', '.join(UPLOAD_CONTAINERS)})", status=415
-        ) from exc
+        raise AudioInputError(field, f"not a readable audio file (expected {ACCEPTED_CONTAINERS})", status=415) from exc
     if info.format not in UPLOAD_CONTAINERS:
-        raise AudioInputError(
-            field, f"{info.format} files are not accepted; send {', '.join(UPLOAD_CONTAINERS)}", status=415
-        )
+        raise AudioInputError(field, f"{info.format} files are not accepted; send {ACCEPTED_CONTAINERS}", status=415)
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioInputError(field, "the file holds no audio samples")
     if info.channels > MAX_CHANNELS:

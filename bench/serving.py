@@ -128,10 +128,10 @@ def make_plan(quick: bool) -> Plan:
 def validate_plan(plan: Plan) -> None:
     """Every body of the mix is a valid request of the public schemas (a mix that rots fails here, not at 400)."""
     for i in range(plan.requests_at(max(plan.concurrency))):
-        GenerateRequest.model_validate(plan.mix.generate_body(i))
+        GenerateRequest.model_validate_json(json.dumps(plan.mix.generate_body(i)))  # sent as JSON
         fields = plan.mix.critique_fields(i)
-        CritiqueRequest.model_validate(
-            {**fields, "audio": [Path("clip.wav")] if plan.mix.critique_has_audio(i) else []}
+        CritiqueRequest.model_validate(  # sent as a form: text fields parse into their types
+            {**fields, "audio": [Path("clip.wav")] if plan.mix.critique_has_audio(i) else []}, strict=False
         )
 
 
@@ -446,7 +446,7 @@ def measure_direct(plan: Plan, clip: bytes, workdir: Path, requests: int) -> dic
         )
 
     def generation_job(i: int) -> GenerationJob:
-        body = GenerateRequest.model_validate(plan.mix.generate_body(i))
+        body = GenerateRequest.model_validate_json(json.dumps(plan.mix.generate_body(i)))
         return GenerationJob(**body.model_dump(exclude={"seed", "format", "rank_by", "model"}), seed=body.seed)
 
     clip_path = workdir / "clip.wav"

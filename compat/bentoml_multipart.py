@@ -121,7 +121,7 @@ class StrictMultipartSerde(MultipartSerde):
                     data[name] = json_decoded(values[0]) if json_text else values[0]
         finally:
             await form.close()  # the copies live on; the spooled originals go now
-        return cls.model_validate(data)
+        return cls.model_validate(data, strict=False)  # text parses into numbers, flags and choices
 
     @staticmethod
     async def stored_files(cls: type[BaseModel], name: str, values: list[UploadFile | str]) -> Path | list[Path]:

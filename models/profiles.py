@@ -28,8 +28,13 @@ from settings import Profile, Settings
 logger = logging.getLogger("bentoml.audio_studio")
 
 
-class WeightsUnavailable(RuntimeError):
-    """The `full` profile's checkpoint cannot be reached: start-up must stop, never fall back."""
+class WeightsUnavailable(SystemExit):
+    """The `full` profile's checkpoint cannot be reached: start-up stops, never falls back to random weights.
+
+    A SystemExit, so that the process prints the instructions and exits with status 1 wherever it is raised,
+    without a traceback: in `bentoml serve` itself, which resolves every model a service declares before any
+    code of ours runs (`server_on_deployment`), as well as in a runner.
+    """
 
 
 @dataclass(frozen=True)
@@ -41,32 +46,40 @@ class Checkpoint:
     profile: Profile
 
 
+def unavailable(model_id: str, cause: Exception) -> WeightsUnavailable:
+    """What failed and what to do about it, in a few lines: the hub's own traceback is 130 lines of no help."""
+    reason = (str(cause).strip().splitlines() or [""])[0]
+    return WeightsUnavailable(
+        f"audio-studio cannot start: no weights of {model_id} are reachable (profile 'full', the default).\n"
+        f"  cause: {type(cause).__name__}: {reason}\n"
+        "  To serve them: run where huggingface.co is reachable (with HF_TOKEN if the model is gated), download "
+        f"them first (`hf download {model_id}`), or serve a Bento made by `bentoml build`, which carries them.\n"
+        "  For a demo with random weights and no downloads: AUDIO_STUDIO_PROFILE=tiny bentoml serve service:AudioStudio"
+    )
+
+
+class HubWeights(HuggingFaceModel):
+    """A published checkpoint as BentoML declares it, whose resolving fails with instructions."""
+
+    def resolve(self, base_path: str | None = None) -> str:
+        try:
+            return super().resolve(base_path)
+        except Exception as exc:  # huggingface_hub raises many kinds; all mean "not reachable"
+            raise unavailable(self.model_id, exc) from None
+
+
 def declare_weights(settings: Settings, model_id: str) -> HuggingFaceModel | None:
     """The class attribute a runner declares; `None` in the tiny profile so nothing touches the hub."""
     if settings.profile is Profile.FULL:
-        return HuggingFaceModel(model_id)
+        return HubWeights(model_id)
     return None
-
-
-def resolve_full(model_id: str, resolve: Callable[[], str]) -> Checkpoint:
-    try:
-        path = Path(resolve())
-    except Exception as exc:  # huggingface_hub raises many kinds; all mean "not reachable"
-        raise WeightsUnavailable(
-            f"Cannot load {model_id} (profile 'full'): {type(exc).__name__}: {exc}. "
-            "Run on a machine that reaches huggingface.co (set HF_TOKEN if the model is gated), "
-            "or pre-download it into the Hugging Face cache (`hf download "
-            f"{model_id}`), or serve a Bento built with `bentoml build`, which carries the weights. "
-            "For an offline demo with random weights, set AUDIO_STUDIO_PROFILE=tiny explicitly."
-        ) from exc
-    return Checkpoint(path=path, model_id=model_id, profile=Profile.FULL)
 
 
 def full_checkpoint(weights: HuggingFaceModel | None, model_id: str) -> Checkpoint:
     """The published checkpoint's folder (profile `full`), from the weights declared on the runner class."""
     if weights is None:
         raise WeightsUnavailable("profile 'full' needs the weights declared on the runner class")
-    return resolve_full(model_id, weights.resolve)
+    return Checkpoint(path=Path(weights.resolve()), model_id=model_id, profile=Profile.FULL)
 
 
 def audioldm2_checkpoint(

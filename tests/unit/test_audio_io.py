@@ -118,6 +118,20 @@ def test_block_decode_matches_the_whole_file_decode(
     assert clip.truncated == (seconds > max_seconds)
 
 
+@pytest.mark.parametrize("container", ["WAVEX", "RF64", "W64"])
+def test_wav_variants_decode_like_a_plain_wav(tmp_path: Path, container: str) -> None:
+    """WAVE_FORMAT_EXTENSIBLE (libsndfile's WAVEX: most 24-bit, multichannel or high-rate WAVs) and the 64-bit
+    RF64 and W64 hold the same PCM as a plain WAV: 24-bit stereo 48 kHz decodes to the same 16 kHz mono."""
+    samples = tone(2.0, 48_000, 2)
+    variant, plain = tmp_path / "variant.wav", tmp_path / "plain.wav"
+    soundfile.write(variant, samples, 48_000, format=container, subtype="PCM_24")
+    soundfile.write(plain, samples, 48_000, format="WAV", subtype="PCM_24")
+    assert probe_upload(variant, "audio").format == container
+    clip = decode_upload(variant, "audio", 16_000, 30, truncate=False)
+    assert clip.sample_rate == 16_000 and len(clip.samples) == 32_000
+    np.testing.assert_array_equal(clip.samples, decode_upload(plain, "audio", 16_000, 30, truncate=False).samples)
+
+
 def test_non_finite_samples_are_refused(tmp_path: Path) -> None:
     samples = tone(1.0, 44_100, 2).astype(np.float32)
     samples[30_000, 1] = np.nan

@@ -34,6 +34,7 @@ from compat import (
     bentoml_session_refresh,
     bentoml_timeout,
 )
+from schemas import CritiqueOutputFormat, CritiqueRequest
 
 MODULES = {name.removeprefix("compat."): importlib.import_module(name) for name in compat.MODULES}
 
@@ -111,6 +112,23 @@ def test_bentoml_still_parses_form_text_as_json_and_looks_the_parser_up_per_requ
     assert parsed.prompt == "808"
     assert {"multipart/form-data", "application/x-www-form-urlencoded"} <= set(ALL_SERDE)
     assert "ALL_SERDE.get(media_type" in inspect.getsource(ServiceAppFactory.api_endpoint)
+
+
+def test_form_text_parses_into_a_strict_request_s_numbers_flags_and_choices() -> None:
+    """The public requests are strict for JSON bodies (schemas.py); a form's fields are text and still parse."""
+    parse = bentoml_multipart.StrictMultipartSerde().parse_request
+    body = b"prompt=808&max_new_tokens=3&do_sample=true&temperature=0.5&seed=7&output=json"
+    parsed = asyncio.run(parse(form_request(body), CritiqueRequest))
+    assert (parsed.prompt, parsed.max_new_tokens, parsed.do_sample, parsed.temperature, parsed.seed) == (
+        "808",
+        3,
+        True,
+        0.5,
+        7,
+    )
+    assert parsed.output is CritiqueOutputFormat.JSON
+    with pytest.raises(ValidationError, match="temperature\n  Input should be a finite number"):
+        asyncio.run(parse(form_request(b"temperature=nan"), CritiqueRequest))
 
 
 # ---- bentoml_timeout ----------------------------------------------------------------------------------------

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from bentoml.models import HuggingFaceModel
 from diffusers import AudioLDM2Pipeline
 
 from models.audioldm2 import load_pipeline
 from models.music_flamingo import load_music_flamingo
 from models.profiles import (
     Checkpoint,
+    HubWeights,
     WeightsUnavailable,
     audioldm2_checkpoint,
     ensure_tiny,
@@ -22,6 +25,8 @@ from models.profiles import (
 from models.tiny_audioldm2 import build_tiny_audioldm2
 from registry import AUDIOLDM2, FAMILIES, MUSIC_FLAMINGO
 from settings import Profile, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def test_tiny_models_are_built_from_fixed_seeds() -> None:
@@ -73,11 +78,36 @@ def test_full_profile_without_reachable_weights_fails_with_instructions(
     monkeypatch.setenv("AUDIO_STUDIO_PROFILE", "full")
     monkeypatch.setenv("BENTOML_HF_CACHE_DIR", str(tmp_path))  # an empty Hugging Face cache
     settings = load_settings()
-    unreachable = HuggingFaceModel("cvssp/audioldm2", endpoint="http://127.0.0.1:9")
+    unreachable = HubWeights("cvssp/audioldm2", endpoint="http://127.0.0.1:9")
     with pytest.raises(WeightsUnavailable) as failure:
         audioldm2_checkpoint(settings, unreachable)
     message = str(failure.value)
     assert "cvssp/audioldm2" in message and "AUDIO_STUDIO_PROFILE=tiny" in message and "bentoml build" in message
+
+
+OFFLINE_RESOLVE = """
+from models.profiles import declare_weights
+from settings import load_settings
+
+declare_weights(load_settings(), "audio-studio/no-such-checkpoint").resolve()
+"""
+
+
+def test_weights_out_of_reach_stop_the_process_with_a_few_lines_not_a_hub_traceback(tmp_path: Path) -> None:
+    """`bentoml serve` resolves the declared weights before any code of ours runs: what it resolves must end the
+    process itself, with the instructions and status 1 (132 lines of Hugging Face traceback before)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path), "BENTOML_HF_CACHE_DIR": str(tmp_path)}
+    env.pop("AUDIO_STUDIO_PROFILE")
+    run = subprocess.run(
+        [sys.executable, "-c", OFFLINE_RESOLVE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert lines[0] == (
+        "audio-studio cannot start: no weights of audio-studio/no-such-checkpoint are reachable "
+        "(profile 'full', the default)."
+    )
+    assert len(lines) == 4 and "offline" in lines[1].lower() and "AUDIO_STUDIO_PROFILE=tiny" in lines[3], lines
 
 
 @pytest.mark.parametrize(
