@@ -35,7 +35,7 @@ from front.admission import Admission, QuotaSettings, RunnerRoom
 from front.critique_work import CritiquePlan, SegmentSettings, critique_problem, decode_clips
 from front.edge import EdgeGuard
 from front.families import FAMILY_OF, ModelsRoute, family_refusal
-from front.openapi import OpenAPIDocument
+from front.openapi import FILE_HEADERS, OpenAPIDocument
 from front.playground import PATH as PLAYGROUND_PATH
 from front.playground import playground_app
 from front.rendering import answers_503_when_a_runner_is_down, audio_answer
@@ -314,19 +314,16 @@ if SETTINGS.cors_origins:
     AudioStudio.add_asgi_middleware(
         CORSMiddleware,
         allow_origins=list(SETTINGS.cors_origins),
-        allow_methods=["GET", "POST"],
-        allow_headers=["Authorization", "X-API-Key", "Content-Type"],
-        expose_headers=[
-            "X-Trace-Id",
-            "Retry-After",
-            "X-Seed",
-            "X-Model-Id",
-            "X-Profile",
-            "X-Clap-Score",
-            "X-Critic-Score",
-            "X-Sample-Rate",
-            "X-BentoML-Request-Id",
+        allow_methods=["GET", "POST", "DELETE"],  # DELETE /jobs/{id} cancels a job
+        allow_headers=["Authorization", "X-API-Key", "Content-Type", "traceparent", "tracestate"],
+        expose_headers=[  # what a page may read beyond the safelisted few: every header the API answers with
+            *(name for name, *_ in FILE_HEADERS),  # the file routes' provenance
             "Content-Disposition",
+            "Location",  # a job's 202
+            "Retry-After",
+            "WWW-Authenticate",
+            "X-Trace-Id",
+            "X-BentoML-Request-Id",
         ],
     )
 OPEN_PATHS = OpenPaths(

@@ -26,6 +26,7 @@ MODULES = (
     "compat.bentoml_timeout",
     "compat.bentoml_dispatcher",
     "compat.bentoml_metrics_dir",
+    "compat.bentoml_access_log",
     "compat.bentoml_request_log",
     "compat.bentoml_session_refresh",
     "compat.bentoml_tracer",

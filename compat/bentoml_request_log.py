@@ -3,7 +3,7 @@
 What it changes: a filter on BentoML's private request logger (`bentoml._internal.server.http_app`, the module
 logger of its `log_exception`, which BentoML's app calls with `(path, method)` and the exception) rewrites the
 records of validation errors and clients that left mid-upload into one INFO line naming the route and the
-fields; real faults keep their traceback.
+fields (escaped: compat/bentoml_access_log.py); real faults keep their traceback.
 
 Why: BentoML logs every rejected request with a full traceback at ERROR, so a client sending `duration=31` in a
 loop fills the log with stack traces that look like faults of the service. No upstream issue. Checked range:
@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from compat import Patch
+from compat.bentoml_access_log import escaped_args
 
 PATCH = Patch(
     name="bentoml_request_log",
@@ -41,7 +42,7 @@ class ClientErrorsAsOneLine(logging.Filter):
         else:
             return True
         path, method = record.args if isinstance(record.args, tuple) and len(record.args) == 2 else ("?", "?")
-        record.msg, record.args = "%s %s: %s", (method, path, summary)
+        record.msg, record.args = "%s %s: %s", escaped_args((method, path, summary))  # fields a client named
         record.levelno, record.levelname = logging.INFO, "INFO"
         record.exc_info, record.exc_text = None, None
         return True

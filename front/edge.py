@@ -3,8 +3,9 @@
 For each public POST route it refuses a wrong Content-Type (415) and a body over
 the route's limit (413) before the body is read (from Content-Length, or by
 counting while it streams), gives every error answer the one shape of
-`core.errors.ErrorResponse`, and cancels the request's work when the client
-disconnects (the runner call then tells its runner to drop the job). Readiness
+`core.errors.ErrorResponse` (unknown paths and wrong methods included; the probes and /metrics stay plain
+text), keeps the router's trailing-slash redirects relative (never built from the client's Host), and cancels
+the request's work when the client disconnects (the runner call then tells its runner to drop the job). Readiness
 answers within a bound even when a runner hangs. On SIGTERM the front drains
 before its server stops (core/shutdown.py): new work gets 503, requests and this
 process's jobs have until the grace ends, and what is still in flight then is
@@ -20,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 from starlette.datastructures import Headers
@@ -40,7 +42,9 @@ SHUTTING_DOWN = "the service is shutting down; retry"
 READINESS_TIMEOUT_S = 3.0  # what the readiness probe may take before /readyz answers 503
 READINESS_TICK_S = 0.1  # how often the probe's time is counted: a late tick is the front's own loop, not the probe
 CLIENT_CLOSED_REQUEST = 499  # the access log's status for a request whose client left (nginx's convention)
-JOB_PATHS = "/jobs/"  # status, events, result and cancel of a job: their errors take the one shape too
+JOB_PATHS = "/jobs/"  # status, events, result and cancel of a job: in flight until a shutdown's grace ends
+PLAIN_TEXT_PATHS = ("/livez", "/readyz", "/healthz", "/metrics")  # plain text, errors too, as the contract declares
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 ENDING_S = 5.0  # after the grace: how long ended requests get to answer and send their runners' cancels
 
 
@@ -114,15 +118,24 @@ class EdgeGuard:
             return await self.bounded_readiness(scope, receive, send)
         rules = self.rules.get(scope["path"])
         if rules is None or scope["method"] != "POST":
-            if scope["path"].startswith(JOB_PATHS):  # a path the job app cannot match gets BentoML's plain 404
-                # Event streams and result downloads are in flight too: a shutdown ends them after its grace.
-                with self.tracked():
-                    return await self.app(scope, receive, ErrorShaper(send, Exchange(JSON_BODY_LIMIT)))
-            return await self.app(scope, receive, send)
+            return await self.unguarded(scope, receive, send)
         refusal = self.refusal(Headers(scope=scope), rules)
         if refusal is not None:
             return await reply(send, refusal)
         await self.guarded(scope, receive, send, Exchange(rules.max_body_bytes))
+
+    async def unguarded(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Any other request (GETs, unknown paths, a route's wrong method): its errors take the one shape too
+        (Starlette's plain `Not Found`, `Method Not Allowed`), but for the probes and /metrics, plain text by
+        contract; and the router's trailing-slash redirects never name the client's Host."""
+        if scope["path"] in PLAIN_TEXT_PATHS:
+            return await self.app(scope, receive, send)
+        shaped = TrailingSlash(scope, ErrorShaper(send, Exchange(JSON_BODY_LIMIT)))
+        if scope["path"].startswith(JOB_PATHS):
+            # Event streams and result downloads are in flight too: a shutdown ends them after its grace.
+            with self.tracked():
+                return await self.app(scope, receive, shaped)
+        await self.app(scope, receive, shaped)
 
     # ---- before the body -------------------------------------------------------
 
@@ -268,6 +281,34 @@ class EdgeGuard:
         loop = asyncio.get_running_loop()
         while self.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.1)
+
+
+class TrailingSlash:
+    """Starlette's router answers a path that differs from a route by a trailing slash with a redirect to an
+    absolute URL built from the client's Host header (`GET /ui` with `Host: evil.example` went to
+    `http://evil.example/ui/`). A page's folder (`GET /ui`) keeps its redirect, made relative (`/ui/`); any other
+    (`POST /generate/`, `GET /docs.json/`) is a 404 in the error shape: an API route has one path. Nothing else
+    in the app redirects."""
+
+    def __init__(self, scope: Scope, send: Any) -> None:
+        self.send = send
+        path, query = scope["path"], scope.get("query_string", b"").decode("latin-1")
+        folder = scope["method"] in ("GET", "HEAD") and not path.endswith("/")
+        # One leading slash: `//host/` would be a protocol-relative URL, an open redirect.
+        self.location = "/" + quote(path.lstrip("/")) + "/" + (f"?{query}" if query else "") if folder else None
+        self.redirect_status: int | None = None
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] in REDIRECT_STATUSES:
+            self.redirect_status = message["status"]
+            return
+        if self.redirect_status is None:
+            return await self.send(message)
+        if message.get("more_body", False):
+            return  # the redirect's own body: answered below instead
+        if self.location is None:
+            return await reply(self.send, error_response("not_found", "Not Found"))
+        await reply(self.send, Response(status_code=self.redirect_status, headers={"Location": self.location}))
 
 
 class ErrorShaper:

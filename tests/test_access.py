@@ -197,6 +197,21 @@ def test_a_family_the_deployment_does_not_run_is_a_400_naming_model_and_the_choi
     assert "'audioldm' is not deployed here; choices: audioldm2" in refused.json()["error"]
 
 
+def test_a_path_cannot_write_a_log_line_of_its_own(secured: Secured) -> None:
+    """An encoded line break in the path, before any key is checked: our refusal line and BentoML's access line
+    both log it escaped, on their own line."""
+    forged = "2026-12-04T00:00:00+0000 [INFO] API keys loaded: forged"
+    response = httpx.get(f"{secured.url}/generate%0a{forged.replace(' ', '%20')}%0d%1b", timeout=30)
+    assert_unauthorized(response)
+    escaped = f"/generate\\n{forged}\\r\\x1b"
+    deadline = time.monotonic() + 10  # the access line is written once the answer is sent
+    while (log := secured.served.log_path.read_text(errors="replace")).count(escaped) < 2:
+        assert time.monotonic() < deadline, log[-3000:]
+        time.sleep(0.1)
+    lines = [line for line in log.splitlines() if forged in line]
+    assert len(lines) == 2 and all(not line.startswith(forged) and "\x1b" not in line for line in lines), lines
+
+
 def test_keys_never_reach_the_log_but_their_names_do(secured: Secured) -> None:
     """Runs last in this module: by now every key has been sent, right and wrong."""
     log = secured.served.log_path.read_text(errors="replace")

@@ -109,6 +109,31 @@ def test_a_long_filename_is_fine_and_a_hostile_one_is_never_echoed(server: str) 
     assert "<" not in text and "onerror" not in text and "/tmp" not in text and "bentoml-request" not in text, body
 
 
+# ---- paths, methods and redirects ---------------------------------------------------
+
+
+def test_redirects_never_name_the_clients_host(server: str) -> None:
+    """The page's folder redirect is relative; a route's path with a slash added is a 404, not a redirect."""
+    host = {"Host": "evil.example"}
+    page = httpx.get(f"{server}/ui?tab=1", headers=host, timeout=TIMEOUT)
+    assert page.status_code == 307 and page.headers["location"] == "/ui/?tab=1"
+    assert httpx.get(f"{server}/ui", timeout=TIMEOUT, follow_redirects=True).url.path == "/ui/"
+    for method, path in [("POST", "/generate/"), ("GET", "/generate/"), ("GET", "/docs.json/"), ("POST", "/ui")]:
+        response = httpx.request(method, f"{server}{path}", json={"prompt": "x"}, headers=host, timeout=TIMEOUT)
+        assert "location" not in response.headers, (method, path)
+        assert assert_error(response, 404)["kind"] == "not_found", (method, path)
+
+
+def test_unknown_paths_and_wrong_methods_answer_in_the_error_shape(server: str) -> None:
+    for path in ("/jobs", "/nope", "/ui/nope.js", "/jobs/x/y/z"):
+        assert assert_error(httpx.get(f"{server}{path}", timeout=TIMEOUT), 404)["kind"] == "not_found", path
+    wrong = httpx.get(f"{server}/generate", timeout=TIMEOUT)
+    assert assert_error(wrong, 405)["kind"] == "method_not_allowed" and wrong.headers["allow"] == "POST"
+    for probe in ("/livez", "/readyz"):  # plain text, as the contract declares
+        answer = httpx.get(f"{server}{probe}", timeout=TIMEOUT)
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain"), probe
+
+
 # ---- content type and size before the body is read --------------------------------
 
 

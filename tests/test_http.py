@@ -169,10 +169,36 @@ def test_a_page_on_an_allowed_origin_can_read_every_header_the_file_routes_send(
         timeout=TIMEOUT,
     )
     assert response.status_code == 200 and response.headers["access-control-allow-origin"] == CORS_ORIGIN
-    exposed = {name.strip().lower() for name in response.headers["access-control-expose-headers"].split(",")}
     sent = {name for name in response.headers if name.startswith("x-") or name == "content-disposition"}
     assert {"x-seed", "x-sample-rate", "content-disposition"} <= sent
-    assert sent <= exposed, sent - exposed
+    assert sent <= exposed(response), sent - exposed(response)
+
+
+def exposed(response: httpx.Response) -> set[str]:
+    return {name.strip().lower() for name in response.headers.get("access-control-expose-headers", "").split(",")}
+
+
+def test_a_page_on_an_allowed_origin_can_submit_read_the_location_and_cancel_a_job(server: str) -> None:
+    origin = {"Origin": CORS_ORIGIN}
+    preflight = httpx.options(
+        f"{server}/jobs/0123abcd",
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "DELETE",
+            "Access-Control-Request-Headers": "authorization, content-type, traceparent",
+        },
+        timeout=TIMEOUT,
+    )
+    assert preflight.status_code == 200, preflight.text
+    assert "DELETE" in preflight.headers["access-control-allow-methods"]
+    long_job = {"prompt": "a bell", "duration": 60, "steps": 50}  # still running when cancelled
+    submitted = httpx.post(f"{server}/jobs/generate", json=long_job, headers=origin, timeout=TIMEOUT)
+    assert submitted.status_code == 202 and submitted.headers["access-control-allow-origin"] == CORS_ORIGIN
+    readable = {"location", "retry-after", "content-disposition", "www-authenticate"}
+    sent = {name for name in submitted.headers if name.startswith("x-") or name in readable}
+    assert "location" in sent and sent <= exposed(submitted), sent - exposed(submitted)
+    cancelled = httpx.delete(f"{server}{submitted.headers['location']}", headers=origin, timeout=TIMEOUT)
+    assert cancelled.status_code == 202 and cancelled.headers["access-control-allow-origin"] == CORS_ORIGIN
 
 
 def test_each_runner_has_one_label_on_every_metric(server: str) -> None:

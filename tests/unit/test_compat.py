@@ -27,6 +27,7 @@ from starlette.requests import Request
 
 import compat
 from compat import (
+    bentoml_access_log,
     bentoml_dispatcher,
     bentoml_metrics_dir,
     bentoml_multipart,
@@ -80,6 +81,7 @@ def test_install_all_installs_each_patch_once() -> None:
     assert BentoMLContainer.prometheus_multiproc_dir.get() == metrics_dir
     request_logger = logging.getLogger(bentoml_request_log.BENTOML_REQUEST_LOGGER)
     assert request_logger.filters.count(bentoml_request_log.FILTER) == 1
+    assert logging.getLogRecordFactory().escapes  # type: ignore[attr-defined]
     assert ALL_SERDE["multipart/form-data"] is ALL_SERDE["application/x-www-form-urlencoded"]
     assert ALL_SERDE["multipart/form-data"] is bentoml_multipart.StrictMultipartSerde
     assert TimeoutMiddleware.__call__ is bentoml_timeout.call_with_timer_cancelled
@@ -289,6 +291,54 @@ def test_bentoml_still_logs_a_rejected_request_at_error_with_its_traceback(monke
         "POST /generate: invalid request (prompt)",
         None,
     )
+
+
+# ---- bentoml_access_log ---------------------------------------------------------------------------------------
+
+FORGED = "/generate\n2026-12-04T00:00:00+0000 [INFO] API keys loaded: forged"
+
+
+def test_bentoml_access_log_still_logs_the_decoded_path_as_an_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upstream: the path goes into the record as it came, inside an argument (which the factory escapes)."""
+    from bentoml._internal.server.http.access import AccessLogMiddleware
+
+    monkeypatch.setattr(logging, "_logRecordFactory", logging.LogRecord)  # unpatched, whatever ran before
+    records = Records()
+    access = logging.getLogger("bentoml.access")
+    monkeypatch.setattr(access, "handlers", [records])
+    monkeypatch.setattr(access, "level", logging.INFO)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    scope = {"type": "http", "scheme": "http", "method": "GET", "path": FORGED, "client": ("127.0.0.1", 1)}
+    asyncio.run(AccessLogMiddleware(app)(scope, None, send))
+    [stock] = records.records
+    assert "\n" not in stock.msg and "\n2026-12-04" in stock.getMessage()
+    assert any(isinstance(arg, str) and FORGED in arg for arg in stock.args)
+
+
+def test_logged_values_are_escaped_and_templates_keep_their_line_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logging, "_logRecordFactory", logging.LogRecord)
+    bentoml_access_log.install()
+    factory = logging.getLogRecordFactory()
+    bentoml_access_log.install()
+    assert logging.getLogRecordFactory() is factory  # wrapped once
+    records = Records()
+    logger = logging.getLogger("audio_studio.test_escape")
+    monkeypatch.setattr(logger, "handlers", [records])
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    logger.info("refused %s (%s)\nsecond line %d", FORGED, "\r\x1b\x00\x85\u2028ok", 3)
+    logger.info("%(path)s", {"path": FORGED})
+    logger.info(ValueError(FORGED))
+    plain, mapped, error = (record.getMessage() for record in records.records)
+    escaped_path = "/generate\\n2026-12-04T00:00:00+0000 [INFO] API keys loaded: forged"
+    assert plain == f"refused {escaped_path} (\\r\\x1b\\x00\\x85\\u2028ok)\nsecond line 3"
+    assert mapped == error == escaped_path
 
 
 # ---- bentoml_session_refresh --------------------------------------------------------------------------------
