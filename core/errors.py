@@ -12,6 +12,7 @@ ErrorKind = Literal[
     "invalid_input",  # 400: a field out of range, a malformed body or form
     "unauthorized",  # 401: no API key, or one that is not (or no longer) valid
     "not_found",  # 404: no such job (or not this API key's)
+    "request_timeout",  # 408: the body came too slowly (its deadline and minimum rate: front/body_pace.py)
     "conflict",  # 409: the job has no result (yet, or it failed or was cancelled)
     "gone",  # 410: the job's result passed its retention time
     "too_large",  # 413: the body or an upload over its limit
@@ -42,6 +43,7 @@ STATUS_OF_KIND: dict[str, int] = {
     "invalid_input": 400,
     "unauthorized": 401,
     "not_found": 404,
+    "request_timeout": 408,
     "conflict": 409,
     "gone": 410,
     "too_large": 413,
@@ -56,6 +58,7 @@ RETRY_AFTER_SECONDS = {"unavailable": 5, "out_of_memory": 10}
 KIND_OF_STATUS: dict[int, ErrorKind] = {
     401: "unauthorized",
     404: "not_found",
+    408: "request_timeout",
     413: "too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
