@@ -32,6 +32,7 @@ from core.runner_calls import RunnerUnavailable, call_runner, run_job
 from core.work import Answer, ProgressTarget, Work
 from front.access import AccessGuard, OpenPaths
 from front.admission import Admission, QuotaSettings, RunnerRoom
+from front.body_pace import BodyPace
 from front.critique_work import CritiquePlan, SegmentSettings, critique_problem, decode_clips
 from front.edge import EdgeGuard
 from front.families import FAMILY_OF, ModelsRoute, family_refusal
@@ -344,6 +345,7 @@ AudioStudio.add_asgi_middleware(
     Admission,
     rooms=ROOM_OF_ROUTE,
     quotas=QuotaSettings(SETTINGS.key_max_in_flight, SETTINGS.key_rate_per_minute, SETTINGS.key_burst),
+    pace=BodyPace(SETTINGS.body_timeout_s, SETTINGS.body_min_rate_kib_s * 1024),
 )
 AudioStudio.add_asgi_middleware(ModelsRoute)
 AudioStudio.add_asgi_middleware(

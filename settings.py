@@ -155,6 +155,19 @@ class Settings(Checked):
     key_max_in_flight: int = knob(8, "Per API key: requests in flight.", low=1, high=10_000)
     key_rate_per_minute: int = knob(60, "Per API key: requests per minute (a token bucket).", low=1, high=1_000_000)
     key_burst: int = knob(20, "Per API key: the token bucket's size.", low=1, high=100_000)
+    body_timeout_s: float = knob(
+        20.0,
+        "A request body must have arrived within this many seconds plus one second per "
+        "`AUDIO_STUDIO_BODY_MIN_RATE_KIB_S` KiB received; a slower one is dropped (408 `request_timeout`).",
+        low=1.0,
+        high=3600.0,
+    )
+    body_min_rate_kib_s: float = knob(
+        32.0,
+        "The slowest upload kept, on average, in KiB/s: each that many KiB received give the body one more second.",
+        low=0.1,
+        high=1_000_000.0,
+    )
     otlp_endpoint: str | None = knob(
         None, "Tracing: OTLP/HTTP to this endpoint (e.g. http://otel-collector:4318/v1/traces); off when unset."
     )

@@ -13,6 +13,7 @@ ErrorKind = Literal[
     "unauthorized",  # 401: no API key, or one that is not (or no longer) valid
     "not_found",  # 404: no such job (or not this API key's), no such path
     "method_not_allowed",  # 405: the path takes other methods (`Allow` lists them)
+    "request_timeout",  # 408: the body came too slowly (its deadline and minimum rate: front/body_pace.py)
     "conflict",  # 409: the job has no result (yet, or it failed or was cancelled)
     "gone",  # 410: the job's result passed its retention time
     "too_large",  # 413: the body or an upload over its limit
@@ -44,6 +45,7 @@ STATUS_OF_KIND: dict[str, int] = {
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "conflict": 409,
     "gone": 410,
     "too_large": 413,
@@ -59,6 +61,7 @@ KIND_OF_STATUS: dict[int, ErrorKind] = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "too_large",
     415: "unsupported_media_type",
     429: "rate_limited",

@@ -1,11 +1,14 @@
-"""Admission: per-key quotas and per-runner load shedding, decided from the headers alone.
+"""Admission: per-key quotas and per-runner load shedding; a runner's room is taken once the body is in.
 
 A request to a model route is let in only if its caller is under its own
 limits (requests in flight, and a token bucket of requests per minute) and its
-runner has room; otherwise it is answered at once, before its body is read:
-429 with the seconds until the caller's limit allows it again, or 503 with
-Retry-After when the runner's queue is full. Nothing then waits silently in a
-queue it cannot leave in time.
+runner has room; otherwise it is answered at once from the headers, before its
+body is read: 429 with the seconds until the caller's limit allows it again, or
+503 with Retry-After when the runner's queue is full. Nothing then waits
+silently in a queue it cannot leave in time. Every POST body must keep to a pace
+(front/body_pace.py), and a runner's room is taken only once the body is in
+(503 then if the room filled meanwhile): an upload that stalls holds no room,
+and is dropped (408).
 
 A runner's room is counted here, per front process: the requests it has been
 sent (or is about to be) and not yet answered. Its batcher holds one batch
@@ -26,6 +29,7 @@ from starlette.responses import JSONResponse
 from core.caller import ANONYMOUS, CALLER
 from core.errors import error_response
 from front.asgi import Scope, reply
+from front.body_pace import BodyPace, PacedBody
 
 SHED = Counter(
     "audio_studio_requests_shed",
@@ -104,63 +108,83 @@ class RunnerRoom:
 
 
 class Admission:
-    """ASGI middleware: let a model request in, or answer 429/503 at once."""
+    """ASGI middleware: let a model request in, or answer 429/503 at once; every POST body keeps to its pace."""
 
-    def __init__(self, app: Any, rooms: dict[str, RunnerRoom], quotas: QuotaSettings) -> None:
+    def __init__(self, app: Any, rooms: dict[str, RunnerRoom], quotas: QuotaSettings, pace: BodyPace) -> None:
         self.app = app
         self.rooms = rooms  # by route
         self.quotas = quotas
+        self.pace = pace
         self.keys: dict[str, KeyQuota] = {}
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        room = self.rooms.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if room is None:
+        if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
+        room = self.rooms.get(scope["path"])
         caller = scope.get(CALLER, ANONYMOUS)
-        quota = None if caller == ANONYMOUS else self.quota_of(caller)
-        refusal = self.refusal(quota, room)
+        quota = None if room is None or caller == ANONYMOUS else self.quota_of(caller)
+        refusal = None if room is None else self.key_refusal(quota, room) or self.room_refusal(room)
         if refusal is not None:
             return await reply(send, refusal)
         if quota is not None:
             quota.bucket.take()
             quota.in_flight += 1
-        room.change(+1)
+        holds_room = False
+
+        def enter() -> JSONResponse | None:
+            """The body is in: take the room, unless it filled while the body came."""
+            nonlocal holds_room
+            full = None if room is None else self.room_refusal(room)
+            if room is not None and full is None:
+                room.change(+1)
+                holds_room = True
+            return full
+
+        body = PacedBody(receive, self.pace, enter)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, body.receive, body.sender(send))
         finally:
-            room.change(-1)
+            if room is not None and holds_room:
+                room.change(-1)
             if quota is not None:
                 quota.in_flight -= 1
+        if body.answer is not None:
+            await reply(send, body.answer)
 
     def quota_of(self, caller: str) -> KeyQuota:
         if caller not in self.keys:
             self.keys[caller] = KeyQuota(TokenBucket(self.quotas.rate_per_minute, self.quotas.burst))
         return self.keys[caller]
 
-    def refusal(self, quota: KeyQuota | None, room: RunnerRoom) -> JSONResponse | None:
-        """The caller's own limits first (they tell it to slow down), then the runner's room."""
-        if quota is not None:
-            if quota.in_flight >= self.quotas.max_in_flight:
-                SHED.labels(reason="key_in_flight", runner=room.name).inc()
-                return error_response(
-                    "rate_limited",
-                    f"this API key has {quota.in_flight} requests in flight; its limit is {self.quotas.max_in_flight}",
-                    retry_after_s=1,
-                )
-            wait = quota.bucket.seconds_until_token(time.monotonic())
-            if wait > 0:
-                SHED.labels(reason="key_rate", runner=room.name).inc()
-                return error_response(
-                    "rate_limited",
-                    f"this API key is over its rate of {self.quotas.rate_per_minute} requests per minute "
-                    f"(bursts of {self.quotas.burst}); retry in {math.ceil(wait)} s",
-                    retry_after_s=math.ceil(wait),
-                )
-        if room.full:
-            SHED.labels(reason="queue_full", runner=room.name).inc()
+    def key_refusal(self, quota: KeyQuota | None, room: RunnerRoom) -> JSONResponse | None:
+        """The caller's own limits come first: they tell it to slow down."""
+        if quota is None:
+            return None
+        if quota.in_flight >= self.quotas.max_in_flight:
+            SHED.labels(reason="key_in_flight", runner=room.name).inc()
             return error_response(
-                "unavailable",
-                f"the {room.name} runner's queue is full ({room.outstanding} requests in flight); retry later",
-                retry_after_s=QUEUE_FULL_RETRY_S,
+                "rate_limited",
+                f"this API key has {quota.in_flight} requests in flight; its limit is {self.quotas.max_in_flight}",
+                retry_after_s=1,
+            )
+        wait = quota.bucket.seconds_until_token(time.monotonic())
+        if wait > 0:
+            SHED.labels(reason="key_rate", runner=room.name).inc()
+            return error_response(
+                "rate_limited",
+                f"this API key is over its rate of {self.quotas.rate_per_minute} requests per minute "
+                f"(bursts of {self.quotas.burst}); retry in {math.ceil(wait)} s",
+                retry_after_s=math.ceil(wait),
             )
         return None
+
+    @staticmethod
+    def room_refusal(room: RunnerRoom) -> JSONResponse | None:
+        if not room.full:
+            return None
+        SHED.labels(reason="queue_full", runner=room.name).inc()
+        return error_response(
+            "unavailable",
+            f"the {room.name} runner's queue is full ({room.outstanding} requests in flight); retry later",
+            retry_after_s=QUEUE_FULL_RETRY_S,
+        )

@@ -56,7 +56,7 @@ BENTOML_SUFFIX = "IODescriptor"  # BentoML's name for the model it wraps around 
 BINARY = {"type": "string", "format": "binary"}
 PLAIN_TEXT = {"text/plain": {"schema": {"type": "string"}}}
 
-ERROR_STATUSES = (400, 413, 415, 500, 503)
+ERROR_STATUSES = (400, 408, 413, 415, 500, 503)
 KEYED_ERROR_STATUSES = (401, 429)  # with API keys on
 RETRY_AFTER_STATUSES = (429, 503)
 SECURITY_SCHEMES = {
@@ -76,6 +76,8 @@ def error_description(status: int, form: bool) -> str:
         400: "Invalid input: a field missing, unknown or out of range, or a malformed body. `detail` has one "
         "entry per field at fault, naming it (`loc`) and the limit (`msg`).",
         401: "No API key, or one that is not (or no longer) valid; the answer carries `WWW-Authenticate`.",
+        408: "The body came too slowly (`AUDIO_STUDIO_BODY_TIMEOUT_S`, `AUDIO_STUDIO_BODY_MIN_RATE_KIB_S`); "
+        "the connection is closed.",
         413: "The body, or an upload in it, is over its size limit.",
         415: (
             "The body is neither `multipart/form-data` nor `application/x-www-form-urlencoded`, or an upload is "

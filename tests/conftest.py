@@ -250,14 +250,29 @@ class Secured:
         return {"Authorization": f"Bearer {self.keys[name]}"}
 
 
-SECURED_KEY_NAMES = ("alpha", "beta", "gamma", "queue", "trace", "sighup", "models")
+SECURED_KEY_NAMES = (
+    "alpha",
+    "beta",
+    "gamma",
+    "queue",
+    "trace",
+    "sighup",
+    "models",
+    "stall-json",
+    "stall-form",
+    "admitted",
+    "race",
+)
 SECURED_QUOTAS = {
     "AUDIO_STUDIO_KEY_MAX_IN_FLIGHT": "4",
     "AUDIO_STUDIO_KEY_RATE_PER_MINUTE": "6",
     "AUDIO_STUDIO_KEY_BURST": "4",
     "AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE": "2",
     "AUDIO_STUDIO_AUDIOLDM2_MAX_QUEUED": "1",
+    "AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_BATCH_SIZE": "2",
+    "AUDIO_STUDIO_MUSIC_FLAMINGO_MAX_QUEUED": "1",
     "AUDIO_STUDIO_JOBS_MAX_ACTIVE_PER_KEY": "2",
+    "AUDIO_STUDIO_BODY_TIMEOUT_S": "3",  # a stalled upload is dropped within seconds (tests/test_access.py)
 }
 
 

@@ -6,10 +6,13 @@ Each test uses its own key, so per-key quotas of one test do not reach another.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
+import socket
 import time
+from urllib.parse import urlparse
 
 import httpx
 import psutil
@@ -152,6 +155,56 @@ def test_a_full_runner_queue_is_refused_at_once(secured: Secured) -> None:
     assert not waited_for_a_slot, "the refusal came only once a slow request had finished"
     metrics = httpx.get(f"{secured.url}/metrics", headers=secured.auth("alpha"), timeout=10).text
     assert re.search(r'audio_studio_requests_shed_total\{reason="queue_full",runner="audioldm2"\} [1-9]', metrics)
+
+
+def stalled_upload(secured: Secured, route: str, key: str, content_type: str) -> socket.socket:
+    """A client that announces 1000 bytes, sends one once the app reads its body, and then nothing more.
+
+    `Expect: 100-continue` makes the server say when its app first reads the body: by then the request has
+    passed admission, whatever admission does.
+    """
+    address = urlparse(secured.url)
+    sock = socket.create_connection((address.hostname, address.port), timeout=60)
+    head = (
+        f"POST {route} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secured.keys[key]}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n"
+    )
+    sock.sendall(head.encode())
+    assert sock.recv(1024).startswith(b"HTTP/1.1 100 "), route
+    sock.sendall(b"-")  # a valid start of either body: JSON is read whole, a form's boundary begins with it
+    return sock
+
+
+def answer_of(sock: socket.socket) -> tuple[int, bytes, bytes]:
+    """The status, head and body of the answer, read until the server closes the connection."""
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), head, body
+
+
+def test_stalled_uploads_hold_no_runner_room_and_are_dropped_with_408(secured: Secured) -> None:
+    """Each runner takes 2 + 1 here: three uploads per runner that never finish leave both runners' rooms free,
+    and each is answered 408 and closed once its body is late (3 s on this server)."""
+    stalled = [stalled_upload(secured, "/generate", "stall-json", "application/json") for _ in range(3)]
+    form = "multipart/form-data; boundary=b"
+    stalled += [stalled_upload(secured, "/critique", "stall-form", form) for _ in range(3)]
+    try:
+        admitted = secured.auth("admitted")
+        generated = httpx.post(f"{secured.url}/generate", json=TINY_GENERATE, headers=admitted, timeout=120)
+        assert generated.status_code == 200, generated.text
+        form_data = {"prompt": "x", "max_new_tokens": "2"}
+        critique = httpx.post(f"{secured.url}/critique", data=form_data, headers=admitted, timeout=120)
+        assert critique.status_code == 200, critique.text
+        for sock in stalled:
+            status, head, body = answer_of(sock)
+            assert status == 408 and b"connection: close" in head.lower(), head + body
+            error = json.loads(body)
+            assert error["kind"] == "request_timeout" and error["detail"][0]["loc"] == ["body"], error
+    finally:
+        for sock in stalled:
+            sock.close()
 
 
 def outstanding(metrics: httpx.Response) -> float:

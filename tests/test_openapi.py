@@ -30,7 +30,7 @@ from tests.audio_files import audio_file
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-ERROR_STATUSES = {"400", "413", "415", "500", "503"}
+ERROR_STATUSES = {"400", "408", "413", "415", "500", "503"}
 FILE_ROUTES = {"/generate", "/transform"}
 AUDIO_MEDIA_TYPES = {"audio/wav", "audio/flac"}
 FILE_HEADERS = {"X-Seed", "X-Model-Id", "X-Profile", "X-Sample-Rate", "X-Clap-Score", "X-Critic-Score"}
