@@ -40,16 +40,21 @@ class Server:
 
 
 @contextmanager
-def serve(workdir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    """`bentoml serve service:AudioStudio`, tiny profile, its own BENTOML_HOME; the whole tree stopped on exit."""
+def serve(workdir: Path, extra_env: dict[str, str] | None = None, glibc_default: bool = False) -> Iterator[Server]:
+    """`bentoml serve service:AudioStudio`, tiny profile, its own BENTOML_HOME; the whole tree stopped on exit.
+
+    glibc's allocator is tuned as the Bento's image tunes it (bentofile.yaml), unless `glibc_default`.
+    """
     env = {
         **os.environ,
         "AUDIO_STUDIO_PROFILE": "tiny",
         "BENTOML_HOME": str(workdir / "bentoml-home"),
         "HF_HUB_OFFLINE": "1",
-        "MALLOC_MMAP_THRESHOLD_": "65536",  # as the Bento's image sets it (bentofile.yaml)
+        **({} if glibc_default else {"MALLOC_MMAP_THRESHOLD_": "65536"}),
         **(extra_env or {}),
     }
+    if glibc_default:
+        env.pop("MALLOC_MMAP_THRESHOLD_", None)
     log_path = workdir / "serve.log"
     for _attempt in range(3):  # another process may take the free port first: BentoML's workers bind ports too
         port = free_port()
