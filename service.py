@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 
 import compat
 from audio_io import MAX_UPLOAD_BYTES, AudioInputError, decode_upload
+from compat.bentoml_route_metrics import label_as_routes
 from core.caller import ANONYMOUS, CALLER
 from core.errors import error_response, kind_of_status
 from core.runner_calls import RunnerUnavailable, call_runner, run_job
@@ -348,6 +349,7 @@ AudioStudio.add_asgi_middleware(
     pace=BodyPace(SETTINGS.body_timeout_s, SETTINGS.body_min_rate_kib_s * 1024),
 )
 AudioStudio.add_asgi_middleware(ModelsRoute)
+label_as_routes(ModelsRoute.PATH)  # BentoML's request metrics: a path of its own, though no route of the router
 AudioStudio.add_asgi_middleware(
     OpenAPIDocument,
     service=AudioStudio,

@@ -28,6 +28,7 @@ MODULES = (
     "compat.bentoml_metrics_dir",
     "compat.bentoml_access_log",
     "compat.bentoml_request_log",
+    "compat.bentoml_route_metrics",
     "compat.bentoml_session_refresh",
     "compat.bentoml_tracer",
     "compat.diffusers_language_model",

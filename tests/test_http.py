@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -199,6 +200,29 @@ def test_a_page_on_an_allowed_origin_can_submit_read_the_location_and_cancel_a_j
     assert "location" in sent and sent <= exposed(submitted), sent - exposed(submitted)
     cancelled = httpx.delete(f"{server}{submitted.headers['location']}", headers=origin, timeout=TIMEOUT)
     assert cancelled.status_code == 202 and cancelled.headers["access-control-allow-origin"] == CORS_ORIGIN
+
+
+def request_series(server: str) -> set[str]:
+    """The front's request series on /metrics: one line per label set."""
+    text = httpx.get(f"{server}/metrics", timeout=TIMEOUT).text
+    return {line.rsplit(" ", 1)[0] for line in text.splitlines() if "endpoint=" in line and not line.startswith("#")}
+
+
+def test_random_paths_and_job_ids_add_no_metric_series(server: str) -> None:
+    """BentoML labels its request metrics by route template (`/jobs/{job_id}`) and every unknown path as one."""
+
+    def visit(count: int) -> None:
+        for _ in range(count):
+            assert httpx.get(f"{server}/{secrets.token_hex(8)}", timeout=TIMEOUT).status_code == 404
+            assert httpx.get(f"{server}/jobs/{secrets.token_hex(16)}", timeout=TIMEOUT).status_code == 404
+            assert httpx.get(f"{server}/ui/{secrets.token_hex(4)}.js", timeout=TIMEOUT).status_code == 404
+
+    visit(1)  # each kind of answer has its series now
+    before = request_series(server)
+    assert any('endpoint="/jobs/{job_id}"' in series for series in before)
+    assert any('endpoint="unmatched"' in series for series in before)
+    visit(50)
+    assert request_series(server) == before
 
 
 def test_each_runner_has_one_label_on_every_metric(server: str) -> None:

@@ -8,12 +8,13 @@ In-process and fast: no server, no checkpoint.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -32,6 +33,7 @@ from compat import (
     bentoml_metrics_dir,
     bentoml_multipart,
     bentoml_request_log,
+    bentoml_route_metrics,
     bentoml_session_refresh,
     bentoml_timeout,
 )
@@ -73,6 +75,7 @@ def test_install_all_installs_each_patch_once() -> None:
     from _bentoml_impl.serde import ALL_SERDE
     from _bentoml_impl.server.app import ServiceAppFactory
     from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.server.http import instruments
     from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
     compat.install_all()
@@ -82,6 +85,7 @@ def test_install_all_installs_each_patch_once() -> None:
     request_logger = logging.getLogger(bentoml_request_log.BENTOML_REQUEST_LOGGER)
     assert request_logger.filters.count(bentoml_request_log.FILTER) == 1
     assert logging.getLogRecordFactory().escapes  # type: ignore[attr-defined]
+    assert instruments.RunnerTrafficMetricsMiddleware is bentoml_route_metrics.RouteLabelledTrafficMetrics
     assert ALL_SERDE["multipart/form-data"] is ALL_SERDE["application/x-www-form-urlencoded"]
     assert ALL_SERDE["multipart/form-data"] is bentoml_multipart.StrictMultipartSerde
     assert TimeoutMiddleware.__call__ is bentoml_timeout.call_with_timer_cancelled
@@ -339,6 +343,110 @@ def test_logged_values_are_escaped_and_templates_keep_their_line_breaks(monkeypa
     escaped_path = "/generate\\n2026-12-04T00:00:00+0000 [INFO] API keys loaded: forged"
     assert plain == f"refused {escaped_path} (\\r\\x1b\\x00\\x85\\u2028ok)\nsecond line 3"
     assert mapped == error == escaped_path
+
+
+# ---- bentoml_route_metrics ----------------------------------------------------------------------------------
+
+
+class Labelled:
+    """Stands in for BentoML's metrics: records the labels each is given."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def labels(self, **labels: Any) -> Labelled:
+        self.seen.append(labels)
+        return self
+
+    def inc(self) -> None:
+        pass
+
+    def observe(self, value: float) -> None:
+        pass
+
+    def set_to_current_time(self) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def track_inprogress(self) -> Iterator[None]:
+        yield
+
+
+def endpoint_labels(
+    monkeypatch: pytest.MonkeyPatch, middleware: type, requests: list[tuple[str, str]]
+) -> tuple[list[str], list[str]]:
+    """`requests` through `middleware` in an app routed as BentoML's (routes, a mounted job app, static files):
+    the `endpoint` label of each, and the paths the app saw."""
+    from _bentoml_impl.server.mount import PassiveMount
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+    from starlette.testclient import TestClient
+
+    totals = Labelled()
+
+    def setup(self: Any) -> None:
+        self.metrics_request_total = totals
+        self.metrics_request_duration = self.metrics_request_in_progress = Labelled()
+        self.metrics_last_request_timestamp = Labelled()
+        self._is_setup = True
+
+    monkeypatch.setattr(bentoml_route_metrics.StockTrafficMetrics, "_setup", setup)
+    seen: list[str] = []
+
+    async def files(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    async def route(request: Request) -> PlainTextResponse:
+        seen.append(request.url.path)
+        return PlainTextResponse("ok")
+
+    jobs = Starlette(routes=[Route("/{job_id}", route), Route("/{job_id}/events", route)])
+    app = Starlette(
+        routes=[Route("/generate", route, methods=["POST"]), PassiveMount("/jobs", jobs), Mount("/ui", files)],
+        middleware=[Middleware(middleware)],
+    )
+    with TestClient(app) as client:
+        for method, path in requests:
+            client.request(method, path)
+    return [labels["endpoint"] for labels in totals.seen], seen
+
+
+REQUESTS = [("GET", "/jobs/abc"), ("GET", "/jobs/def/events"), ("GET", "/ui/x.js"), ("POST", "/generate")]
+MORE_REQUESTS = [("GET", "/generate"), ("GET", "/nope-123"), ("POST", "/jobs/abc/x"), ("GET", "/models")]
+
+
+def test_bentoml_request_metrics_still_label_by_raw_path_with_the_class_the_factory_imports_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    labels, _ = endpoint_labels(monkeypatch, bentoml_route_metrics.StockTrafficMetrics, REQUESTS)
+    assert labels == [path for _, path in REQUESTS]
+    built = " ".join(inspect.getsource(ServiceAppFactory.middlewares.fget).split())
+    assert "from bentoml._internal.server.http.instruments import ( RunnerTrafficMetricsMiddleware, )" in built
+
+
+def test_request_metrics_are_labelled_by_route_template_and_the_app_sees_the_real_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bentoml_route_metrics, "_paths_beside_routes", set())
+    bentoml_route_metrics.label_as_routes("/models")
+    requests = REQUESTS + MORE_REQUESTS
+    labels, seen = endpoint_labels(monkeypatch, bentoml_route_metrics.RouteLabelledTrafficMetrics, requests)
+    assert labels == [
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/events",
+        "/ui/{path:path}",
+        "/generate",
+        "/generate",  # its wrong method: still its route
+        "unmatched",
+        "unmatched",
+        "/models",
+    ]
+    assert seen == ["/jobs/abc", "/jobs/def/events", "/ui/x.js", "/generate"]  # the app's own answers
 
 
 # ---- bentoml_session_refresh --------------------------------------------------------------------------------
