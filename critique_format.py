@@ -80,7 +80,10 @@ class StructuredCritique(Strict):
         max_length=MAX_PLAN_ITEMS, description="What to practise next, in order."
     )
     reference_differences: list[ReferenceDifference] | None = Field(
-        None, max_length=MAX_DIFFERENCES * MAX_SEGMENTS, description="With a reference: where the take departs from it."
+        None,
+        max_length=MAX_DIFFERENCES * MAX_SEGMENTS,
+        description="With a reference: where the take departs from it (absent without one).",
+        exclude_if=lambda differences: differences is None,  # `structured` and `text` alike: no key, not null
     )
 
 

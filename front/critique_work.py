@@ -181,7 +181,7 @@ class CritiquePlan:
             for (field, _), clip in zip(self.request.uploads, self.clips, strict=True)
         ]
         return CritiqueResponse(
-            text=final.text if critique is None else critique.model_dump_json(exclude_none=True),
+            text=final.text if critique is None else critique.model_dump_json(),
             structured=critique,
             closed_early=any(o.closed_early for o in [final, *segments]),
             long_audio=self.request.long_audio,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import xgrammar
+from pydantic import TypeAdapter
 
 from critique_format import (
     CRITIC_SCHEMA_TEXT,
@@ -149,22 +151,31 @@ def test_critic_verdicts_parse(engine: MusicFlamingoEngine) -> None:
         assert 1 <= CriticVerdict.model_validate_json(output.text).score <= 10
 
 
+def bare_critique(**fields: Any) -> StructuredCritique:
+    """A critique of empty texts and middling scores, with `fields` besides."""
+    assessments = StructuredCritique.model_fields["assessments"].annotation.model_fields
+    raw = {"summary": "", "assessments": {d: {"score": 5, "comment": ""} for d in assessments}, "practice_plan": []}
+    return StructuredCritique.model_validate(raw | fields)
+
+
 def test_times_are_clamped_and_shifted() -> None:
-    raw = {
-        "summary": "",
-        "assessments": {
-            d: {"score": 5, "comment": ""}
-            for d in StructuredCritique.model_fields["assessments"].annotation.model_fields
-        },
-        "findings": [{"start_s": 7.5, "end_s": 3.0, "dimension": "tone", "observation": "", "practice": ""}],
-        "practice_plan": [],
-        "reference_differences": [{"start_s": 1.0, "end_s": 99.0, "dimension": "dynamics", "difference": ""}],
-    }
-    critique = clamp_times(StructuredCritique.model_validate(raw), 5.0)
+    critique = bare_critique(
+        findings=[{"start_s": 7.5, "end_s": 3.0, "dimension": "tone", "observation": "", "practice": ""}],
+        reference_differences=[{"start_s": 1.0, "end_s": 99.0, "dimension": "dynamics", "difference": ""}],
+    )
+    critique = clamp_times(critique, 5.0)
     assert (critique.findings[0].start_s, critique.findings[0].end_s) == (5.0, 5.0)
     assert (critique.reference_differences[0].start_s, critique.reference_differences[0].end_s) == (1.0, 5.0)
     moved = shift_times(critique, 600.0)
     assert (moved.findings[0].start_s, moved.reference_differences[0].end_s) == (605.0, 605.0)
+
+
+def test_a_critique_without_reference_differences_has_no_such_key_as_data_or_text() -> None:
+    """`structured` (the response's object) and `text` (the same object as JSON) agree: no key, not `null`."""
+    critique = bare_critique()
+    structured = TypeAdapter(StructuredCritique | None).dump_python(critique, mode="json")  # as a response field
+    assert structured == json.loads(critique.model_dump_json()) and "reference_differences" not in structured
+    assert bare_critique(reference_differences=[]).model_dump()["reference_differences"] == []  # with a reference
 
 
 def test_the_published_schema_describes_every_grammar() -> None:
