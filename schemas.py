@@ -444,12 +444,13 @@ class CritiqueJob(GenerationSettings, RunnerJob):
 
 
 ProgressPhase = Literal["queued", "encoding", "denoising", "decoding", "ranking", "prefill", "finished"]
-ProgressUnit = Literal["steps", "tokens"]
+ProgressUnit = Literal["steps", "tokens", "pieces"]
 
 
 class RunnerProgress(BaseModel):
-    """Where one job is on its runner: the phase, steps (denoising) or tokens (decoding) done of total, and how
-    much of the job that is, which only the runner can tell from its own phases (runners/progress.py)."""
+    """Where one job is on its runner: the phase, steps (denoising), tokens (decoding) or pieces (encoding) done of
+    total, and how much of the job that is, which only the runner can tell from its own phases
+    (runners/progress.py)."""
 
     job_id: str
     phase: ProgressPhase

@@ -14,7 +14,7 @@ serve:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,6 +34,7 @@ from models.allocator import returning_freed_memory
 from models.memory import Placement, bitsandbytes_options, quantize_linear_weights
 from models.multidiffusion import Fusion, Windows, split
 from models.phases import phase
+from models.pieces import Pieces, within
 from models.tiled_vae import decode_tiled, encode_tiled, vocode_chunked
 from schemas import DiffusionParams, GenerationJob, Scheduler, TransformJob
 
@@ -390,7 +391,7 @@ class AudioLDM2Engine:
             row = row / self.pipe.vae.config.scaling_factor
             if long:  # in tiles: memory of one tile, whatever the length (models/tiled_vae.py)
                 with returning_freed_memory():
-                    mel = decode_tiled(self.pipe.vae, row, self.window_frames)
+                    mel = decode_tiled(self.pipe.vae, row, self.window_frames).run()
                     waveforms[index] = vocode_chunked(self.pipe.vocoder, mel[:, 0])[:num_samples]
             else:
                 mel = self.pipe.vae.decode(row).sample
@@ -436,15 +437,26 @@ class AudioLDM2Engine:
         mel = torch.nn.functional.pad(mel, (0, 0, 0, frames - mel.shape[0]), value=math.log(LOG_FLOOR))
         return mel[None, None].to(self.device, self.dtype)
 
-    @torch.no_grad()
-    def encode_audio(self, samples: np.ndarray, frames: int) -> torch.Tensor:
-        """Clip -> VAE latent (the distribution's mean: deterministic), scaled for the UNet."""
+    def encode_audio(self, samples: np.ndarray, frames: int) -> Pieces[torch.Tensor]:
+        """Clip -> VAE latent (the distribution's mean: deterministic), scaled for the UNet.
+
+        Up to the single-latent length in one piece, the whole clip at once, as it always was. A longer clip in
+        tiles, as long latents are decoded, and in pieces (models/tiled_vae.py): a 10-minute clip is minutes of
+        work on a CPU, which other jobs' steps and a cancellation must not wait for; freed memory is returned
+        while each piece runs (models/allocator.py), not while other jobs' pieces run between them."""
         vae = self.pipe.vae
-        mel = self.log_mel(samples, frames)
-        if frames > self.single_latent_mel_frames:  # in tiles, as long latents are decoded
-            with returning_freed_memory():
-                return encode_tiled(vae, mel, self.window_frames) * vae.config.scaling_factor
-        return vae.encode(mel).latent_dist.mean * vae.config.scaling_factor
+
+        def mel() -> torch.Tensor:
+            return self.log_mel(samples, frames)
+
+        if frames <= self.single_latent_mel_frames:
+            return Pieces.one(torch.no_grad()(lambda: vae.encode(mel()).latent_dist.mean * vae.config.scaling_factor))
+        tiles = encode_tiled(vae, mel, frames, self.window_frames)
+
+        def scaled() -> Generator[None, None, torch.Tensor]:
+            return (yield from tiles.work) * vae.config.scaling_factor
+
+        return Pieces(within(returning_freed_memory, scaled()), tiles.total)
 
     # ---- one job, start to finish ------------------------------------------------
 
@@ -455,35 +467,46 @@ class AudioLDM2Engine:
             return Windows(frames, frames, 0)
         return Windows(frames, self.window_frames, self.window_overlap)
 
-    def start_generation(self, job: GenerationJob) -> Denoising:
-        frames = self.mel_frames(job.duration)
-        scheduler = self.make_scheduler(job.scheduler, job.steps)
-        noise = self.initial_noise(waveform_seeds(job), frames)
-        latents = noise * scheduler.init_noise_sigma
-        samples = self.num_samples(job.duration)
-        return self._start(job, latents, scheduler, scheduler.timesteps, frames, job.num_waveforms, samples)
+    def start_generation(self, job: GenerationJob) -> Pieces[Denoising]:
+        """The job's noise and prompt, in one piece."""
 
-    def start_transform(self, job: TransformJob) -> Denoising:
+        def start() -> Denoising:
+            frames = self.mel_frames(job.duration)
+            scheduler = self.make_scheduler(job.scheduler, job.steps)
+            noise = self.initial_noise(waveform_seeds(job), frames)
+            latents = noise * scheduler.init_noise_sigma
+            samples = self.num_samples(job.duration)
+            return self._start(job, latents, scheduler, scheduler.timesteps, frames, job.num_waveforms, samples)
+
+        return Pieces.one(start)
+
+    def start_transform(self, job: TransformJob) -> Pieces[Denoising]:
         """Noise the clip's latent to the step `strength` gives; the remaining steps are left to denoise.
 
         strength 0 runs no step (the autoencoder + vocoder round trip); strength 1
-        starts from pure noise, exactly as text-to-audio does.
+        starts from pure noise, exactly as text-to-audio does. In the pieces of the clip's encoding
+        (`encode_audio`), the first also making the noise, the last also encoding the prompt.
         """
         frames = self.mel_frames(len(job.samples) / self.sample_rate)
         start = first_step(job.steps, job.strength)
-        scheduler = self.make_scheduler(job.scheduler, job.steps)
-        timesteps = scheduler.timesteps[start * scheduler.order :]
-        noise = self.initial_noise([job.seed], frames)
-        if start == 0:
-            latents = noise * scheduler.init_noise_sigma
-        else:
-            with phase("encode_audio", latent_frames=frames // self.pipe.vae_scale_factor):
-                latents = self.encode_audio(job.samples, frames)
-            if len(timesteps):
-                if hasattr(scheduler, "set_begin_index"):
-                    scheduler.set_begin_index(start * scheduler.order)
-                latents = scheduler.add_noise(latents, noise, timesteps[:1])
-        return self._start(job, latents, scheduler, timesteps, frames, 1, len(job.samples))
+        encoding = self.encode_audio(job.samples, frames) if start else None
+
+        def work() -> Generator[None, None, Denoising]:
+            scheduler = self.make_scheduler(job.scheduler, job.steps)
+            timesteps = scheduler.timesteps[start * scheduler.order :]
+            noise = self.initial_noise([job.seed], frames)
+            if encoding is None:
+                latents = noise * scheduler.init_noise_sigma
+            else:
+                with phase("encode_audio", latent_frames=frames // self.pipe.vae_scale_factor, pieces=encoding.total):
+                    latents = yield from encoding.work
+                if len(timesteps):
+                    if hasattr(scheduler, "set_begin_index"):
+                        scheduler.set_begin_index(start * scheduler.order)
+                    latents = scheduler.add_noise(latents, noise, timesteps[:1])
+            return self._start(job, latents, scheduler, timesteps, frames, 1, len(job.samples))
+
+        return Pieces(work(), encoding.total if encoding else 1)
 
     def _start(
         self,

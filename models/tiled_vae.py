@@ -9,6 +9,9 @@ already using whole-latent statistics) and its input is summed over each tile's 
 decodes, one sweep per GroupNorm, instead of keeping every tile's activations (memory growing with the length).
 Convolutions see a halo of neighbouring frames, so they are exact; attention in the mid-block attends within a
 tile and its halo, as the model was trained on clips of about one tile.
+
+Each sweep of one batch of tiles is a piece (models/pieces.py): the step scheduler runs other jobs' work and
+drops a cancelled job between two of them, and the GroupNorms are patched only while a piece runs.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from fractions import Fraction
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from models.pieces import Pieces, Work, within
 
 TILE_HALO = 32  # latent frames of context on each side of a tile: more than the decoder's convolutions reach
 TILES_PER_CALL = 4  # tiles decoded together (memory: this many tiles' activations, whatever the length)
@@ -40,7 +45,6 @@ class _Tile:
     stop: int  # end of the core
     left: int  # halo frames actually before the core
     length: int  # frames given to the decoder (halo + core + halo)
-    bins: int  # latent bins
 
 
 @dataclass
@@ -77,6 +81,7 @@ class SharedGroupNorms:
         self.stats: dict[nn.GroupNorm, _NormStats] = {}
         self.measuring: nn.GroupNorm | None = None
         self.tile: _Tile | None = None
+        self.bins = 0  # of the input
         self.order: list[nn.GroupNorm] = []
 
     @contextmanager
@@ -99,8 +104,8 @@ class SharedGroupNorms:
             scale = Fraction(x.shape[2], tile.length)
             row = 1
         else:
-            scale = Fraction(math.isqrt(round(Fraction(x.shape[2], tile.length * tile.bins) * 10**12)), 10**6)
-            row = int(tile.bins * scale)  # values per time frame once flattened
+            scale = Fraction(math.isqrt(round(Fraction(x.shape[2], tile.length * self.bins) * 10**12)), 10**6)
+            row = int(self.bins * scale)  # values per time frame once flattened
         first = int(tile.left * scale) * row
         return x[:, :, first : first + int((tile.stop - tile.start) * scale) * row]
 
@@ -124,57 +129,70 @@ class SharedGroupNorms:
         return normalised
 
 
-def tiles(frames: int, bins: int, size: int, halo: int = TILE_HALO) -> list[_Tile]:
+def tiles(frames: int, size: int, halo: int = TILE_HALO) -> list[_Tile]:
     out = []
     for start in range(0, frames, size):
         stop = min(start + size, frames)
         left = min(halo, start)
         right = min(halo, frames - stop)
-        out.append(_Tile(start, stop, left, left + (stop - start) + right, bins))
+        out.append(_Tile(start, stop, left, left + (stop - start) + right))
     return out
 
 
-@torch.no_grad()
 def tiled(
     stage: Callable[[torch.Tensor], torch.Tensor],
     module: nn.Module,
-    x: torch.Tensor,
+    source: Callable[[], torch.Tensor],
+    frames: int,
     tile_frames: int,
     halo: int,
     tiles_per_call: int = TILES_PER_CALL,
-) -> torch.Tensor:
-    """`stage(x)` for one (1, channels, frames, bins) input, computed tile by tile along time with the GroupNorms of
-    `module` (the part of `stage` that has them) using whole-input statistics. Tiles of one shape (all but the
-    first and last) run `tiles_per_call` at a time, as rows of one batch."""
-    assert x.shape[0] == 1, "one waveform at a time"
-    plan = tiles(x.shape[2], x.shape[3], tile_frames, halo)
-    shared = SharedGroupNorms(module)
+) -> Pieces[torch.Tensor]:
+    """`stage(x)` for one (1, channels, `frames`, bins) input `x = source()`, computed tile by tile along time with the
+    GroupNorms of `module` (the part of `stage` that has them) using whole-input statistics. Tiles of one shape
+    (all but the first and last) run `tiles_per_call` at a time, as rows of one batch.
+
+    In pieces: the first makes the input and runs one tile (the order the GroupNorms run in), then one piece per
+    GroupNorm and batch of tiles (a partial run that measures it), and one per batch for the output."""
+    plan = tiles(frames, tile_frames, halo)
     calls: dict[tuple[int, int, int], list[_Tile]] = {}
     for tile in plan:
         calls.setdefault((tile.left, tile.length, tile.stop - tile.start), []).append(tile)
     batches = [same[i : i + tiles_per_call] for same in calls.values() for i in range(0, len(same), tiles_per_call)]
+    shared = SharedGroupNorms(module)
 
-    def run(batch: list[_Tile]) -> torch.Tensor:
-        shared.tile = batch[0]  # the tiles of a batch share their geometry
-        return stage(torch.cat([x[:, :, t.start - t.left : t.start - t.left + t.length] for t in batch]))
+    @torch.no_grad()
+    def work() -> Work[torch.Tensor]:
+        x = source()
+        assert x.shape[0] == 1 and x.shape[2] == frames, "one waveform at a time, of the planned length"
+        shared.bins = x.shape[3]
 
-    with shared.active():
+        def run(batch: list[_Tile]) -> torch.Tensor:
+            shared.tile = batch[0]  # the tiles of a batch share their geometry
+            return stage(torch.cat([x[:, :, t.start - t.left : t.start - t.left + t.length] for t in batch]))
+
         run(batches[0][:1])  # learns the order the module runs its GroupNorms in
         for norm in list(shared.order):
             shared.measuring = norm
             for batch in batches:
+                yield
                 with suppress(_StopForward):
                     run(batch)
             shared.stats[norm].finalize()
         shared.measuring = None
         cores: dict[int, torch.Tensor] = {}
         for batch in batches:
+            yield
             for tile, core in zip(batch, shared.core(run(batch)).split(1), strict=True):
                 cores[tile.start] = core
-    return torch.cat([cores[tile.start] for tile in plan], dim=2)
+        return torch.cat([cores[tile.start] for tile in plan], dim=2)
+
+    return Pieces(within(shared.active, work()), 1 + (len(shared.norms) + 1) * len(batches))
 
 
-def decode_tiled(vae: nn.Module, latents: torch.Tensor, tile_frames: int, halo: int = TILE_HALO) -> torch.Tensor:
+def decode_tiled(
+    vae: nn.Module, latents: torch.Tensor, tile_frames: int, halo: int = TILE_HALO
+) -> Pieces[torch.Tensor]:
     """`vae.decode(latents).sample`, in tiles of `tile_frames` latent frames with shared GroupNorm statistics."""
 
     def stage(window: torch.Tensor) -> torch.Tensor:
@@ -182,12 +200,15 @@ def decode_tiled(vae: nn.Module, latents: torch.Tensor, tile_frames: int, halo: 
             window = vae.post_quant_conv(window)
         return vae.decoder(window)
 
-    return tiled(stage, vae.decoder, latents, tile_frames, halo)
+    return tiled(stage, vae.decoder, lambda: latents, latents.shape[2], tile_frames, halo)
 
 
-def encode_tiled(vae: nn.Module, mel: torch.Tensor, tile_frames: int, halo: int = TILE_HALO) -> torch.Tensor:
-    """The mean of `vae.encode(mel).latent_dist`, in tiles of `tile_frames` latent frames (mel frames in, the
-    encoder's downsampling times as many) with shared GroupNorm statistics."""
+def encode_tiled(
+    vae: nn.Module, mel: Callable[[], torch.Tensor], frames: int, tile_frames: int, halo: int = TILE_HALO
+) -> Pieces[torch.Tensor]:
+    """The mean of `vae.encode(mel()).latent_dist` for `frames` mel frames, in tiles of `tile_frames` latent frames
+    (mel frames in, the encoder's downsampling times as many) with shared GroupNorm statistics. `mel` is made in
+    the first piece (a long clip's spectrogram is itself some work)."""
     factor = 2 ** (len(vae.config.block_out_channels) - 1)  # each down block but the last halves time and bins
 
     def stage(window: torch.Tensor) -> torch.Tensor:
@@ -196,7 +217,7 @@ def encode_tiled(vae: nn.Module, mel: torch.Tensor, tile_frames: int, halo: int 
             moments = vae.quant_conv(moments)
         return moments[:, : moments.shape[1] // 2]  # the mean half of the diagonal Gaussian's parameters
 
-    return tiled(stage, vae.encoder, mel, tile_frames * factor, halo * factor)
+    return tiled(stage, vae.encoder, mel, frames, tile_frames * factor, halo * factor)
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ import torch
 import compat
 from compat.bentoml_dispatcher import concurrent_batches
 from models.audioldm2 import AudioLDM2Engine, Denoising, JobAudio, load_placed_pipeline, waveform_seeds
+from models.pieces import Pieces
 from models.profiles import audioldm2_checkpoint, declare_weights
 from registry import AUDIOLDM2
 from runners.batching import GroupRun
@@ -89,7 +90,7 @@ class AudioLDM2Runner:
         """Phase and denoising steps done of these jobs (`queued` while still in the batcher's queue)."""
         return self.board.read(job_ids)
 
-    async def _run(self, jobs: Sequence[J], start: Callable[[J], Denoising]) -> list[GroupRun[JobAudio]]:
+    async def _run(self, jobs: Sequence[J], start: Callable[[J], Pieces[Denoising]]) -> list[GroupRun[JobAudio]]:
         """Hand the batch to the step scheduler (the model thread) and wait for every job's answer."""
         started_ns = time.time_ns()
         futures = self.scheduler.submit(list(jobs), start)  # type: ignore[arg-type]

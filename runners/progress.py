@@ -46,11 +46,12 @@ class PhaseScale:
         )
 
 
-# The diffusion runners (AudioLDM2, AudioLDM): a short encoding of the prompt or clip, the denoising steps (most
-# of the time), the VAE and vocoder, then CLAP ranking of the candidates.
+# The diffusion runners (AudioLDM2, AudioLDM): the encoding of the prompt or clip (AudioLDM2 counts its pieces:
+# a long clip's are many, runners/step_scheduler.py), the denoising steps (most of the time), the VAE and
+# vocoder, then CLAP ranking of the candidates.
 DIFFUSION_PHASES = PhaseScale(
     {"encoding": (0.02, 0.05), "denoising": (0.05, 0.9), "decoding": (0.9, 0.97), "ranking": (0.97, 0.99)},
-    {"denoising": "steps"},
+    {"encoding": "pieces", "denoising": "steps"},
 )
 # Music Flamingo: the prefill (audio and prompt in one pass), then one token at a time up to the token budget.
 DECODER_PHASES = PhaseScale({"prefill": (0.02, 0.05), "decoding": (0.05, 1.0)}, {"decoding": "tokens"})

@@ -8,9 +8,13 @@ order). A 2-second request arriving during a 10-minute render therefore runs its
 resumes in between: the technique LLM servers use for decoding, with the model time a job has had as its
 priority so long work cannot starve short work, and the intake's queue caps bound the opposite.
 
-Per job: cancelled jobs leave at the next step boundary; a pass that fails is run again one job at a time, so
-only the job at fault fails; a finished job is decoded and answered at once. Each job's phase and steps done
-are posted on a progress board (runners/progress.py) for the job API.
+A job starts with its preparation in pieces (models/pieces.py): one for a generation's noise and prompt, many
+for a long transform's clip, encoded in tiles. An iteration runs one piece instead of a pass when the least
+served job is still preparing, so a 10-minute clip's encoding takes its turns as a render's steps do.
+
+Per job: cancelled jobs leave at the next step boundary or between two pieces; a pass that fails is run again
+one job at a time, so only the job at fault fails; a finished job is decoded and answered at once. Each job's
+phase and steps or pieces done are posted on a progress board (runners/progress.py) for the job API.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch
 
 from models.audioldm2 import AudioLDM2Engine, Denoising, JobAudio
 from models.phases import Phase, collect, watch
+from models.pieces import Pieces
 from runners.batching import OUT_OF_MEMORY_ALONE, GroupRun
 from runners.cancellation import CANCELLED_WHILE_QUEUED, CANCELLED_WHILE_RUNNING, CancelledJobs
 from runners.model_thread import ModelThread
@@ -35,7 +40,7 @@ from schemas import JobError, RunnerJob
 
 logger = logging.getLogger("bentoml.audio_studio")
 
-Start = Callable[[RunnerJob], Denoising]
+Start = Callable[[RunnerJob], Pieces[Denoising]]
 
 
 @dataclass(eq=False)
@@ -46,6 +51,7 @@ class Entry:
     start: Start
     batch_size: int  # jobs in the intake batch it came with
     future: Future[GroupRun[JobAudio]] = field(default_factory=Future)
+    preparing: Pieces[Denoising] | None = None  # until its last piece has run
     state: Denoising | None = None
     phases: list[Phase] = field(default_factory=list)
     attained_s: float = 0.0  # model time spent on it so far: its priority (least first)
@@ -120,44 +126,62 @@ class StepScheduler:
                 self.active = []
 
     def iteration(self, arrived: list[Entry]) -> None:
-        """Admit arrivals, drop the cancelled, run one UNet pass, answer what finished."""
+        """Admit arrivals, drop the cancelled, run one piece or UNet pass, answer what finished."""
         for entry in arrived:
             self._admit(entry)
         for entry in list(self.active):
             if entry.job.job_id in self.cancelled:
                 self.active.remove(entry)
+                if entry.preparing is not None:
+                    entry.preparing.close()
                 entry.answer(None, CANCELLED_WHILE_RUNNING, self.board)
-        parts = self._next_pass()
-        if parts:
-            self._run_pass(parts)
+        live = sorted((e for e in self.active if e.state is None or not e.state.done), key=lambda e: e.attained_s)
+        if live and live[0].preparing is not None:
+            self._run_piece(live[0])
+        elif live:
+            self._run_pass(self._next_pass(live))
         for entry in [e for e in self.active if e.state is not None and e.state.done]:
             self.active.remove(entry)
             self._finish(entry)
 
     def _admit(self, entry: Entry) -> None:
+        """Plan the job's start (no model work yet: its pieces take their turns from the next iteration)."""
         if entry.job.job_id in self.cancelled:
             return entry.answer(None, CANCELLED_WHILE_QUEUED, self.board)
         entry.started_ns = time.time_ns()
-        began = time.perf_counter()
         try:
-            with collect() as phases, self._watch(entry):
-                entry.state = entry.start(entry.job)
+            entry.preparing = entry.start(entry.job)
         except Exception as exc:
             return entry.answer(None, self._fault(exc), self.board)
-        entry.phases.extend(phases)
-        entry.attained_s += time.perf_counter() - began
-        self.board.set(entry.job.job_id, "denoising", 0, len(entry.state.timesteps))
         self.active.append(entry)
 
+    def _run_piece(self, entry: Entry) -> None:
+        """One piece of the job's start; once the last has run, the job denoises from the next iteration."""
+        plan = entry.preparing
+        assert plan is not None
+        self.board.set(entry.job.job_id, "encoding", plan.done, plan.total)
+        began = time.perf_counter()
+        try:
+            with collect() as phases:
+                finished = plan.step()
+        except Exception as exc:
+            self.active.remove(entry)
+            return entry.answer(None, self._fault(exc), self.board)
+        finally:
+            entry.attained_s += time.perf_counter() - began
+        entry.phases.extend(phases)
+        if not finished:
+            return self.board.set(entry.job.job_id, "encoding", plan.done, plan.total)
+        entry.preparing, entry.state = None, plan.result
+        self.board.set(entry.job.job_id, "denoising", 0, len(entry.state.timesteps))
+
     def _watch(self, entry: Entry) -> AbstractContextManager[None]:
-        """Post the engine's phases (encoding, decoding, ranking) for this job as they begin."""
+        """Post the engine's phases (decoding, ranking) for this job as they begin."""
         return watch(lambda name: self.board.engine_phase(entry.job.job_id, name))
 
-    def _next_pass(self) -> list[tuple[Entry, int]]:
-        """The least-served job's window size leads; jobs of that size fill the pass, least served first."""
-        live = sorted((e for e in self.active if e.state is not None and not e.state.done), key=lambda e: e.attained_s)
-        if not live:
-            return []
+    def _next_pass(self, live: list[Entry]) -> list[tuple[Entry, int]]:
+        """The least-served job (`live[0]`, denoising) leads with its window size; jobs of that size fill the
+        pass, least served first."""
         assert live[0].state is not None
         size = live[0].state.windows.size
         candidates = [e for e in live if e.state is not None and e.state.windows.size == size]

@@ -6,6 +6,9 @@ import itertools
 import json
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,10 +16,12 @@ import torch
 
 from models.audioldm2 import AudioLDM2Engine, JobAudio
 from models.multidiffusion import Fusion, Windows, split
+from models.pieces import Pieces
 from models.tiled_vae import decode_tiled, encode_tiled, vocode_chunked
 from runners.audioldm2_in_process import InProcessScheduler
 from runners.batching import GroupRun
-from schemas import GenerationJob
+from runners.cancellation import CANCELLED_WHILE_RUNNING
+from schemas import GenerationJob, RunnerProgress, TransformJob, samples_to_bytes
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -87,7 +92,7 @@ def test_a_long_job_is_windowed_and_its_windows_run_together_or_one_by_one_alike
     engine: AudioLDM2Engine, scheduled: InProcessScheduler
 ) -> None:
     job = GenerationJob(**LONG)
-    state = engine.start_generation(job)
+    state = engine.start_generation(job).run()
     assert len(state.windows) > 1 and state.windows.size == engine.window_frames
     [together] = scheduled.generate([job])
     engine.max_rows, saved = state.rows_per_window, engine.max_rows  # one window per UNet pass
@@ -133,7 +138,7 @@ def test_tiles_with_shared_statistics_decode_as_the_whole_latent_does(
     vae = engine.pipe.vae
     with torch.no_grad():
         whole = vae.decode(latent_of_24_seconds).sample
-        tiled = decode_tiled(vae, latent_of_24_seconds, engine.window_frames)
+        tiled = decode_tiled(vae, latent_of_24_seconds, engine.window_frames).run()
         vae.enable_tiling()
         try:
             independent = vae.decode(latent_of_24_seconds).sample
@@ -142,7 +147,7 @@ def test_tiles_with_shared_statistics_decode_as_the_whole_latent_does(
         handle = vae.decoder.mid_block.attentions[0].register_forward_hook(lambda module, args, output: args[0])
         try:
             whole_without_attention = vae.decode(latent_of_24_seconds).sample
-            tiled_without_attention = decode_tiled(vae, latent_of_24_seconds, engine.window_frames)
+            tiled_without_attention = decode_tiled(vae, latent_of_24_seconds, engine.window_frames).run()
         finally:
             handle.remove()
     assert relative_error(tiled_without_attention, whole_without_attention) < 1e-5
@@ -168,13 +173,107 @@ def test_tiles_encode_as_the_whole_clip_does(engine: AudioLDM2Engine) -> None:
     attention = vae.encoder.mid_block.attentions[0]
     with torch.no_grad():
         whole = vae.encode(mel).latent_dist.mean
-        tiled = encode_tiled(vae, mel, engine.window_frames)
+        tiled = encode_tiled(vae, lambda: mel, 2400, engine.window_frames).run()
         handle = attention.register_forward_hook(lambda module, args, output: args[0])
         try:
             whole_without_attention = vae.encode(mel).latent_dist.mean
-            tiled_without_attention = encode_tiled(vae, mel, engine.window_frames)
+            tiled_without_attention = encode_tiled(vae, lambda: mel, 2400, engine.window_frames).run()
         finally:
             handle.remove()
     assert tiled.shape == whole.shape == (1, 8, 600, 16)
     assert relative_error(tiled_without_attention, whole_without_attention) < 1e-5
     assert relative_error(tiled, whole) < 0.05
+
+
+# ---- a long transform's encoding, in pieces ---------------------------------------------------------------
+
+
+def test_encodings_in_pieces_interleaved_with_other_work_equal_each_alone(engine: AudioLDM2Engine) -> None:
+    """Two tiled encodings stepped in turn, and another job's whole-clip encode between every two pieces, as the
+    step scheduler interleaves them: each result is bit-identical to its encoding alone, the whole-clip encode
+    never sees the tiles' GroupNorm patches, and each plan runs exactly the pieces it announced. Small tiles:
+    many pieces, cheaply."""
+    vae = engine.pipe.vae
+    mels = [torch.randn(1, 1, frames, 64, generator=torch.Generator().manual_seed(frames)) for frames in (276, 200)]
+    short = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+
+    def plan(mel: torch.Tensor) -> Pieces[torch.Tensor]:
+        return encode_tiled(vae, lambda: mel, mel.shape[2], tile_frames=32, halo=8)
+
+    alone = [plan(mel).run() for mel in mels]
+    with torch.no_grad():
+        whole_short = vae.encode(short).latent_dist.mean
+        plans, between = [plan(mel) for mel in mels], []
+        while not all(p.finished for p in plans):
+            for p in plans:
+                if not p.finished:
+                    p.step()
+            between.append(vae.encode(short).latent_dist.mean)
+    assert [p.done for p in plans] == [p.total for p in plans] and min(p.total for p in plans) > 20
+    assert all(torch.equal(p.result, a) for p, a in zip(plans, alone, strict=True))
+    assert all(torch.equal(b, whole_short) for b in between)
+
+
+def long_transform() -> TransformJob:
+    """Just over the single-latent length: encoded in tiles, dozens of pieces on the tiny model."""
+    clip = torch.randn(31 * 16_000, generator=torch.Generator().manual_seed(9)).numpy() * 0.1
+    return TransformJob(prompt="the same, as rain", seed=3, steps=4, strength=0.5, samples_f32le=samples_to_bytes(clip))
+
+
+@contextmanager
+def on_each_encoder_call(engine: AudioLDM2Engine, call: Callable[[int], None]) -> Iterator[None]:
+    """`call(n)` as the VAE encoder starts its n-th run (one per piece of a tiled encoding), on the model thread."""
+    calls = itertools.count(1)
+    handle = engine.pipe.vae.encoder.register_forward_pre_hook(lambda module, args: call(next(calls)))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def test_a_cancelled_long_transform_stops_at_the_piece_after_the_cancel(
+    engine: AudioLDM2Engine, scheduled: InProcessScheduler
+) -> None:
+    """Cancelled while its clip is encoded: it leaves between two pieces, not after the whole clip; meanwhile its
+    progress counts the pieces."""
+    job = long_transform()
+    seen: list[RunnerProgress] = []
+
+    def cancel_at_the_third(n: int) -> None:
+        seen.append(scheduled.board.read([job.job_id])[0])
+        if n == 3:
+            scheduled.cancelled.add([job.job_id])
+
+    with on_each_encoder_call(engine, cancel_at_the_third):
+        [run] = scheduled.transform([job])
+    assert run.error == CANCELLED_WHILE_RUNNING
+    assert len(seen) == 3  # the piece running when the cancel came was the last
+    total = engine.start_transform(job).total
+    assert [(p.phase, p.unit, p.done, p.total) for p in seen] == [("encoding", "pieces", n, total) for n in range(3)]
+    assert total > 20
+
+
+def test_a_short_generate_sent_while_a_long_transform_encodes_is_answered_before_that_encode_ends(
+    engine: AudioLDM2Engine, scheduled: InProcessScheduler
+) -> None:
+    """Order of completion: the short job's steps run between the encoding's pieces."""
+    transform = long_transform()
+    short = GenerationJob(prompt="a bell", duration=1.0, steps=2, seed=1)
+    sent: Future[Future[GroupRun[JobAudio]]] = Future()
+    answered: list[RunnerProgress] = []
+
+    def send_the_short_one_at_the_fourth(n: int) -> None:
+        if n == 4:
+            [future] = scheduled.scheduler.submit([short], engine.start_generation)  # type: ignore[arg-type]
+            future.add_done_callback(lambda _: answered.append(scheduled.board.read([transform.job_id])[0]))
+            sent.set_result(future)
+
+    with on_each_encoder_call(engine, send_the_short_one_at_the_fourth):
+        [encoding] = scheduled.scheduler.submit([transform], engine.start_transform)  # type: ignore[arg-type]
+        try:
+            assert sent.result(timeout=600).result(timeout=600).error is None
+        finally:
+            scheduled.cancelled.add([transform.job_id])  # the rest of the encode is not needed
+            encoding.result(timeout=600)
+    [progress] = answered
+    assert progress.phase == "encoding" and progress.done < progress.total, progress

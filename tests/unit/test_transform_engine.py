@@ -31,7 +31,7 @@ def alone(scheduled: InProcessScheduler, j: TransformJob) -> JobAudio:
 
 
 def input_latent(engine: AudioLDM2Engine, samples: np.ndarray) -> torch.Tensor:
-    return engine.encode_audio(samples, engine.mel_frames(len(samples) / RATE)).float().cpu()
+    return engine.encode_audio(samples, engine.mel_frames(len(samples) / RATE)).run().float().cpu()
 
 
 @pytest.mark.parametrize("scheduler", [Scheduler.DPMPP, Scheduler.DDIM])
@@ -40,7 +40,7 @@ def test_strength_zero_is_the_autoencoder_and_vocoder_round_trip(
 ) -> None:
     clip = tone(2.0, 220)
     result = alone(scheduled, job(clip, strength=0.0, scheduler=scheduler))
-    latent = engine.encode_audio(clip, engine.mel_frames(2.0))
+    latent = engine.encode_audio(clip, engine.mel_frames(2.0)).run()
     assert torch.equal(result.latents, latent.float().cpu())
     assert torch.equal(result.waveforms, engine.decode(latent, len(clip)))
     assert result.waveforms.shape == (1, len(clip))
