@@ -119,7 +119,12 @@ class AudioStudio:
         self._flamingo_limits_seen: RunnerLimits | None = None
         self.jobs = JobManager(
             open_store(SETTINGS),
-            JobLimits(SETTINGS.job_retention_s, SETTINGS.jobs_max_active, SETTINGS.jobs_max_active_per_key),
+            JobLimits(
+                SETTINGS.job_retention_s,
+                SETTINGS.jobs_max_active,
+                SETTINGS.jobs_max_active_per_key,
+                SETTINGS.jobs_max_input_mib << 20,
+            ),
             slots={family.name: family.settings.max_batch_size for family in FAMILIES},
         )
         JOB_ROUTES.manager = self.jobs
@@ -271,6 +276,7 @@ class AudioStudio:
             progress=runner.progress,
             render=lambda outcome: audio_answer(outcome, audio_format, as_json, started),
             seed=job.seed,
+            input_bytes=len(job.samples_f32le) if isinstance(job, TransformJob) else 0,
         )
 
     async def _critique_work(self, request: CritiqueRequest) -> Work | JSONResponse:

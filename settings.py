@@ -185,6 +185,13 @@ class Settings(Checked):
     job_retention_s: int = knob(86_400, "Jobs: how long a result is kept after the job ends.", low=1, high=90 * 86_400)
     jobs_max_active: int = knob(256, "Jobs: queued or running at once, in all.", low=1, high=1_000_000)
     jobs_max_active_per_key: int = knob(32, "Jobs: queued or running at once, per API key.", low=1, high=1_000_000)
+    jobs_max_input_mib: int = knob(
+        512,
+        "Jobs: MiB of decoded uploads (transform and critique audio, reference included) that queued or running "
+        "jobs hold in the front, in all; a job that would pass it gets 429 (a job alone always fits).",
+        low=1,
+        high=1 << 20,
+    )
     job_inline_result_bytes: int = knob(
         8 << 20,
         "Jobs with Redis: results up to this size live in Redis, larger ones in the data folder.",

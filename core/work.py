@@ -70,6 +70,7 @@ class Work:
     progress: ProgressCall
     render: Callable[[Any], Answer]  # the runner's outcome as the public answer
     seed: int | None = None
+    input_bytes: int = 0  # the decoded uploads it holds until it ends: a job counts them against the queue's cap
     # Work of several runner calls (segments, critic ranking; front/studio.py) and the job its progress follows.
     execute: Callable[[], Awaitable[Any]] | None = None
     target: ProgressTarget | None = None

@@ -209,6 +209,7 @@ class CritiquePlan:
             "cancel": flamingo.cancel,
             "progress": flamingo.progress,
             "seed": self.seed,
+            "input_bytes": sum(clip.samples.nbytes for clip in self.clips),  # the performance and the reference
         }
         if not self.segmented:
             return Work(**common, render=functools.partial(self.respond, segments=[]))

@@ -1,10 +1,10 @@
 """The job API without HTTP: it takes requests and answers with records (or a result to stream), or refuses with
 the typed errors of jobs/errors.py, which the routes answer in the one error shape (jobs/routes.py).
 
-It composes the parts: the caps on active jobs (jobs/caps.py), the jobs this process runs (jobs/running.py), the
-loop that keeps them current (jobs/upkeep.py) and status streams (jobs/events.py). Any replica answers for any
-job from the store; an active job whose owner's heartbeat stopped belonged to a process that died: whoever reads
-it marks it failed.
+It composes the parts: the caps on active jobs (jobs/caps.py, checked by the store as it saves a new job), the
+jobs this process runs (jobs/running.py), the loop that keeps them current (jobs/upkeep.py) and status streams
+(jobs/events.py). Any replica answers for any job from the store; an active job whose owner's heartbeat stopped
+belonged to a process that died: whoever reads it marks it failed.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class JobLimits:
     retention_s: int
     max_active: int
     max_active_per_key: int
+    max_input_bytes: int
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class JobManager:
     def __init__(self, store: JobStore, limits: JobLimits, slots: dict[str, int]) -> None:
         """`slots`: per runner, how many of this process's jobs may run on it at once (its batch)."""
         self.store = store
-        self.caps = JobCaps(store, limits.max_active, limits.max_active_per_key)
+        self.limits = limits
         self.local = LocalJobs(store, slots, limits.retention_s)
         self.upkeep = Upkeep(self.local)
         self._started: asyncio.Task[None] | None = None
@@ -101,8 +102,9 @@ class JobManager:
     async def submit(self, work: Work, caller: str, count_per_key: bool) -> JobStatus:
         """Queue `work` as the caller's job (JobsBusy over a cap; `count_per_key`: callers have their own cap)."""
         await self.start()
-        await self.caps.admit(caller if count_per_key else None)
-        status = await self.local.add(work, caller)
+        limits = self.limits
+        per_key = limits.max_active_per_key if count_per_key else None
+        status = await self.local.add(work, caller, JobCaps(limits.max_active, per_key, limits.max_input_bytes))
         logger.info("job %s (%s) queued for %s", status.id, work.kind, caller)
         return status
 

@@ -77,7 +77,8 @@ def document_jobs(doc: dict[str, Any], schemas: dict[str, Any], keyed: bool) -> 
             "content": status_content(),
         }
         responses["429"] = error(
-            "The job queue is full, or this API key has its limit of jobs queued or running"
+            "The job queue is full (its count of jobs or its bytes of decoded uploads), or this API key has its "
+            "limit of jobs queued or running"
             + (", or it is over its request rate" if keyed else "")
             + " (`kind`: `rate_limited`).",
             RETRY_AFTER,

@@ -80,6 +80,7 @@ class JobRecord(BaseModel):
     instance: str = Field(description="The front process running it (its heartbeat keeps it alive).")
     runner: str
     heartbeat_at: datetime
+    input_bytes: int = Field(0, description="Decoded uploads the job holds in the front until it ends (jobs/caps.py).")
     result: ResultInfo | None = None
     purge_at: datetime | None = None  # when the record itself goes (after the result, 404 instead of 410)
 

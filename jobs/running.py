@@ -16,8 +16,20 @@ from dataclasses import dataclass, field
 from core.errors import ErrorResponse
 from core.runner_calls import RunnerUnavailable
 from core.work import Reply, Work
+from jobs.caps import JobCaps
 from jobs.events import Changes
-from jobs.records import Failure, JobProgress, JobRecord, JobStatus, ResultInfo, ended, failure, links, now
+from jobs.records import (
+    Failure,
+    JobProgress,
+    JobRecord,
+    JobStatus,
+    ResultInfo,
+    ended,
+    failure,
+    fresh_since,
+    links,
+    now,
+)
 from jobs.store import JobStore
 
 logger = logging.getLogger("bentoml.audio_studio")
@@ -56,8 +68,9 @@ class LocalJobs:
         self._slots = {runner: asyncio.Semaphore(count) for runner, count in slots.items()}
         self._stopped_as: Failure | None = None  # set by `stop`: how the jobs it stops end
 
-    async def add(self, work: Work, caller: str) -> JobStatus:
-        """Queue `work` as the caller's job, saved first: a store that cannot take it leaves nothing behind."""
+    async def add(self, work: Work, caller: str, caps: JobCaps) -> JobStatus:
+        """Queue `work` as the caller's job, saved first if the caps have room for it, in one step with their check
+        (JobsBusy if not): a store that cannot take it leaves nothing behind."""
         job_id, stamp = work.job.job_id, now()
         status = JobStatus(
             id=job_id,
@@ -68,9 +81,18 @@ class LocalJobs:
             created_at=stamp,
             links=links(job_id),
         )
-        record = JobRecord(status=status, caller=caller, instance=self.instance, runner=work.runner, heartbeat_at=stamp)
-        local = LocalJob(work, record)
-        await self.save(local)
+        record = JobRecord(
+            status=status,
+            caller=caller,
+            instance=self.instance,
+            runner=work.runner,
+            heartbeat_at=stamp,
+            input_bytes=work.input_bytes,
+        )
+        full = await self.store.reserve(record, caps, fresh_since())
+        if full is not None:
+            raise full.refusal(caps, work.input_bytes)
+        local = LocalJob(work, record, saved_at=asyncio.get_running_loop().time())
         self.jobs[job_id] = local
         self.waiting[work.runner].append(job_id)
         local.task = asyncio.get_running_loop().create_task(self._run(local))

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import anyio
 
+from jobs.caps import Full, JobCaps, first_full
 from jobs.records import JobRecord
 
 CHUNK_BYTES = 1 << 20  # results are streamed in pieces of this size, never loaded whole for an answer
@@ -45,8 +46,10 @@ class JobStore(ABC):
     async def cancel_requested(self, job_id: str) -> bool: ...
 
     @abstractmethod
-    async def count_active(self, fresh_since: datetime, caller: str | None = None) -> int:
-        """Queued or running jobs whose heartbeat is newer than `fresh_since` (of `caller`, if named)."""
+    async def reserve(self, record: JobRecord, caps: JobCaps, fresh_since: datetime) -> Full | None:
+        """Save a new job's record if every cap has room for it, counted and saved in one atomic step; else the
+        cap that is full. Counted: active jobs whose heartbeat is newer than `fresh_since` (a dead process's
+        jobs hold no place), in all and the record's caller's, and their `input_bytes`."""
 
     @abstractmethod
     async def write_result(self, job_id: str, body: bytes, keep_until: datetime) -> None: ...
@@ -121,7 +124,8 @@ class SQLiteStore(JobStore):
 
         return await anyio.to_thread.run_sync(locked)
 
-    async def save(self, record: JobRecord) -> None:
+    @staticmethod
+    def _upsert(db: sqlite3.Connection, record: JobRecord) -> None:
         status = record.status
         row = (
             record.id,
@@ -132,15 +136,33 @@ class SQLiteStore(JobStore):
             record.purge_at.timestamp() if record.purge_at else None,
             record.model_dump_json(),
         )
-        await self._run(
-            lambda db: db.execute(
-                "INSERT INTO jobs (id, caller, state, heartbeat, expires, purge, record) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT(id) DO UPDATE SET caller=excluded.caller, state=excluded.state,"
-                " heartbeat=excluded.heartbeat, expires=excluded.expires, purge=excluded.purge,"
-                " record=excluded.record",
-                row,
-            )
+        db.execute(
+            "INSERT INTO jobs (id, caller, state, heartbeat, expires, purge, record) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET caller=excluded.caller, state=excluded.state,"
+            " heartbeat=excluded.heartbeat, expires=excluded.expires, purge=excluded.purge,"
+            " record=excluded.record",
+            row,
         )
+
+    async def save(self, record: JobRecord) -> None:
+        await self._run(lambda db: self._upsert(db, record))
+
+    async def reserve(self, record: JobRecord, caps: JobCaps, fresh_since: datetime) -> Full | None:
+        def reserve(db: sqlite3.Connection) -> Full | None:
+            db.execute("BEGIN IMMEDIATE")  # the write lock first: no other process counts meanwhile
+            with db:  # commits, or rolls back on an error
+                active, own, held = db.execute(
+                    "SELECT count(*), count(CASE WHEN caller = ? THEN 1 END),"
+                    " coalesce(sum(json_extract(record, '$.input_bytes')), 0)"
+                    " FROM jobs WHERE state IN ('queued', 'running') AND heartbeat > ?",
+                    (record.caller, fresh_since.timestamp()),
+                ).fetchone()
+                full = first_full(caps, active, own, held, record.input_bytes)
+                if full is None:
+                    self._upsert(db, record)
+            return full
+
+        return await self._run(reserve)
 
     async def load(self, job_id: str) -> JobRecord | None:
         row = await self._run(lambda db: db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone())
@@ -152,13 +174,6 @@ class SQLiteStore(JobStore):
     async def cancel_requested(self, job_id: str) -> bool:
         row = await self._run(lambda db: db.execute("SELECT cancel FROM jobs WHERE id = ?", (job_id,)).fetchone())
         return bool(row and row[0])
-
-    async def count_active(self, fresh_since: datetime, caller: str | None = None) -> int:
-        query = "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') AND heartbeat > ?"
-        args: tuple[object, ...] = (fresh_since.timestamp(),)
-        if caller is not None:
-            query, args = query + " AND caller = ?", (*args, caller)
-        return int((await self._run(lambda db: db.execute(query, args).fetchone()))[0])
 
     async def write_result(self, job_id: str, body: bytes, keep_until: datetime) -> None:
         await self.files.write(job_id, body)

@@ -3,6 +3,7 @@ cancellation, limits, and a restart (embedded SQLite store)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -156,6 +157,29 @@ def test_each_api_key_has_its_own_job_cap(secured: Secured) -> None:
     for job in jobs:
         wait_until(base, job["id"], lambda s: s["state"] == "cancelled", headers=gamma)
     assert follow(base, other["id"], headers=beta)[-1]["state"] == "succeeded"
+
+
+def test_concurrent_submissions_get_exactly_the_keys_cap(secured: Secured) -> None:
+    """40 submissions at once with one key (a cap of 2 here): the cap is checked and taken in one step."""
+    base, race = secured.served.url, {"X-API-Key": secured.keys["race"]}
+
+    async def submit_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=base, headers=race, timeout=120) as client:
+            return await asyncio.gather(*(client.post("/jobs/generate", json={**LONG, "seed": s}) for s in range(40)))
+
+    answers = asyncio.run(submit_all())
+    accepted = [answer.json() for answer in answers if answer.status_code == 202]
+    refused = [answer for answer in answers if answer.status_code != 202]
+    try:
+        assert len(accepted) == 2, [answer.text for answer in refused]
+        for answer in refused:
+            assert answer.status_code == 429 and int(answer.headers["retry-after"]) > 0, answer.text
+            assert "this API key has 2 jobs queued or running; its limit is 2" in answer.json()["error"]
+    finally:
+        for job in accepted:
+            httpx.delete(f"{base}/jobs/{job['id']}", headers=race, timeout=30)
+    for job in accepted:
+        wait_until(base, job["id"], lambda s: s["state"] == "cancelled", headers=race)
 
 
 # ---- on a server of its own: two job slots, a cap of four, restarts ----------------

@@ -8,33 +8,43 @@ fake work: a runner whose calls are plain async functions (no server, no model),
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from redis import Redis
 from starlette.responses import Response
 
+from audio_io import DecodedAudio
 from core.work import Work
+from front.critique_work import CritiquePlan, SegmentSettings
 from jobs.errors import JobConflict, JobGone, JobNotFound, JobsBusy
 from jobs.manager import JobLimits, JobManager
 from jobs.records import STALE_S, JobProgress, JobRecord, JobStatus, ResultInfo, ended, links, now
 from jobs.redis_store import RedisStore
 from jobs.store import JobStore, SQLiteStore
-from schemas import RunnerJob, RunnerProgress
+from schemas import CritiqueRequest, RunnerJob, RunnerProgress
 from tests.redis_server import RedisServer
 
 RUNNER = "audioldm2"
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> JobStore:
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], JobStore]:
+    """Opens the store anew on the same data, as each replica (Redis) or process (SQLite) does."""
     if request.param == "sqlite":
-        return SQLiteStore(tmp_path / "jobs")
+        return lambda: SQLiteStore(tmp_path / "jobs")
     server: RedisServer = request.getfixturevalue("redis")
     Redis.from_url(server.url).flushdb()  # the caps count every active job in the store
-    return RedisStore(server.url, tmp_path / "jobs", inline_max_bytes=0)  # every result a file: expiry deletes it
+    return lambda: RedisStore(server.url, tmp_path / "jobs", inline_max_bytes=0)  # every result a file
+
+
+@pytest.fixture
+def store(open_store: Callable[[], JobStore]) -> JobStore:
+    return open_store()
 
 
 def record(job_id: str, state: str = "queued", caller: str = "anonymous", heartbeat_age_s: float = 0.0) -> JobRecord:
@@ -57,8 +67,10 @@ def succeeded(job_id: str, retention_s: int) -> JobRecord:
     return done.model_copy(update={"result": ResultInfo(media_type="audio/wav", size=3)})
 
 
-def manager(store: JobStore) -> JobManager:
-    return JobManager(store, JobLimits(retention_s=60, max_active=4, max_active_per_key=2), {RUNNER: 1})
+def manager(
+    store: JobStore, max_active: int = 4, max_active_per_key: int = 2, max_input_bytes: int = 1000
+) -> JobManager:
+    return JobManager(store, JobLimits(60, max_active, max_active_per_key, max_input_bytes), {RUNNER: 1})
 
 
 async def read_all(store: JobStore, job_id: str) -> bytes:
@@ -87,7 +99,7 @@ class FakeRunner:
             for job_id in job_ids
         ]
 
-    def work(self) -> Work:
+    def work(self, input_bytes: int = 0) -> Work:
         return Work(
             kind="generate",
             runner=RUNNER,
@@ -97,6 +109,7 @@ class FakeRunner:
             progress=self.progress,
             render=lambda body: Response(body, media_type="audio/wav", headers={"X-Seed": "7"}),
             seed=7,
+            input_bytes=input_bytes,
         )
 
 
@@ -221,6 +234,73 @@ def test_submissions_over_a_cap_are_refused_with_when_to_retry(store: JobStore) 
         await store.close()
 
     asyncio.run(scenario())
+
+
+async def accepted(submissions: list[Awaitable[JobStatus]]) -> list[JobStatus]:
+    """The submissions run at once; those the caps let in (the others raise JobsBusy, with when to retry)."""
+    answers = await asyncio.gather(*submissions, return_exceptions=True)
+    refused = [a for a in answers if not isinstance(a, JobStatus)]
+    assert all(isinstance(a, JobsBusy) and a.retry_after_s for a in refused), refused
+    return [a for a in answers if isinstance(a, JobStatus)]
+
+
+def test_concurrent_submissions_over_two_replicas_get_exactly_the_caps(open_store: Callable[[], JobStore]) -> None:
+    """Two managers on one store (two replicas, or two processes on one SQLite file) submit at once: the caps
+    are checked and the job saved in one step, so the count never passes a cap."""
+
+    async def scenario() -> None:
+        runner, stores = FakeRunner(), [open_store(), open_store()]
+        replicas = [manager(store, max_active=8, max_active_per_key=3) for store in stores]
+        for jobs in replicas:  # started first: a manager that starts on SQLite fails the jobs it finds active
+            await jobs.start()
+
+        def submissions(caller: str, count_per_key: bool) -> list[Awaitable[JobStatus]]:
+            return [jobs.submit(runner.work(), caller, count_per_key) for _ in range(12) for jobs in replicas]
+
+        assert len(await accepted(submissions("alpha", count_per_key=True))) == 3  # alpha's own cap
+        assert len(await accepted(submissions("anonymous", count_per_key=False))) == 5  # the rest of 8 in all
+        with pytest.raises(JobsBusy, match="the job queue holds 8 jobs; its limit is 8"):
+            await replicas[0].submit(runner.work(), "beta", count_per_key=True)
+        runner.release.set()
+        for jobs in replicas:
+            await until(lambda jobs=jobs: not jobs.local.jobs)
+        for store in stores:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_decoded_uploads_of_active_jobs_have_a_byte_cap(open_store: Callable[[], JobStore]) -> None:
+    async def scenario() -> None:
+        runner, stores = FakeRunner(), [open_store(), open_store()]
+        replicas = [manager(store, max_active=100, max_input_bytes=1000) for store in stores]
+        for jobs in replicas:
+            await jobs.start()
+        big = [jobs.submit(runner.work(input_bytes=400), "anonymous", False) for _ in range(6) for jobs in replicas]
+        assert len(await accepted(big)) == 2  # 800 bytes held; a third would make 1200
+        with pytest.raises(JobsBusy, match="MiB of decoded uploads; with this job's"):
+            await replicas[1].submit(runner.work(input_bytes=201), "anonymous", count_per_key=False)
+        await replicas[1].submit(runner.work(input_bytes=200), "anonymous", count_per_key=False)  # exactly 1000
+        await replicas[0].submit(runner.work(), "anonymous", count_per_key=False)  # no uploads: no bytes
+        runner.release.set()
+        for jobs in replicas:
+            await until(lambda jobs=jobs: not jobs.local.jobs)
+        alone = await replicas[0].submit(runner.work(input_bytes=5000), "anonymous", count_per_key=False)
+        assert alone.state == "queued"  # over the cap alone, but nothing else is held: it fits
+        await until(lambda: not replicas[0].local.jobs)
+        for store in stores:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_critique_job_counts_its_performance_and_its_reference(tmp_path: Path) -> None:
+    request = CritiqueRequest(audio=[tmp_path / "take.wav"], reference=[tmp_path / "ref.wav"], prompt="compare")
+    clips = [DecodedAudio(np.zeros(seconds * 16_000, np.float32), 16_000, seconds, False) for seconds in (3, 2)]
+    plan = CritiquePlan(request, clips, 1, SegmentSettings(30.0, 10.0), 16_000, 0.0)
+    runner = FakeRunner()
+    flamingo = SimpleNamespace(critique=runner.submit, cancel=runner.cancel, progress=runner.progress)
+    assert plan.work(flamingo).input_bytes == 5 * 16_000 * 4
 
 
 def test_a_cancelled_queued_job_never_reaches_its_runner(store: JobStore) -> None:
