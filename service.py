@@ -35,6 +35,7 @@ from front.access import AccessGuard, OpenPaths
 from front.admission import Admission, QuotaSettings, RunnerRoom
 from front.body_pace import BodyPace
 from front.critique_work import CritiquePlan, SegmentSettings, critique_problem, decode_clips
+from front.docs_page import DocsPage
 from front.edge import EdgeGuard
 from front.families import FAMILY_OF, ModelsRoute, family_refusal
 from front.openapi import FILE_HEADERS, OpenAPIDocument
@@ -356,6 +357,7 @@ AudioStudio.add_asgi_middleware(
 )
 AudioStudio.add_asgi_middleware(ModelsRoute)
 label_as_routes(ModelsRoute.PATH)  # BentoML's request metrics: a path of its own, though no route of the router
+AudioStudio.add_asgi_middleware(DocsPage)  # `/`: Swagger UI without BentoML's third-party tag
 AudioStudio.add_asgi_middleware(
     OpenAPIDocument,
     service=AudioStudio,
