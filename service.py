@@ -10,6 +10,10 @@ front/.
 
 from __future__ import annotations
 
+import quiet_imports  # noqa: F401  # before torch's libraries: their harmless import-time warnings
+
+# isort: split
+
 import dataclasses
 import logging
 import secrets

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from core.runner_calls import run_job
-from schemas import RunnerJob, RunnerProgress
+from schemas import ProgressPhase, RunnerJob, RunnerProgress
 
 Answer = Response | BaseModel  # an audio file, an error answer, or a JSON model BentoML serialises
 RunnerCall = Callable[[list[Any]], Awaitable[list[Any]]]  # a runner's batchable API
@@ -26,16 +26,26 @@ ProgressCall = Callable[[list[str]], Awaitable[list[RunnerProgress]]]  # a runne
 class ProgressTarget:
     """Which runner job a job's progress follows, on which runner, and the part of the 0-1 scale it fills.
 
-    Work of several runner calls moves it from stage to stage (front/studio.py), so progress keeps moving.
+    Work of several runner calls moves it from stage to stage (front/studio.py), so progress keeps moving. A stage
+    may name the phase the job reads while it runs, whatever the followed runner job's own: the critic's rows
+    ranking a generation are `ranking`, not `queued` while they wait for their batch.
     """
 
     job_id: str
     runner: str
     progress: ProgressCall
     span: tuple[float, float] = (0.0, 1.0)
+    phase: ProgressPhase | None = None
 
-    def move(self, job_id: str, runner: str, progress: ProgressCall, span: tuple[float, float]) -> None:
-        self.job_id, self.runner, self.progress, self.span = job_id, runner, progress, span
+    def move(
+        self,
+        job_id: str,
+        runner: str,
+        progress: ProgressCall,
+        span: tuple[float, float],
+        phase: ProgressPhase | None = None,
+    ) -> None:
+        self.job_id, self.runner, self.progress, self.span, self.phase = job_id, runner, progress, span, phase
 
     def renamed(self, new_ids: dict[str, str]) -> None:
         """The runner job followed was sent again under a new id (core/runner_calls.py): follow the new attempt."""

@@ -166,12 +166,13 @@ async def rank_by_critic(
 ) -> GenerationOutcome:
     """The candidates with the critic's score and reason, best first (ties by CLAP score, then seed order).
 
-    Progress moves to the first critic row (all rows share its batch) for the last CRITIC_SHARE of the scale.
+    Progress moves to the first critic row (all rows share its batch) for the last CRITIC_SHARE of the scale, and
+    reads `ranking` until the end, the rows' wait for their batch included.
     """
     if outcome.error is not None:
         return outcome
     jobs = critic_jobs(prompt, outcome, limits)
-    target.move(jobs[0].job_id, MUSIC_FLAMINGO.name, flamingo.progress, (1.0 - CRITIC_SHARE, 1.0))
+    target.move(jobs[0].job_id, MUSIC_FLAMINGO.name, flamingo.progress, (1.0 - CRITIC_SHARE, 1.0), "ranking")
     verdicts = await run_jobs(MUSIC_FLAMINGO.name, flamingo.critique, flamingo.cancel, jobs, target.renamed)
     failed = next((v.error for v in verdicts if v.error is not None), None)
     if failed is not None:

@@ -9,23 +9,30 @@ import logging
 
 from jobs.records import JobProgress, now
 from jobs.running import LocalJob
-from schemas import RunnerProgress
+from schemas import ProgressPhase, RunnerProgress
 
 logger = logging.getLogger("bentoml.audio_studio")
 
 PROGRESS_TIMEOUT_S = 2.0
 
 
-def progress_of(update: RunnerProgress, before: JobProgress, span: tuple[float, float] = (0.0, 1.0)) -> JobProgress:
-    """The runner's report as job progress within `span` of the job's scale; the fraction never goes back."""
+def progress_of(
+    update: RunnerProgress,
+    before: JobProgress,
+    span: tuple[float, float] = (0.0, 1.0),
+    phase: ProgressPhase | None = None,
+) -> JobProgress:
+    """The runner's report as job progress within `span` of the job's scale, read as `phase` where the stage names
+    one (core/work.py's ProgressTarget); the fraction never goes back."""
     low, high = span
+    phase = phase or update.phase
     return JobProgress(
-        phase=update.phase,
+        phase=phase,
         unit=update.unit,
         done=update.done,
         total=update.total,
         fraction=max(before.fraction, low + (high - low) * update.fraction),
-        queue_position=0 if update.phase == "queued" else None,
+        queue_position=0 if phase == "queued" else None,
     )
 
 
@@ -44,6 +51,6 @@ async def follow(runner: str, jobs: list[LocalJob]) -> None:
         status = local.record.status
         if not local.record.active:
             continue
-        local.update(progress=progress_of(update, status.progress, target.span))
+        local.update(progress=progress_of(update, status.progress, target.span, target.phase))
         if update.phase != "queued" and status.state == "queued":
             local.update(state="running", started_at=now())

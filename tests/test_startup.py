@@ -29,4 +29,4 @@ def test_serving_without_a_profile_and_without_weights_exits_with_a_few_lines(tm
     assert run.returncode == 1 and "Traceback" not in log, log
     assert "audio-studio cannot start: no weights of cvssp/audioldm2 are reachable" in log
     assert "AUDIO_STUDIO_PROFILE=tiny bentoml serve service:AudioStudio" in log
-    assert len(log.strip().splitlines()) <= 10, log
+    assert len(log.strip().splitlines()) == 4, log  # nothing else: see quiet_imports.py

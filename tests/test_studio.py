@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from critique_format import StructuredCritique, clamp_times, shift_times
-from front.studio import SEGMENTS_SHARE
+from front.studio import CRITIC_SHARE, SEGMENTS_SHARE
 from jobs.progress import progress_of
 from jobs.records import JobProgress
 from runners.progress import DECODER_PHASES
@@ -156,5 +156,7 @@ def test_a_critic_ranked_job_moves_from_the_generation_to_the_critic(server: str
     status = submit(server, "generate/json", json=body)
     statuses = follow(server, status["id"], every_s=0.02)
     assert_progress_moves_forward(statuses)
+    critic_stage = [s["progress"] for s in statuses if s["progress"]["fraction"] > 1.0 - CRITIC_SHARE]
+    assert all(p["phase"] in ("ranking", "finished") for p in critic_stage), critic_stage
     ranked = result(server, status["id"]).json()["waveforms"]
     assert ranked == httpx.post(f"{server}/generate/json", json=body, timeout=TIMEOUT).json()["waveforms"]
