@@ -7,11 +7,14 @@ In-process, every job through the runner's step scheduler on one model thread (n
 2. tiny-profile wall time of 60/180/600 s generations, split into denoise and decode;
 3. peak decode memory (VAE + vocoder) for two lengths, each in a fresh process: growth of the peak RSS while
    decoding, with the tiny models, and with the full-size architectures (random weights) with `--full`;
-4. fairness: a short job's latency alone and while a long render runs on the same step scheduler.
+4. fairness: a short job's latency alone and while a long render runs on the same step scheduler;
+5. encode: a 1 s generate's latency alone and while a 599 s transform's clip is encoded, then how long after
+   its cancel the transform stops (the encoding runs in pieces, models/pieces.py).
 
     .venv/bin/python bench/long_form.py                    # tiny profile, ~15 min on 2 CPU cores
     .venv/bin/python bench/long_form.py --quick            # a smoke of the same code, ~2 min
     .venv/bin/python bench/long_form.py --only memory --full --memory-seconds 60 600   # full-size decode memory
+    .venv/bin/python bench/long_form.py --only encode      # cancel and short jobs during a long encode, ~1 min
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from bench.tiny_profile import ROOT  # the tiny profile, before any project impo
 
 # isort: split
 
+import numpy as np
 import torch
 
 from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_report
@@ -40,14 +44,14 @@ from models.profiles import audioldm2_checkpoint
 from models.tiled_vae import TILES_PER_CALL, decode_tiled, vocode_chunked
 from runners.audioldm2_in_process import InProcessScheduler
 from runners.batching import GroupRun
-from runners.cancellation import CancelledJobs
+from runners.cancellation import CANCELLED_WHILE_RUNNING, CancelledJobs
 from runners.model_thread import ModelThread
-from runners.step_scheduler import StepScheduler
-from schemas import GenerationJob
+from runners.step_scheduler import Start, StepScheduler
+from schemas import GenerationJob, RunnerJob, TransformJob, samples_to_bytes
 from settings import SETTINGS
 
 MIB = 2**20
-PARTS = ("overlaps", "timings", "memory", "fairness")
+PARTS = ("overlaps", "timings", "memory", "fairness", "encode")
 
 
 @functools.cache
@@ -133,8 +137,8 @@ def decode_peaks(seconds: list[int], full: bool) -> list[dict[str, Any]]:
 
     def decode(frames: int) -> torch.Tensor:
         latents = torch.randn(1, 8, frames, 16, generator=torch.Generator().manual_seed(0))
-        mel = decode_tiled(vae, latents, tile)
-        return vocode_chunked(vocoder, mel[:, 0])
+        mel = decode_tiled(vae, latents, tile).run()
+        return vocode_chunked(vocoder, mel[:, 0]).run()
 
     decode(tile * (TILES_PER_CALL + 2))  # warm-up: one full batch of tiles is the working set
     rows = []
@@ -192,6 +196,67 @@ def fairness(long_seconds: int, steps: int) -> dict[str, Any]:
     return {**result, "long_seconds": long_seconds, "steps": steps, "ratio": during_median / alone_median}
 
 
+def encode(clip_seconds: float) -> dict[str, Any]:
+    """As the issue's repro (a 599 s `/transform`, 50 steps, then a 1 s `/generate`), on the step scheduler as the
+    runner's event loop drives it: the generate (the API's default steps) alone, then three times while the clip
+    is encoded; then the transform is cancelled and the time until it is answered is how long it took to stop."""
+    engine = tiny_engine()
+    cancelled = CancelledJobs()
+    scheduler = StepScheduler(engine, cancelled, model_thread())
+    rng = np.random.default_rng(0)
+    clip = (0.1 * rng.standard_normal(int(clip_seconds * engine.sample_rate))).astype(np.float32)
+    transform = TransformJob(prompt="the same, on strings", steps=50, seed=7, samples_f32le=samples_to_bytes(clip))
+    short = GenerationJob(prompt="a door knock", duration=1.0, seed=5)
+
+    def submit(job: RunnerJob, start: Start) -> asyncio.Future[GroupRun[Any]]:
+        [future] = scheduler.submit([job.model_copy()], start)
+        return asyncio.wrap_future(future)
+
+    async def latency() -> float:
+        began = time.perf_counter()
+        await submit(short, engine.start_generation)  # type: ignore[arg-type]
+        return time.perf_counter() - began
+
+    def encoding() -> tuple[int, int] | None:
+        """The transform's pieces done and total while it encodes."""
+        progress = scheduler.board.read([transform.job_id])[0]
+        return (progress.done, progress.total) if progress.phase == "encoding" else None
+
+    async def scenario() -> dict[str, Any]:
+        await latency()  # warm-up
+        alone = [await latency() for _ in range(3)]
+        submitted = time.perf_counter()
+        answered = submit(transform, engine.start_transform)  # type: ignore[arg-type]
+        while (encoding() or (0, 0))[0] < 1:  # its first piece (the spectrogram and one tile) has run
+            await asyncio.sleep(0.05)
+        during, still_encoding = [], []
+        for _ in range(3):
+            during.append(await latency())
+            still_encoding.append(encoding() is not None)
+        at_cancel = encoding()
+        cancelled_at = time.perf_counter()
+        cancelled.add([transform.job_id])
+        run = await answered
+        stopped = time.perf_counter()
+        assert run.error == CANCELLED_WHILE_RUNNING and at_cancel is not None, (run.error, at_cancel)
+        return {
+            "clip_seconds": clip_seconds,
+            "short_steps": short.steps,
+            "short_alone_s": alone,
+            "short_during_encode_s": during,
+            "still_encoding_after_each": still_encoding,
+            "encoding_s_before_cancel": cancelled_at - submitted,
+            "pieces_done_at_cancel": at_cancel[0],
+            "pieces_total": at_cancel[1],
+            "stop_after_cancel_s": stopped - cancelled_at,
+        }
+
+    try:
+        return asyncio.run(scenario())
+    finally:
+        scheduler.close()
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Long-form AudioLDM2", "", *header_markdown(report["header"]), ""]
     for part, head in report.get("commands", {}).items():
@@ -236,6 +301,19 @@ def markdown(report: dict[str, Any]) -> str:
             f"- ratio of medians: **{f['ratio']:.2f}x** (target: at most 3x); the render: {fmt(f['render_s'], 1)} s",
             "",
         ]
+    if "encode" in report:
+        e = report["encode"]
+        lines += [
+            f"## A 1 s generate during a {e['clip_seconds']:.0f} s transform's encoding, then its cancel",
+            "",
+            f"- 1 s generate ({e['short_steps']} steps) alone: {', '.join(fmt(x) for x in e['short_alone_s'])} s",
+            f"- while the clip is encoded: {', '.join(fmt(x) for x in e['short_during_encode_s'])} s (still encoding "
+            f"after each: {e['still_encoding_after_each']})",
+            f"- cancelled {fmt(e['encoding_s_before_cancel'], 1)} s after it was sent, at piece "
+            f"{e['pieces_done_at_cancel']} of {e['pieces_total']}: stopped **{fmt(e['stop_after_cancel_s'])} s** "
+            "after the cancel",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -262,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         report["memory"] = memory([30, 60] if args.quick else args.memory_seconds, args.full)
     if "fairness" in parts:
         report["fairness"] = fairness(60 if args.quick else 600, steps)
+    if "encode" in parts:
+        report["encode"] = encode(60.0 if args.quick else 599.0)
     name = "long-form" + ("-quick" if args.quick else "") + ("-full-memory" if args.full else "")
     previous = args.out / f"{name}.json"
     if args.only and previous.exists():  # parts measured separately accumulate; each part keeps its own command

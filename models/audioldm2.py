@@ -35,7 +35,7 @@ from models.memory import Placement, bitsandbytes_options, quantize_linear_weigh
 from models.multidiffusion import Fusion, Windows, split
 from models.phases import phase
 from models.pieces import Pieces, within
-from models.tiled_vae import decode_tiled, encode_tiled, vocode_chunked
+from models.tiled_vae import decode_tiled, encode_tiled, vocode_chunked, vocoder_pieces
 from schemas import DiffusionParams, GenerationJob, Scheduler, TransformJob
 
 # AudioLDM2's mel features (its training STFT): 1024-point FFT and window, hop 160 at
@@ -377,26 +377,42 @@ class AudioLDM2Engine:
 
     # ---- decode -----------------------------------------------------------------
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, num_samples: int) -> Pieces[torch.Tensor]:
         """VAE + vocoder, one row at a time.
 
         Their convolutions pick batch-size-dependent kernels on the CPU, and
         decoding runs once per waveform (not once per step), so batching it
-        buys little and would cost batch invariance.
+        buys little and would cost batch invariance. Up to the single-latent
+        length in one piece; longer, in tiles and chunks (memory of one tile,
+        whatever the length) and in pieces, as long clips are encoded.
         """
-        long = latents.shape[2] * self.pipe.vae_scale_factor > self.single_latent_mel_frames
-        waveforms = torch.empty(latents.shape[0], num_samples)
-        for index, row in enumerate(latents.split(1)):
-            row = row / self.pipe.vae.config.scaling_factor
-            if long:  # in tiles: memory of one tile, whatever the length (models/tiled_vae.py)
-                with returning_freed_memory():
-                    mel = decode_tiled(self.pipe.vae, row, self.window_frames).run()
-                    waveforms[index] = vocode_chunked(self.pipe.vocoder, mel[:, 0])[:num_samples]
-            else:
-                mel = self.pipe.vae.decode(row).sample
-                waveforms[index] = self.pipe.mel_spectrogram_to_waveform(mel)[0, :num_samples]
-        return waveforms
+        rows = [row / self.pipe.vae.config.scaling_factor for row in latents.split(1)]
+        mel_frames = latents.shape[2] * self.pipe.vae_scale_factor
+        if mel_frames <= self.single_latent_mel_frames:
+
+            @torch.no_grad()
+            def whole() -> torch.Tensor:
+                waveforms = torch.empty(len(rows), num_samples)
+                for index, row in enumerate(rows):
+                    mel = self.pipe.vae.decode(row).sample
+                    waveforms[index] = self.pipe.mel_spectrogram_to_waveform(mel)[0, :num_samples]
+                return waveforms
+
+            return Pieces.one(whole)
+        tiles = [decode_tiled(self.pipe.vae, row, self.window_frames) for row in rows]
+
+        def work() -> Generator[None, None, torch.Tensor]:
+            waveforms = torch.empty(len(rows), num_samples)
+            for index, row in enumerate(tiles):
+                if index:
+                    yield
+                mel = yield from row.work
+                yield
+                waveforms[index] = (yield from vocode_chunked(self.pipe.vocoder, mel[:, 0]).work)[:num_samples]
+            return waveforms
+
+        total = sum(row.total for row in tiles) + len(rows) * vocoder_pieces(mel_frames)
+        return Pieces(within(returning_freed_memory, work()), total)
 
     @torch.no_grad()
     def clap_scores(self, prompt: str, waveforms: torch.Tensor) -> list[float]:
@@ -530,14 +546,20 @@ class AudioLDM2Engine:
             latents, cond, scales, scheduler, timesteps, self.windows(mel_frames), [samples] * waveforms, job.prompt
         )
 
-    def finish(self, job: Denoising) -> JobAudio:
-        """Decode a denoised job's waveforms, cut to length, and rank them by CLAP when there are several."""
+    def finish(self, job: Denoising) -> Pieces[JobAudio]:
+        """Decode a denoised job's waveforms, cut to length, and rank them by CLAP when there are several: in the
+        pieces of `decode`, the last also ranking."""
         length = max(job.lengths)
-        with phase("decode", rows=job.latents.shape[0], samples=length):
-            waveforms = self.decode(job.latents, length)
-        result = JobAudio(waveforms, job.latents.float().cpu())
-        with phase("rank") as ranked:
-            if len(job.lengths) > 1 and result.finite:
-                result = replace(result, clap_scores=self.clap_scores(job.prompt, result.waveforms))
-            ranked["waveforms"] = len(result.clap_scores or ())
-        return result
+        decoding = self.decode(job.latents, length)
+
+        def work() -> Generator[None, None, JobAudio]:
+            with phase("decode", rows=job.latents.shape[0], samples=length, pieces=decoding.total):
+                waveforms = yield from decoding.work
+            result = JobAudio(waveforms, job.latents.float().cpu())
+            with phase("rank") as ranked:
+                if len(job.lengths) > 1 and result.finite:
+                    result = replace(result, clap_scores=self.clap_scores(job.prompt, result.waveforms))
+                ranked["waveforms"] = len(result.clap_scores or ())
+            return result
+
+        return Pieces(work(), decoding.total)

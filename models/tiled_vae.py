@@ -10,8 +10,9 @@ decodes, one sweep per GroupNorm, instead of keeping every tile's activations (m
 Convolutions see a halo of neighbouring frames, so they are exact; attention in the mid-block attends within a
 tile and its halo, as the model was trained on clips of about one tile.
 
-Each sweep of one batch of tiles is a piece (models/pieces.py): the step scheduler runs other jobs' work and
-drops a cancelled job between two of them, and the GroupNorms are patched only while a piece runs.
+Each sweep of one batch of tiles, and each vocoder chunk, is a piece (models/pieces.py): the step scheduler runs
+other jobs' work and drops a cancelled job between two of them, and the GroupNorms are patched only while a
+piece runs.
 """
 
 from __future__ import annotations
@@ -220,17 +221,29 @@ def encode_tiled(
     return tiled(stage, vae.encoder, mel, frames, tile_frames * factor, halo * factor)
 
 
-@torch.no_grad()
+def vocoder_pieces(frames: int, chunk: int = VOCODER_CHUNK) -> int:
+    """The pieces `vocode_chunked` runs for `frames` mel frames: one per chunk."""
+    return math.ceil(frames / chunk)
+
+
 def vocode_chunked(
     vocoder: nn.Module, mel: torch.Tensor, chunk: int = VOCODER_CHUNK, halo: int = VOCODER_HALO
-) -> torch.Tensor:
-    """The vocoder over (1, frames, mel bins) in chunks with context on both sides, trimmed and joined: (samples,)."""
+) -> Pieces[torch.Tensor]:
+    """The vocoder over (1, frames, mel bins) in chunks with context on both sides, trimmed and joined: (samples,).
+    One chunk is one piece."""
     frames = mel.shape[1]
-    pieces = []
-    for start in range(0, frames, chunk):
-        stop = min(start + chunk, frames)
-        left, right = min(halo, start), min(halo, frames - stop)
-        audio = vocoder(mel[:, start - left : stop + right]).reshape(-1)
-        per_frame = audio.shape[0] // (stop - start + left + right)
-        pieces.append(audio[left * per_frame : (left + stop - start) * per_frame].float().cpu())
-    return torch.cat(pieces)
+
+    @torch.no_grad()
+    def work() -> Work[torch.Tensor]:
+        parts = []
+        for start in range(0, frames, chunk):
+            if parts:
+                yield
+            stop = min(start + chunk, frames)
+            left, right = min(halo, start), min(halo, frames - stop)
+            audio = vocoder(mel[:, start - left : stop + right]).reshape(-1)
+            per_frame = audio.shape[0] // (stop - start + left + right)
+            parts.append(audio[left * per_frame : (left + stop - start) * per_frame].float().cpu())
+        return torch.cat(parts)
+
+    return Pieces(work(), vocoder_pieces(frames, chunk))

@@ -46,12 +46,12 @@ class PhaseScale:
         )
 
 
-# The diffusion runners (AudioLDM2, AudioLDM): the encoding of the prompt or clip (AudioLDM2 counts its pieces:
-# a long clip's are many, runners/step_scheduler.py), the denoising steps (most of the time), the VAE and
-# vocoder, then CLAP ranking of the candidates.
+# The diffusion runners (AudioLDM2, AudioLDM): the encoding of the prompt or clip, the denoising steps (most of
+# the time), the VAE and vocoder, then CLAP ranking of the candidates. AudioLDM2 counts the pieces its encoding and
+# decoding run in (many for a long clip, runners/step_scheduler.py).
 DIFFUSION_PHASES = PhaseScale(
     {"encoding": (0.02, 0.05), "denoising": (0.05, 0.9), "decoding": (0.9, 0.97), "ranking": (0.97, 0.99)},
-    {"encoding": "pieces", "denoising": "steps"},
+    {"encoding": "pieces", "denoising": "steps", "decoding": "pieces"},
 )
 # Music Flamingo: the prefill (audio and prompt in one pass), then one token at a time up to the token budget.
 DECODER_PHASES = PhaseScale({"prefill": (0.02, 0.05), "decoding": (0.05, 1.0)}, {"decoding": "tokens"})
@@ -72,9 +72,15 @@ class ProgressBoard:
                 self._jobs.popitem(last=False)
 
     def engine_phase(self, job_id: str, name: str) -> None:
-        """A `models.phases.watch` callback: the engine began phase `name` for this job."""
-        if name in ENGINE_PHASES:
-            self.set(job_id, ENGINE_PHASES[name])
+        """A `models.phases.watch` callback: the engine began phase `name` for this job. A phase already posted
+        keeps its counts (the step scheduler counts the pieces of encoding and decoding)."""
+        phase = ENGINE_PHASES.get(name)
+        if phase is None:
+            return
+        with self._lock:
+            current = self._jobs.get(job_id)
+        if current is None or current.phase != phase:
+            self.set(job_id, phase)
 
     def read(self, job_ids: list[str]) -> list[RunnerProgress]:
         with self._lock:

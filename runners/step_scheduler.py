@@ -8,13 +8,14 @@ order). A 2-second request arriving during a 10-minute render therefore runs its
 resumes in between: the technique LLM servers use for decoding, with the model time a job has had as its
 priority so long work cannot starve short work, and the intake's queue caps bound the opposite.
 
-A job starts with its preparation in pieces (models/pieces.py): one for a generation's noise and prompt, many
-for a long transform's clip, encoded in tiles. An iteration runs one piece instead of a pass when the least
-served job is still preparing, so a 10-minute clip's encoding takes its turns as a render's steps do.
+A job's start and its decoding are work in pieces (models/pieces.py): one piece up to the single-latent length,
+many for a long clip's encoding (a transform) or decoding, in tiles. An iteration runs one piece instead of a
+pass when the least served job is starting or decoding, so a 10-minute clip's encoding or decoding takes its
+turns as a render's steps do.
 
 Per job: cancelled jobs leave at the next step boundary or between two pieces; a pass that fails is run again
-one job at a time, so only the job at fault fails; a finished job is decoded and answered at once. Each job's
-phase and steps or pieces done are posted on a progress board (runners/progress.py) for the job API.
+one job at a time, so only the job at fault fails; a decoded job is answered at once. Each job's phase and steps
+or pieces done are posted on a progress board (runners/progress.py) for the job API.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
@@ -36,11 +38,12 @@ from runners.batching import OUT_OF_MEMORY_ALONE, GroupRun
 from runners.cancellation import CANCELLED_WHILE_QUEUED, CANCELLED_WHILE_RUNNING, CancelledJobs
 from runners.model_thread import ModelThread
 from runners.progress import ProgressBoard
-from schemas import JobError, RunnerJob
+from schemas import JobError, ProgressPhase, RunnerJob
 
 logger = logging.getLogger("bentoml.audio_studio")
 
 Start = Callable[[RunnerJob], Pieces[Denoising]]
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -51,14 +54,19 @@ class Entry:
     start: Start
     batch_size: int  # jobs in the intake batch it came with
     future: Future[GroupRun[JobAudio]] = field(default_factory=Future)
-    preparing: Pieces[Denoising] | None = None  # until its last piece has run
+    preparing: Pieces[Denoising] | None = None  # its start, until the last piece has run
     state: Denoising | None = None
+    decoding: Pieces[JobAudio] | None = None  # once denoised
     phases: list[Phase] = field(default_factory=list)
     attained_s: float = 0.0  # model time spent on it so far: its priority (least first)
     started_ns: int = 0
     denoise_started_ns: int = 0
     passes: int = 0
     most_jobs_in_a_pass: int = 0  # 0: never reached the model
+
+    @property
+    def denoising(self) -> bool:
+        return self.state is not None and self.decoding is None
 
     def answer(self, output: JobAudio | None, error: JobError | None, board: ProgressBoard) -> None:
         board.set(self.job.job_id, "finished")
@@ -126,23 +134,31 @@ class StepScheduler:
                 self.active = []
 
     def iteration(self, arrived: list[Entry]) -> None:
-        """Admit arrivals, drop the cancelled, run one piece or UNet pass, answer what finished."""
+        """Admit arrivals, drop the cancelled, run one piece or UNet pass, answer what is decoded."""
         for entry in arrived:
             self._admit(entry)
         for entry in list(self.active):
             if entry.job.job_id in self.cancelled:
-                self.active.remove(entry)
-                if entry.preparing is not None:
-                    entry.preparing.close()
-                entry.answer(None, CANCELLED_WHILE_RUNNING, self.board)
-        live = sorted((e for e in self.active if e.state is None or not e.state.done), key=lambda e: e.attained_s)
-        if live and live[0].preparing is not None:
-            self._run_piece(live[0])
-        elif live:
+                self._leave(entry, CANCELLED_WHILE_RUNNING)
+        live = sorted(self.active, key=lambda e: e.attained_s)
+        if not live:
+            return
+        leader = live[0]
+        if leader.preparing is not None:
+            state = self._piece(leader, leader.preparing, "encoding")
+            if state is not None:
+                leader.preparing, leader.state = None, state
+                self.board.set(leader.job.job_id, "denoising", 0, len(state.timesteps))
+        elif leader.decoding is not None:
+            audio = self._piece(leader, leader.decoding, "decoding")
+            if audio is not None:
+                self.active.remove(leader)
+                leader.answer(audio, None, self.board)
+        else:
             self._run_pass(self._next_pass(live))
-        for entry in [e for e in self.active if e.state is not None and e.state.done]:
-            self.active.remove(entry)
-            self._finish(entry)
+        for entry in self.active:
+            if entry.denoising and entry.state.done:  # type: ignore[union-attr]
+                self._denoised(entry)
 
     def _admit(self, entry: Entry) -> None:
         """Plan the job's start (no model work yet: its pieces take their turns from the next iteration)."""
@@ -155,28 +171,35 @@ class StepScheduler:
             return entry.answer(None, self._fault(exc), self.board)
         self.active.append(entry)
 
-    def _run_piece(self, entry: Entry) -> None:
-        """One piece of the job's start; once the last has run, the job denoises from the next iteration."""
-        plan = entry.preparing
-        assert plan is not None
-        self.board.set(entry.job.job_id, "encoding", plan.done, plan.total)
+    def _leave(self, entry: Entry, error: JobError) -> None:
+        self.active.remove(entry)
+        for plan in (entry.preparing, entry.decoding):
+            if plan is not None:
+                plan.close()
+        entry.answer(None, error, self.board)
+
+    def _piece(self, entry: Entry, plan: Pieces[T], phase: ProgressPhase) -> T | None:
+        """One piece of `plan` (the job's start or its decoding), posted as `phase`; its result once the last
+        piece has run. A piece that fails answers the job."""
+        self.board.set(entry.job.job_id, phase, plan.done, plan.total)
         began = time.perf_counter()
         try:
-            with collect() as phases:
-                finished = plan.step()
+            with collect() as phases, self._watch(entry):
+                plan.step()
         except Exception as exc:
-            self.active.remove(entry)
-            return entry.answer(None, self._fault(exc), self.board)
+            self._leave(entry, self._fault(exc))
+            return None
         finally:
             entry.attained_s += time.perf_counter() - began
         entry.phases.extend(phases)
-        if not finished:
-            return self.board.set(entry.job.job_id, "encoding", plan.done, plan.total)
-        entry.preparing, entry.state = None, plan.result
-        self.board.set(entry.job.job_id, "denoising", 0, len(entry.state.timesteps))
+        if not plan.finished:
+            self.board.set(entry.job.job_id, phase, plan.done, plan.total)
+            return None
+        return plan.result
 
     def _watch(self, entry: Entry) -> AbstractContextManager[None]:
-        """Post the engine's phases (decoding, ranking) for this job as they begin."""
+        """Post the engine's phases for this job as they begin: ranking (encoding and decoding are posted with
+        their pieces, runners/progress.py)."""
         return watch(lambda name: self.board.engine_phase(entry.job.job_id, name))
 
     def _next_pass(self, live: list[Entry]) -> list[tuple[Entry, int]]:
@@ -184,7 +207,7 @@ class StepScheduler:
         pass, least served first."""
         assert live[0].state is not None
         size = live[0].state.windows.size
-        candidates = [e for e in live if e.state is not None and e.state.windows.size == size]
+        candidates = [e for e in live if e.denoising and e.state.windows.size == size]  # type: ignore[union-attr]
         if not self.share_passes:
             candidates = candidates[:1]
         parts: list[tuple[Entry, int]] = []
@@ -230,7 +253,8 @@ class StepScheduler:
             entry.attained_s += elapsed * count * state.rows_per_window / rows
             self.board.set(entry.job.job_id, "denoising", state.step, len(state.timesteps))
 
-    def _finish(self, entry: Entry) -> None:
+    def _denoised(self, entry: Entry) -> None:
+        """Its last step is done: the denoising is a phase of its trace, its decoding is planned."""
         state = entry.state
         assert state is not None
         if entry.passes:
@@ -247,15 +271,8 @@ class StepScheduler:
                     },
                 )
             )
-        began = time.perf_counter()
-        try:
-            with collect() as phases, self._watch(entry):
-                output = self.engine.finish(state)
-        except Exception as exc:
-            return entry.answer(None, self._fault(exc), self.board)
-        entry.phases.extend(phases)
-        entry.attained_s += time.perf_counter() - began
-        entry.answer(output, None, self.board)
+        entry.decoding = self.engine.finish(state)
+        self.board.set(entry.job.job_id, "decoding", 0, entry.decoding.total)
 
     @staticmethod
     def _fault(exc: Exception) -> JobError:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ from models.tiled_vae import decode_tiled, encode_tiled, vocode_chunked
 from runners.audioldm2_in_process import InProcessScheduler
 from runners.batching import GroupRun
 from runners.cancellation import CANCELLED_WHILE_RUNNING
-from schemas import GenerationJob, RunnerProgress, TransformJob, samples_to_bytes
+from runners.step_scheduler import Start
+from schemas import GenerationJob, ProgressPhase, RunnerJob, RunnerProgress, TransformJob, samples_to_bytes
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -160,7 +162,7 @@ def test_the_vocoder_in_chunks_equals_the_whole_vocoder(engine: AudioLDM2Engine)
     mel = torch.randn(1, 2400, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         whole = engine.pipe.vocoder(mel).reshape(-1)
-        chunked = vocode_chunked(engine.pipe.vocoder, mel, chunk=512)
+        chunked = vocode_chunked(engine.pipe.vocoder, mel, chunk=512).run()
     assert chunked.shape[0] == 2400 * 160
     assert relative_error(chunked, whole[: chunked.shape[0]]) < 1e-5
 
@@ -214,29 +216,47 @@ def test_encodings_in_pieces_interleaved_with_other_work_equal_each_alone(engine
     assert all(torch.equal(b, whole_short) for b in between)
 
 
-def long_transform() -> TransformJob:
-    """Just over the single-latent length: encoded in tiles, dozens of pieces on the tiny model."""
-    clip = torch.randn(31 * 16_000, generator=torch.Generator().manual_seed(9)).numpy() * 0.1
-    return TransformJob(prompt="the same, as rain", seed=3, steps=4, strength=0.5, samples_f32le=samples_to_bytes(clip))
+@dataclass(frozen=True)
+class LongWork:
+    """A job just over the single-latent length, whose clip is encoded (a transform) or decoded in tiles: dozens
+    of pieces on the tiny model, each one run of `module`."""
+
+    job: RunnerJob
+    start: Start
+    module: torch.nn.Module
+    phase: ProgressPhase
+
+
+@pytest.fixture(params=["encoding", "decoding"])
+def long_work(request: pytest.FixtureRequest, engine: AudioLDM2Engine) -> LongWork:
+    if request.param == "encoding":
+        clip = torch.randn(31 * 16_000, generator=torch.Generator().manual_seed(9)).numpy() * 0.1
+        job = TransformJob(
+            prompt="the same, as rain", seed=3, steps=4, strength=0.5, samples_f32le=samples_to_bytes(clip)
+        )
+        return LongWork(job, engine.start_transform, engine.pipe.vae.encoder, "encoding")  # type: ignore[arg-type]
+    job = GenerationJob(prompt="a long drone", duration=31.0, steps=1, seed=4, guidance_scale=1.0)
+    return LongWork(job, engine.start_generation, engine.pipe.vae.decoder, "decoding")  # type: ignore[arg-type]
 
 
 @contextmanager
-def on_each_encoder_call(engine: AudioLDM2Engine, call: Callable[[int], None]) -> Iterator[None]:
-    """`call(n)` as the VAE encoder starts its n-th run (one per piece of a tiled encoding), on the model thread."""
+def on_each_call(module: torch.nn.Module, call: Callable[[int], None]) -> Iterator[None]:
+    """`call(n)` as `module` starts its n-th run (one per piece of a tiled encoding or decoding), on the model
+    thread."""
     calls = itertools.count(1)
-    handle = engine.pipe.vae.encoder.register_forward_pre_hook(lambda module, args: call(next(calls)))
+    handle = module.register_forward_pre_hook(lambda module, args: call(next(calls)))
     try:
         yield
     finally:
         handle.remove()
 
 
-def test_a_cancelled_long_transform_stops_at_the_piece_after_the_cancel(
-    engine: AudioLDM2Engine, scheduled: InProcessScheduler
+def test_a_cancelled_long_job_stops_at_the_piece_after_the_cancel(
+    long_work: LongWork, scheduled: InProcessScheduler
 ) -> None:
-    """Cancelled while its clip is encoded: it leaves between two pieces, not after the whole clip; meanwhile its
-    progress counts the pieces."""
-    job = long_transform()
+    """Cancelled while its clip is encoded or decoded: it leaves between two pieces, not after the whole clip;
+    meanwhile its progress counts the pieces."""
+    job = long_work.job
     seen: list[RunnerProgress] = []
 
     def cancel_at_the_third(n: int) -> None:
@@ -244,36 +264,35 @@ def test_a_cancelled_long_transform_stops_at_the_piece_after_the_cancel(
         if n == 3:
             scheduled.cancelled.add([job.job_id])
 
-    with on_each_encoder_call(engine, cancel_at_the_third):
-        [run] = scheduled.transform([job])
+    with on_each_call(long_work.module, cancel_at_the_third):
+        [run] = scheduled.run([job], long_work.start)
     assert run.error == CANCELLED_WHILE_RUNNING
     assert len(seen) == 3  # the piece running when the cancel came was the last
-    total = engine.start_transform(job).total
-    assert [(p.phase, p.unit, p.done, p.total) for p in seen] == [("encoding", "pieces", n, total) for n in range(3)]
-    assert total > 20
+    assert [(p.phase, p.unit, p.done) for p in seen] == [(long_work.phase, "pieces", n) for n in range(3)]
+    assert len({p.total for p in seen}) == 1 and seen[0].total > 20
 
 
-def test_a_short_generate_sent_while_a_long_transform_encodes_is_answered_before_that_encode_ends(
-    engine: AudioLDM2Engine, scheduled: InProcessScheduler
+def test_a_short_generate_sent_while_a_long_clip_is_encoded_or_decoded_is_answered_before_that_ends(
+    long_work: LongWork, scheduled: InProcessScheduler
 ) -> None:
-    """Order of completion: the short job's steps run between the encoding's pieces."""
-    transform = long_transform()
+    """Order of completion: the short job's steps run between the long job's pieces."""
+    job = long_work.job
     short = GenerationJob(prompt="a bell", duration=1.0, steps=2, seed=1)
     sent: Future[Future[GroupRun[JobAudio]]] = Future()
     answered: list[RunnerProgress] = []
 
     def send_the_short_one_at_the_fourth(n: int) -> None:
         if n == 4:
-            [future] = scheduled.scheduler.submit([short], engine.start_generation)  # type: ignore[arg-type]
-            future.add_done_callback(lambda _: answered.append(scheduled.board.read([transform.job_id])[0]))
+            [future] = scheduled.scheduler.submit([short], scheduled.engine.start_generation)  # type: ignore[arg-type]
+            future.add_done_callback(lambda _: answered.append(scheduled.board.read([job.job_id])[0]))
             sent.set_result(future)
 
-    with on_each_encoder_call(engine, send_the_short_one_at_the_fourth):
-        [encoding] = scheduled.scheduler.submit([transform], engine.start_transform)  # type: ignore[arg-type]
+    with on_each_call(long_work.module, send_the_short_one_at_the_fourth):
+        [long] = scheduled.scheduler.submit([job], long_work.start)
         try:
             assert sent.result(timeout=600).result(timeout=600).error is None
         finally:
-            scheduled.cancelled.add([transform.job_id])  # the rest of the encode is not needed
-            encoding.result(timeout=600)
+            scheduled.cancelled.add([job.job_id])  # the rest of it is not needed
+            long.result(timeout=600)
     [progress] = answered
-    assert progress.phase == "encoding" and progress.done < progress.total, progress
+    assert progress.phase == long_work.phase and progress.done < progress.total, progress

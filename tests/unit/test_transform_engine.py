@@ -42,7 +42,7 @@ def test_strength_zero_is_the_autoencoder_and_vocoder_round_trip(
     result = alone(scheduled, job(clip, strength=0.0, scheduler=scheduler))
     latent = engine.encode_audio(clip, engine.mel_frames(2.0)).run()
     assert torch.equal(result.latents, latent.float().cpu())
-    assert torch.equal(result.waveforms, engine.decode(latent, len(clip)))
+    assert torch.equal(result.waveforms, engine.decode(latent, len(clip)).run())
     assert result.waveforms.shape == (1, len(clip))
 
 
