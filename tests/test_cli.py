@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -127,6 +128,37 @@ def test_generate_names_and_formats(server: str, tmp_path: Path, args: tuple[str
     assert soundfile.info(tmp_path / expected).format == "FLAC" and audio_of(tmp_path / expected) == RATE
 
 
+def test_dash_o_writes_the_audio_to_stdout_and_the_seed_line_to_stderr(server: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "audio_studio_cli", "generate", "rain", *FAST_GENERATE, "--seed", "7", "-o", "-"],
+        cwd=tmp_path,
+        env=cli_env(AUDIO_STUDIO_URL=server),
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    samples, rate = soundfile.read(io.BytesIO(done.stdout))
+    assert (rate, len(samples)) == (RATE, RATE)
+    assert done.stderr.decode().splitlines()[-1] == "-  seed=7"
+    assert list(tmp_path.iterdir()) == []  # no file named "-"
+
+
+def test_a_default_name_never_overwrites_an_earlier_file(server: str, tmp_path: Path) -> None:
+    """Only a name given with -o is written over; a name the CLI picks is a new one."""
+
+    def generate(*extra: str) -> list[str]:
+        done = cli(tmp_path, "generate", "rain", *FAST_GENERATE, *extra, AUDIO_STUDIO_URL=server)
+        assert done.returncode == 0, done.stderr
+        return [name for name, _, _ in seeds_and_scores(done.stdout)]
+
+    written = generate("--seed", "1")
+    first = (tmp_path / "rain.wav").read_bytes()
+    written += generate("--seed", "2") + generate("-n", "2") + generate("-n", "2")
+    assert written == ["rain.wav", "rain-2.wav", "rain-0.wav", "rain-1.wav", "rain-2-0.wav", "rain-2-1.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written)
+    assert (tmp_path / "rain.wav").read_bytes() == first
+
+
 # ---- transform and critique ------------------------------------------------------------------------------------
 
 
@@ -226,6 +258,7 @@ def test_bad_input_exits_2_with_the_servers_message(server: str, tmp_path: Path,
         (("critique", "--reference", "missing.flac", "--prompt", "x"), "error: reference missing.flac: no such file\n"),
         (("generate", "rain", "-o", "no/such/folder/rain.wav"), "error: -o no/such/folder/rain.wav: the folder"),
         (("generate", "rain", "-o", "rain.wav", "--format", "flac"), "error: -o rain.wav is a .wav name but"),
+        (("generate", "rain", "-n", "2", "-o", "-"), "error: -o - writes one file to stdout; with -n 2 name the files"),
         (("generate", "rain", "--url", "localhost:3000"), "error: --url 'localhost:3000' must start with http://"),
         (("generate",), "the following arguments are required: prompt"),
         (("generate", "rain", "--duration", "long"), "argument --duration: invalid float value: 'long'"),

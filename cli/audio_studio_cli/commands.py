@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import re
 import sys
@@ -18,6 +19,7 @@ FORMATS = ("wav", "flac")
 # Uploads are identified by their content server-side; the type and suffix only help.
 MEDIA_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
 SLUG_CHARS = 48
+STDOUT = Path("-")  # `-o -`: the audio to stdout, for a pipe
 
 
 def fields(**values: Any) -> dict[str, Any]:
@@ -44,9 +46,12 @@ def resolve_format(fmt: str | None, output: Path | None) -> str:
     return fmt
 
 
-def check_output_dir(output: Path | None) -> None:
+def check_output(output: Path | None, files: int = 1) -> None:
     """Before the request: a generation can take minutes, and its result should not be lost to a typo."""
-    if output is not None and not output.parent.is_dir():
+    if output == STDOUT:
+        if files > 1:
+            raise CliError(f"-o - writes one file to stdout; with -n {files} name the files (-o NAME)", EXIT_BAD_INPUT)
+    elif output is not None and not output.parent.is_dir():
         raise CliError(f"-o {output}: the folder {output.parent} does not exist", EXIT_BAD_INPUT)
 
 
@@ -70,9 +75,16 @@ def numbered(path: Path, index: int) -> Path:
 
 
 def write(path: Path, data: bytes, seed: Any, clap_score: Any = None, critic_score: Any = None) -> None:
-    """Write one file and say so on stdout: the path first (for scripts), then how to regenerate it."""
+    """Write one file and say so on stdout: the path first (for scripts), then how to regenerate it. With
+    `-o -` the audio is stdout, and the line goes to stderr."""
+    report = sys.stdout
     try:
-        path.write_bytes(data)
+        if path == STDOUT:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            report = sys.stderr
+        else:
+            path.write_bytes(data)
     except OSError as error:
         raise CliError(f"{path}: {error.strerror or error}", EXIT_FAILED) from None
     line = f"{path}  seed={seed}"
@@ -80,16 +92,25 @@ def write(path: Path, data: bytes, seed: Any, clap_score: Any = None, critic_sco
         line += f"  clap={float(clap_score):.3f}"
     if critic_score not in (None, ""):
         line += f"  critic={critic_score}/10"
-    print(line, flush=True)
+    print(line, file=report, flush=True)
 
 
-def default_output(stem: str, seed: Any, fmt: str) -> Path:
-    return Path(f"{stem or f'audio-{seed}'}.{fmt}")
+def default_output(stem: str, seed: Any, fmt: str, files: int = 1) -> Path:
+    """A name from the prompt (or the seed) that no earlier file has: NAME, else NAME-2, NAME-3, ... (for `files`
+    candidates, none of NAME-0, NAME-1, ... may exist). Only a name given with -o is written over."""
+    stem = stem or f"audio-{seed}"
+    names = itertools.chain([Path(f"{stem}.{fmt}")], (Path(f"{stem}-{n}.{fmt}") for n in itertools.count(2)))
+    return next(path for path in names if not any(taken.exists() for taken in files_of(path, files)))
+
+
+def files_of(base: Path, files: int) -> list[Path]:
+    """The files written for `base`: itself, or NAME-0, NAME-1, ... for several candidates."""
+    return [base] if files == 1 else [numbered(base, index) for index in range(files)]
 
 
 def generate(client: Client, args: argparse.Namespace) -> int:
     fmt = resolve_format(args.format, args.output)
-    check_output_dir(args.output)
+    check_output(args.output, args.n)
     request = fields(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
@@ -118,10 +139,10 @@ def generate(client: Client, args: argparse.Namespace) -> int:
     with waiting(f"generating {args.n} waveforms"):
         body = client.post("/generate/json", json=request).json()
     waveforms = body["waveforms"]  # best first when ranked: keep that order in the file numbers
-    base = args.output or default_output(slug(args.prompt), waveforms[0]["seed"], fmt)
-    for index, waveform in enumerate(waveforms):
+    base = args.output or default_output(slug(args.prompt), waveforms[0]["seed"], fmt, len(waveforms))
+    for path, waveform in zip(files_of(base, len(waveforms)), waveforms, strict=True):
         write(
-            numbered(base, index),
+            path,
             base64.b64decode(waveform["audio_base64"]),
             waveform["seed"],
             waveform.get("clap_score"),
@@ -133,7 +154,7 @@ def generate(client: Client, args: argparse.Namespace) -> int:
 def transform(client: Client, args: argparse.Namespace) -> int:
     source = check_input(args.audio, "audio")
     fmt = resolve_format(args.format, args.output)
-    check_output_dir(args.output)
+    check_output(args.output)
     request = fields(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,

@@ -64,7 +64,11 @@ def diffusion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, metavar="N", help="0 to 2^53-1; drawn by the server when absent (printed)")
     parser.add_argument("--format", choices=commands.FORMATS, help="audio file format (default: from -o, else wav)")
     parser.add_argument(
-        "-o", "--output", type=Path, metavar="FILE", help="output file (default: a name from the prompt)"
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="output file, or - for stdout (default: a new name from the prompt, never an existing file)",
     )
 
 
