@@ -14,7 +14,7 @@ serve:
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,7 +34,7 @@ from models.allocator import returning_freed_memory
 from models.memory import Placement, bitsandbytes_options, quantize_linear_weights
 from models.multidiffusion import Fusion, Windows, split
 from models.phases import phase
-from models.pieces import Pieces, within
+from models.pieces import Pieces, Work, within
 from models.tiled_vae import decode_tiled, encode_tiled, vocode_chunked, vocoder_pieces
 from schemas import DiffusionParams, GenerationJob, Scheduler, TransformJob
 
@@ -401,7 +401,7 @@ class AudioLDM2Engine:
             return Pieces.one(whole)
         tiles = [decode_tiled(self.pipe.vae, row, self.window_frames) for row in rows]
 
-        def work() -> Generator[None, None, torch.Tensor]:
+        def work() -> Work[torch.Tensor]:
             waveforms = torch.empty(len(rows), num_samples)
             for index, row in enumerate(tiles):
                 if index:
@@ -469,7 +469,7 @@ class AudioLDM2Engine:
             return Pieces.one(torch.no_grad()(lambda: vae.encode(mel()).latent_dist.mean * vae.config.scaling_factor))
         tiles = encode_tiled(vae, mel, frames, self.window_frames)
 
-        def scaled() -> Generator[None, None, torch.Tensor]:
+        def scaled() -> Work[torch.Tensor]:
             return (yield from tiles.work) * vae.config.scaling_factor
 
         return Pieces(within(returning_freed_memory, scaled()), tiles.total)
@@ -507,7 +507,7 @@ class AudioLDM2Engine:
         start = first_step(job.steps, job.strength)
         encoding = self.encode_audio(job.samples, frames) if start else None
 
-        def work() -> Generator[None, None, Denoising]:
+        def work() -> Work[Denoising]:
             scheduler = self.make_scheduler(job.scheduler, job.steps)
             timesteps = scheduler.timesteps[start * scheduler.order :]
             noise = self.initial_noise([job.seed], frames)
@@ -552,7 +552,7 @@ class AudioLDM2Engine:
         length = max(job.lengths)
         decoding = self.decode(job.latents, length)
 
-        def work() -> Generator[None, None, JobAudio]:
+        def work() -> Work[JobAudio]:
             with phase("decode", rows=job.latents.shape[0], samples=length, pieces=decoding.total):
                 waveforms = yield from decoding.work
             result = JobAudio(waveforms, job.latents.float().cpu())
