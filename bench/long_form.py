@@ -12,7 +12,8 @@ In-process, every job through the runner's step scheduler on one model thread (n
    its cancel the transform stops (the encoding runs in pieces, models/pieces.py).
 
     .venv/bin/python bench/long_form.py                    # tiny profile, ~15 min on 2 CPU cores
-    .venv/bin/python bench/long_form.py --quick            # a smoke of the same code, ~2 min
+    .venv/bin/python bench/long_form.py --quick            # short lengths and few steps, ~2 min
+    .venv/bin/python bench/long_form.py --smoke --out /tmp/lf   # every part once at 30 s, 2 steps (CI)
     .venv/bin/python bench/long_form.py --only memory --full --memory-seconds 60 600   # full-size decode memory
     .venv/bin/python bench/long_form.py --only encode      # cancel and short jobs during a long encode, ~1 min
 """
@@ -72,6 +73,14 @@ def served(scheduled: InProcessScheduler, job: GenerationJob) -> GroupRun[Any]:
     [run] = scheduled.generate([job])
     assert run.error is None and run.output is not None, run.error
     return run
+
+
+# Clip lengths (s) and denoising steps of each part, by the run's size.
+SIZES: dict[str, dict[str, Any]] = {
+    "smoke": {"steps": 2, "timings": [30], "memory": [30], "fairness": 30, "encode": 60.0},
+    "quick": {"steps": 2, "timings": [30, 60], "memory": [30, 60], "fairness": 60, "encode": 60.0},
+    "full": {"steps": 10, "timings": [60, 180, 600], "memory": None, "fairness": 600, "encode": 599.0},
+}
 
 
 def overlaps(steps: int) -> list[dict[str, Any]]:
@@ -228,6 +237,8 @@ def encode(clip_seconds: float) -> dict[str, Any]:
         submitted = time.perf_counter()
         answered = submit(transform, engine.start_transform)  # type: ignore[arg-type]
         while (encoding() or (0, 0))[0] < 1:  # its first piece (the spectrogram and one tile) has run
+            if answered.done():
+                raise RuntimeError(f"a {clip_seconds:g} s clip was encoded in one piece: give one over 30 s")
             await asyncio.sleep(0.05)
         during, still_encoding = [], []
         for _ in range(3):
@@ -320,6 +331,7 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short lengths and few steps")
+    parser.add_argument("--smoke", action="store_true", help="every part once at 30 s, 2 steps (CI)")
     parser.add_argument("--only", choices=PARTS, action="append")
     parser.add_argument("--full", action="store_true", help="memory: full-size VAE and vocoder architectures")
     parser.add_argument("--memory-seconds", type=int, nargs="+", default=[60, 600])
@@ -330,19 +342,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(decode_peaks(args.decode_peak, args.full)))
         return 0
     parts = set(args.only or PARTS)
-    steps = 2 if args.quick else 10
+    size = "smoke" if args.smoke else "quick" if args.quick else "full"
+    lengths = SIZES[size]
+    steps = lengths["steps"]
     report: dict[str, Any] = {"header": header(argv)}
     if "overlaps" in parts:
         report["overlaps"] = overlaps(steps)
     if "timings" in parts:
-        report["timings"] = timings([30, 60] if args.quick else [60, 180, 600], steps)
+        report["timings"] = timings(lengths["timings"], steps)
     if "memory" in parts:
-        report["memory"] = memory([30, 60] if args.quick else args.memory_seconds, args.full)
+        report["memory"] = memory(args.memory_seconds if size == "full" else lengths["memory"], args.full)
     if "fairness" in parts:
-        report["fairness"] = fairness(60 if args.quick else 600, steps)
+        report["fairness"] = fairness(lengths["fairness"], steps)
     if "encode" in parts:
-        report["encode"] = encode(60.0 if args.quick else 599.0)
-    name = "long-form" + ("-quick" if args.quick else "") + ("-full-memory" if args.full else "")
+        report["encode"] = encode(lengths["encode"])
+    name = "long-form" + ("" if size == "full" else f"-{size}") + ("-full-memory" if args.full else "")
     previous = args.out / f"{name}.json"
     if args.only and previous.exists():  # parts measured separately accumulate; each part keeps its own command
         earlier = json.loads(previous.read_text())

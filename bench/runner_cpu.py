@@ -10,10 +10,12 @@ engine loaded on a ModelThread and served there by the runner's step scheduler, 
 - `every-block-mapped`: without keep_freed_memory, so every block over 64 KiB is a fresh mapping.
 
     .venv/bin/python bench/runner_cpu.py     # ~3 min on 2 cores; bench/results/runner-cpu.json and .md
+    .venv/bin/python bench/runner_cpu.py --smoke --out /tmp/cpu   # each variant once, 2 runs of 3 steps
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
@@ -31,7 +33,7 @@ from bench.common import DEFAULT_OUT, header, header_markdown, write_report
 VARIANTS = ("runner", "second-team", "every-block-mapped", "runner", "second-team", "every-block-mapped")
 
 
-def measure(variant: str) -> float:
+def measure(variant: str, runs: int, steps: int) -> float:
     import torch
 
     from models.allocator import keep_freed_memory
@@ -56,31 +58,40 @@ def measure(variant: str) -> float:
 
     def one(scheduled: InProcessScheduler, seed: int) -> float:
         started = time.perf_counter()
-        [run] = scheduled.generate([GenerationJob(prompt="rain on a roof", duration=5.0, steps=25, seed=seed)])
+        [run] = scheduled.generate([GenerationJob(prompt="rain on a roof", duration=5.0, steps=steps, seed=seed)])
         assert run.error is None, run.error
         return time.perf_counter() - started
 
     with InProcessScheduler(engine, thread) as scheduled:
-        times = [one(scheduled, seed) for seed in range(10)][2:]
+        times = [one(scheduled, seed) for seed in range(runs + 2)][2:]
     return statistics.median(times)
 
 
 def main() -> None:
-    if len(sys.argv) > 1:
-        print(measure(sys.argv[1]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="each variant once, 2 runs of 3 steps (CI)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for runner-cpu.json and .md")
+    parser.add_argument("--variant", choices=sorted(set(VARIANTS)), help=argparse.SUPPRESS)  # one, in this process
+    parser.add_argument("--runs", type=int, default=8, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=25, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        print(measure(args.variant, args.runs, args.steps))
         return
-    report = header()
-    lines = ["# Runner CPU effects (tiny AudioLDM2, 5 s clip, 25 steps)", "", *header_markdown(report), ""]
+    runs, steps = (2, 3) if args.smoke else (8, 25)
+    report = header() | {"smoke": args.smoke, "runs": runs, "steps": steps}
+    lines = [f"# Runner CPU effects (tiny AudioLDM2, 5 s clip, {steps} steps)", "", *header_markdown(report), ""]
     lines += ["| variant | median s |", "|---|---:|"]
     report["medians_s"] = []
-    for variant in VARIANTS:
+    for variant in sorted(set(VARIANTS), key=VARIANTS.index) if args.smoke else VARIANTS:
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-        done = subprocess.run([sys.executable, __file__, variant], capture_output=True, text=True, check=True, env=env)
+        command = [sys.executable, __file__, "--variant", variant, "--runs", str(runs), "--steps", str(steps)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
         median = float(done.stdout.strip().splitlines()[-1])
         report["medians_s"].append({"variant": variant, "median_s": median})
         lines.append(f"| {variant} | {median:.3f} |")
     markdown = "\n".join(lines) + "\n"
-    write_report(DEFAULT_OUT, "runner-cpu", report, markdown)
+    write_report(args.out, "runner-cpu", report, markdown)
     print(markdown)
 
 

@@ -13,10 +13,13 @@ The verdict compares the growth in the first and the last third of the run per p
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository
 
 import httpx
 import psutil

@@ -1,0 +1,106 @@
+"""Every benchmark's smoke form, end to end: the same code as the real run in seconds to a minute each, on the
+tiny profile, so a benchmark that no longer runs fails the build as a failing test would (CI runs this after
+the test suite).
+
+Each runnable script in bench/ must have a row in SMOKE; one without a row fails the run, so a new benchmark
+cannot be added without its smoke form. A script passes when it exits 0 and writes at least one report (.json
+that parses) into the folder it is given.
+
+    .venv/bin/python bench/smoke.py                 # all of them, ~N min on 2 cores
+    .venv/bin/python bench/smoke.py serving soak    # some
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+TIMEOUT_S = 600  # per script: a smoke form runs in about a minute; a hang fails instead of stalling CI
+
+# script -> its smoke arguments (besides --out). The full runs and their figures: bench/README.md.
+SMOKE: dict[str, list[str]] = {
+    "access_cost.py": [
+        *("--quick", "--warmup", "1", "--generate", "2", "--critique", "2", "--front-only", "5"),
+        *("--retries", "0", "--quiet-wait-s", "0", "--configs", "plain,keys+tracing"),
+    ],
+    "edge_load.py": ["--requests", "40", "--concurrency", "8", "--warmup", "2"],
+    "fullsize.py": ["--smoke", "--device", "cpu"],
+    "job_overhead.py": ["--pairs", "3"],
+    "long_form.py": ["--smoke"],
+    "memory.py": ["--smoke"],
+    "runner_cpu.py": ["--smoke"],
+    "serving.py": ["--smoke"],
+    "soak.py": ["--minutes", "0.2"],
+    "studio.py": ["--quick"],
+}
+
+
+def runnable_scripts() -> list[str]:
+    """The scripts of bench/ that run on their own (a `__main__` block), this one aside."""
+    return sorted(
+        path.name
+        for path in BENCH.glob("*.py")
+        if path.name != "smoke.py" and 'if __name__ == "__main__":' in path.read_text()
+    )
+
+
+def run_one(script: str, out: Path) -> tuple[bool, float, str]:
+    """Run one smoke form in a session of its own; (passed, seconds, why not). On a timeout the whole session
+    is killed: a benchmark's servers would outlive it otherwise."""
+    started = time.monotonic()
+    command = [sys.executable, str(BENCH / script), *SMOKE[script], "--out", str(out)]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        return False, time.monotonic() - started, f"no end after {TIMEOUT_S} s"
+    seconds = time.monotonic() - started
+    if process.returncode != 0:
+        return False, seconds, f"exit {process.returncode}:\n{stdout[-2000:]}\n{stderr[-4000:]}"
+    reports = list(out.glob("*.json"))
+    if not reports:
+        return False, seconds, "wrote no report"
+    for report in reports:
+        try:
+            json.loads(report.read_text())
+        except json.JSONDecodeError as error:
+            return False, seconds, f"{report.name} is not JSON: {error}"
+    return True, seconds, ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scripts", nargs="*", help="script names without .py (default: all)")
+    args = parser.parse_args(argv)
+    scripts = runnable_scripts()
+    missing = [script for script in scripts if script not in SMOKE]
+    if missing:
+        print(f"bench scripts without a smoke form in bench/smoke.py: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    chosen = [f"{name}.py" for name in args.scripts] or scripts
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="bench-smoke-") as tmp:
+        for script in chosen:
+            passed, seconds, why = run_one(script, Path(tmp) / script.removesuffix(".py"))
+            print(f"{'ok  ' if passed else 'FAIL'} {script:<18} {seconds:6.1f} s", flush=True)
+            if not passed:
+                failures += 1
+                print(why, file=sys.stderr, flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
