@@ -17,7 +17,7 @@ GPU cannot hide. Counted with a `TorchDispatchMode` on the thread that runs the 
 - time: the tiny profile's wall time per step outside the UNet, without the counting mode (median over steps).
 
     .venv/bin/python bench/host_work.py            # ~1 min on 2 CPU cores; bench/results/host-work.json and .md
-    .venv/bin/python bench/host_work.py --smoke    # one case, counts only (tests/test_bench_smoke.py)
+    .venv/bin/python bench/host_work.py --smoke    # one case's counts (tests/unit/test_host_work.py runs it)
 """
 
 from __future__ import annotations
@@ -437,8 +437,8 @@ def markdown(report: dict[str, Any]) -> str:
         "# Host work per denoising step: the served step scheduler against stock diffusers",
         "",
         *header_markdown(report),
-        f"- tiny profile; ops: {report['steps']} and {2 * report['steps']} steps, 2 s clips; "
-        f"time: {report['timing_steps']} steps, {report['timing_duration']} s clips, median over steps",
+        f"- tiny profile; ops: {report['steps']} and {2 * report['steps']} steps, 2 s clips, guidance 3.5 unless "
+        f"said; time: {report['timing_steps']} steps, {report['timing_duration']} s clips, median over steps",
         "",
         "| case | served ops/step outside the UNet | stock | ratio | served syncs | stock syncs |",
         "|---|---:|---:|---:|---|---|",
@@ -449,16 +449,18 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {row['stock']['ops_outside_unet_per_step']:.1f} | {row['ratio']:.2f} "
             f"| {row['served']['syncs'] or 0} | {row['stock']['syncs'] or 0} |"
         )
-    mix = report["mixed"]
     lines += [
         "",
-        "Mixed batch (generate + transform, guidance on/off, DPM++ and DDIM, a windowed 12 s clip): "
-        f"{mix['passes']} passes, {mix['ops_outside_unet_per_pass']:.1f} ops per pass outside the UNet, "
-        f"syncs per pass: {mix['syncs_per_pass']} ({mix['syncs'] or 'none'}).",
-        "",
-        "The stock pipeline's syncs are over its whole call: its prompt encoding (GPT-2's `generate`) reads device "
-        "values too; the served counts are over its passes only (encoding and decoding run outside them).",
+        "Served syncs are counted over the passes (a job's encoding and decoding run outside them); the stock "
+        "pipeline's over its whole call, whose prompt encoding (GPT-2's `generate`) reads device values too.",
     ]
+    if mix := report.get("mixed"):
+        lines += [
+            "",
+            "Mixed batch (generate + transform, guidance on/off, DPM++ and DDIM, a windowed 12 s clip): "
+            f"{mix['passes']} passes, {mix['ops_outside_unet_per_pass']:.1f} ops per pass outside the UNet, "
+            f"syncs per pass: {mix['syncs_per_pass']} ({mix['syncs'] or 'none'}).",
+        ]
     if report.get("timing"):
         lines += ["", "| case | served ms/step outside the UNet | stock | served UNet ms | stock UNet ms |"]
         lines += ["|---|---:|---:|---:|---:|"]
@@ -472,7 +474,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="the first case only, counts only")
+    parser.add_argument("--smoke", action="store_true", help="the first case's counts only (tests run it)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -487,17 +489,18 @@ def main(argv: list[str] | None = None) -> int:
     path = str(audioldm2_checkpoint(SETTINGS, None).path)
     engine = thread.call(lambda: AudioLDM2Engine(load_pipeline(path, placement.device, placement.dtype)))
     cases = CASES[:1] if args.smoke else CASES
-    report: dict[str, Any] = {**header(), "smoke": args.smoke, "steps": args.steps}
+    command = None if argv is None else ["bench/host_work.py", *argv]
+    report: dict[str, Any] = {**header(command), "smoke": args.smoke, "steps": args.steps}
     report |= {"timing_steps": 25, "timing_duration": 5.0}
     report["ops"] = [compare(engine, thread, case, args.steps) for case in cases]
-    iterations = mixed(engine, thread)
-    report["mixed"] = {
-        "passes": len(iterations),
-        "ops_outside_unet_per_pass": statistics.mean(i.tally.outside for i in iterations),
-        "syncs": dict(sum((i.tally.syncs for i in iterations), Counter())),
-        "syncs_per_pass": [sum(i.tally.syncs.values()) for i in iterations],
-    }
     if not args.smoke:
+        iterations = mixed(engine, thread)
+        report["mixed"] = {
+            "passes": len(iterations),
+            "ops_outside_unet_per_pass": statistics.mean(i.tally.outside for i in iterations),
+            "syncs": dict(sum((i.tally.syncs for i in iterations), Counter())),
+            "syncs_per_pass": [sum(i.tally.syncs.values()) for i in iterations],
+        }
         report["timing"] = [timing(engine, thread, case, 25, 5.0) for case in cases[:4]]
     name = "host-work-smoke" if args.smoke else "host-work"
     write_report(args.out, name, report, markdown(report))

@@ -267,6 +267,8 @@ class AudioLDM2Engine:
             ).T
         ).float()
         self.single_latent_mel_frames = self.mel_frames(single_latent_max_s)
+        for name in SCHEDULERS:  # a scheduler config the batched steps do not compute fails here, not per job
+            Schedule.of(self.make_scheduler(name, 2))
 
     # ---- shapes -----------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from models.audioldm2 import AudioLDM2Engine
 from models.batched_steps import Schedule, coefficient_rows, step
 from models.tiny_audioldm2 import tiny_scheduler
 
@@ -103,3 +104,13 @@ def test_what_it_does_not_compute_as_diffusers_does_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match="unsupported scheduler"):
         Schedule.of(scheduler(kind, 4, **config))
+
+
+def test_an_engine_on_such_a_scheduler_config_fails_at_start_not_per_job(engine: AudioLDM2Engine) -> None:
+    original = engine.pipe.scheduler
+    engine.pipe.scheduler = DDIMScheduler.from_config(original.config, thresholding=True)
+    try:
+        with pytest.raises(ValueError, match="unsupported scheduler"):
+            AudioLDM2Engine(engine.pipe)
+    finally:
+        engine.pipe.scheduler = original

@@ -4,13 +4,15 @@ deterministic, so they are asserted here; the time they cost is reported by the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from bench.host_work import CASES, Case, HostWork, Tally, compare, mixed
+from bench.host_work import CASES, Case, HostWork, Tally, compare, main, mixed
 from models.audioldm2 import AudioLDM2Engine
 from runners.model_thread import ModelThread
 
@@ -57,3 +59,16 @@ def test_ops_per_step_outside_the_unet_are_within_10_percent_of_stock_diffusers(
 ) -> None:
     row = compare(engine, thread, case, steps=2)
     assert row["ratio"] <= 1.10, row
+
+
+def test_the_benchmark_smoke_writes_its_report(tmp_path: Path) -> None:
+    """bench/host_work.py's smoke form (in this process: no second interpreter start), so the benchmark cannot rot."""
+    assert main(["--smoke", "--steps", "2", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "host-work-smoke.json").read_text())
+    assert (
+        report["smoke"] is True
+        and "--smoke" in report["command"]
+        and [row["case"] for row in report["ops"]] == [CASES[0].name]
+    )
+    assert report["ops"][0]["ratio"] <= 1.10 and report["ops"][0]["served"]["syncs"] == {}
+    assert "| dpm++ batch 1 |" in (tmp_path / "host-work-smoke.md").read_text()
