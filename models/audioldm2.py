@@ -31,6 +31,7 @@ from transformers.audio_utils import mel_filter_bank
 
 from compat.diffusers_language_model import load_language_model
 from models.allocator import returning_freed_memory
+from models.batched_steps import Schedule, Update, coefficient_rows, step
 from models.memory import Placement, bitsandbytes_options, quantize_linear_weights
 from models.multidiffusion import Fusion, Windows, split
 from models.phases import phase
@@ -139,24 +140,28 @@ class JobAudio:
 
 @dataclass(eq=False)
 class Denoising:
-    """One job's denoising in progress: its latents (one row per waveform), conditioning and scheduler.
+    """One job's denoising in progress: its latents (one row per waveform), conditioning and schedule.
 
     A long latent is denoised as windows (models/multidiffusion.py); a short one is its own single window. A
-    step may be spread over several UNet passes (`pending` windows at a time); the scheduler steps once every
-    window of the step has its prediction.
+    step may be spread over several UNet passes (`pending` windows at a time); the job steps once every window
+    of the step has its prediction. Everything the scheduler decides on (`step`, `done`, `pending`) is a host
+    number: no pass waits for the device to tell it where a job stands.
     """
 
     latents: torch.Tensor  # (waveforms, channels, latent frames, bins)
     cond: Conditioning  # rows: negatives then positives (guidance on), one per waveform
     scales: torch.Tensor | None  # (waveforms, 1, 1, 1) guidance scale per row, None without guidance
-    scheduler: SchedulerMixin
-    timesteps: torch.Tensor
+    schedule: Schedule
     windows: Windows
     lengths: list[int]  # output samples per waveform
     prompt: str  # for CLAP ranking
     step: int = 0
-    fusion: Fusion | None = None
-    model_input: torch.Tensor | None = None  # this step's scaled latents, computed once per step
+    fusion: Fusion | None = None  # with several windows
+    previous: torch.Tensor | None = None  # DPM-Solver++: the last step's data prediction
+
+    @property
+    def timesteps(self) -> tuple[int, ...]:
+        return self.schedule.timesteps
 
     @property
     def done(self) -> bool:
@@ -170,6 +175,24 @@ class Denoising:
     def pending(self) -> int:
         """Windows of the current step still to be predicted."""
         return len(self.windows) - (self.fusion.received if self.fusion is not None else 0)
+
+
+@dataclass(eq=False)
+class PassPlan:
+    """What every pass of the same jobs (with the same windows per pass) reuses: their order, guided jobs
+    first, so that the UNet's rows are all unconditional halves, then every job's own rows (the conditional
+    halves, then the unguided jobs'); those rows' conditioning, padded as the UNet pads its rows; the guided
+    rows' scales. Jobs in step together run pass after pass with the same plan: built once, not per pass."""
+
+    parts: tuple[tuple[Denoising, int], ...]  # the jobs (held, so that their ids stay theirs) and windows per pass
+    guided_rows: int
+    own_rows: tuple[int, ...]  # per part, its rows after the unconditional halves
+    cond: Conditioning
+    scales: torch.Tensor | None  # (guided_rows, 1, 1, 1)
+
+    def serves(self, parts: Sequence[tuple[Denoising, int]]) -> bool:
+        mine = {id(job): count for job, count in self.parts}
+        return len(parts) == len(mine) and all(mine.get(id(job)) == count for job, count in parts)
 
 
 def uses_guidance(guidance_scale: float) -> bool:
@@ -226,6 +249,7 @@ class AudioLDM2Engine:
         self.window_frames: int = pipe.unet.config.sample_size  # the native length, in latent frames
         self.window_overlap = int(self.window_frames * window_overlap)
         self.max_rows = max_rows
+        self._last_plan: PassPlan | None = None
         self.dtype = pipe.unet.dtype
         vocoder = pipe.vocoder.config
         self.sample_rate: int = vocoder.sampling_rate
@@ -243,6 +267,8 @@ class AudioLDM2Engine:
             ).T
         ).float()
         self.single_latent_mel_frames = self.mel_frames(single_latent_max_s)
+        for name in SCHEDULERS:  # a scheduler config the batched steps do not compute fails here, not per job
+            Schedule.of(self.make_scheduler(name, 2))
 
     # ---- shapes -----------------------------------------------------------------
 
@@ -321,39 +347,114 @@ class AudioLDM2Engine:
         """One UNet pass: for each (job, n), the job's next n windows of its current step, as rows of one batch.
 
         Jobs may be at different steps (each row gets its own timestep) and differ in every knob; their windows
-        must have one size. A job whose step has all its windows then takes its scheduler step.
+        must have one size. Guidance is mixed for every guided row at once, and the jobs whose step has all its
+        windows take it together, one update per kind (models/batched_steps.py). No op reads a device value.
         """
-        inputs, embeds, masks, generated, timesteps = [], [], [], [], []
-        for job, count in parts:
-            t = job.timesteps[job.step]
-            if job.fusion is None:
-                job.fusion = Fusion(job.latents, job.windows)
-                job.model_input = job.scheduler.scale_model_input(job.latents, t)
-            assert job.model_input is not None
-            first = job.fusion.received
-            rows = split(job.model_input, job.windows, first, first + count)
-            halves = 2 if job.scales is not None else 1
-            inputs.append(torch.cat([rows] * halves))
-            for half in range(halves):
-                own = slice(half * job.latents.shape[0], (half + 1) * job.latents.shape[0])
-                embeds.append(job.cond.prompt_embeds[own].repeat(count, 1, 1))
-                masks.append(job.cond.attention_mask[own].repeat(count, 1))
-                generated.append(job.cond.generated_embeds[own].repeat(count, 1, 1))
-            timesteps.append(t.expand(rows.shape[0] * halves))
+        plan = self._plan(parts)
+        inputs = [self._window_rows(job, count) for job, count in plan.parts]
+        batch = [x for (job, _), x in zip(plan.parts, inputs, strict=True) if job.scales is not None] + inputs
+        own = [job.timesteps[job.step] for (job, _), x in zip(plan.parts, inputs, strict=True) for _ in range(len(x))]
+        timesteps = own[: plan.guided_rows] + own  # host numbers, one small copy to the device
+        timesteps += timesteps[:1] * (self.unet_rows(len(timesteps)) - len(timesteps))  # as `unet` pads
+        sample = torch.cat(batch) if len(batch) > 1 else batch[0]
         noise = self.unet(
-            torch.cat(inputs), torch.cat(timesteps), torch.cat(embeds), torch.cat(masks), torch.cat(generated)
+            sample,
+            torch.tensor(timesteps).to(self.device, non_blocking=True),
+            plan.cond.prompt_embeds,
+            plan.cond.attention_mask,
+            plan.cond.generated_embeds,
         )
-        for (job, count), predicted in zip(parts, noise.split([x.shape[0] for x in inputs]), strict=True):
-            if job.scales is not None:
-                uncond, text = predicted.chunk(2)
-                predicted = uncond + job.scales.repeat(count, 1, 1, 1) * (text - uncond)
-            assert job.fusion is not None
-            job.fusion.add(predicted)
-            if job.fusion.complete:
-                fused = job.fusion.result() if len(job.windows) > 1 else predicted
-                job.latents = job.scheduler.step(fused, job.timesteps[job.step], job.latents, return_dict=False)[0]
-                job.step += 1
-                job.fusion = job.model_input = None
+        g = plan.guided_rows
+        if g:
+            uncond, text = noise[:g], noise[g : 2 * g]
+            mixed = uncond + plan.scales * (text - uncond)
+            noise = torch.cat([mixed, noise[2 * g :]]) if noise.shape[0] > 2 * g else mixed
+        predictions = noise.split(plan.own_rows) if len(plan.parts) > 1 else (noise,)
+        updates: dict[Update, list[tuple[Denoising, torch.Tensor]]] = {}
+        for (job, _), predicted in zip(plan.parts, predictions, strict=True):
+            if job.fusion is not None:
+                job.fusion.add(predicted)
+                if not job.fusion.complete:
+                    continue
+                predicted = job.fusion.result()
+                job.fusion.reset()
+            updates.setdefault(job.schedule.updates[job.step], []).append((job, predicted))
+        if len(updates) == 1 and all(job.fusion is None for job, _ in plan.parts):
+            # Every job of the pass takes the same update: its rows are the pass's own rows, in order, as they are.
+            [(update, group)] = updates.items()
+            self._step(update, group, noise, sample[g:] if g else sample)
+        else:
+            for update, group in updates.items():
+                self._step(update, group)
+
+    def _plan(self, parts: Sequence[tuple[Denoising, int]]) -> PassPlan:
+        """The plan of the last pass when these are its jobs (and windows per pass), else a new one."""
+        if self._last_plan is not None and self._last_plan.serves(parts):
+            return self._last_plan
+        ordered = tuple(sorted(parts, key=lambda part: part[0].scales is None))  # stable: guided jobs first
+        guided = [(job, count) for job, count in ordered if job.scales is not None]
+        # The rows' conditioning: the guided jobs' negative halves, then each job's own rows (its last
+        # `waveforms` rows: the positive half with guidance, all of them without).
+        halves = [(job.cond, slice(0, job.latents.shape[0]), count) for job, count in guided]
+        halves += [
+            (job.cond, slice(len(job.cond.prompt_embeds) - job.latents.shape[0], None), count) for job, count in ordered
+        ]
+
+        def rows_of(field: str) -> torch.Tensor:
+            tensors = [(getattr(cond, field)[half], count) for cond, half, count in halves]
+            rows = torch.cat([t.repeat(count, *[1] * (t.dim() - 1)) for t, count in tensors])
+            return pad_rows(rows, self.unet_rows(rows.shape[0]))
+
+        scales = [job.scales.repeat(count, 1, 1, 1) for job, count in guided]  # type: ignore[union-attr]
+        self._last_plan = PassPlan(
+            ordered,
+            sum(count * job.latents.shape[0] for job, count in guided),
+            tuple(count * job.latents.shape[0] for job, count in ordered),
+            Conditioning(rows_of("prompt_embeds"), rows_of("attention_mask"), rows_of("generated_embeds")),
+            torch.cat(scales) if scales else None,
+        )
+        return self._last_plan
+
+    @staticmethod
+    def _window_rows(job: Denoising, count: int) -> torch.Tensor:
+        """The job's next `count` windows of its current step, as rows (a single window: its latents)."""
+        if job.fusion is None:
+            return job.latents
+        first = job.fusion.received
+        return split(job.latents, job.windows, first, first + count)
+
+    def _step(
+        self,
+        update: Update,
+        group: list[tuple[Denoising, torch.Tensor]],
+        predicted: torch.Tensor | None = None,
+        sample: torch.Tensor | None = None,
+    ) -> None:
+        """The jobs of `group` (each with its fused prediction) take their step, as one update of all their rows.
+
+        `predicted` and `sample`: every row of the group already in one tensor each, in the group's order."""
+        jobs = [job for job, _ in group]
+        if predicted is None or sample is None:
+            predicted = torch.cat([p for _, p in group]) if len(group) > 1 else group[0][1]
+            sample = torch.cat([job.latents for job in jobs]) if len(jobs) > 1 else jobs[0].latents
+        previous = None
+        if update is Update.DPM_SECOND:
+            histories = [job.previous for job in jobs]
+            previous = torch.cat(histories) if len(histories) > 1 else histories[0]  # type: ignore[arg-type]
+        coefficients = coefficient_rows(
+            [(job.schedule.coefficients[job.step], job.latents.shape[0]) for job in jobs], self.device
+        )
+        latents, data = step(update, jobs[0].schedule.prediction, coefficients, predicted, sample, previous)
+        rows = [job.latents.shape[0] for job in jobs]
+        news = latents.split(rows) if len(jobs) > 1 else (latents,)
+        datas = (None,) * len(jobs) if data is None else data.split(rows) if len(jobs) > 1 else (data,)
+        for job, new, datum in zip(jobs, news, datas, strict=True):
+            job.latents, job.previous = new, datum
+            job.step += 1
+
+    def unet_rows(self, rows: int) -> int:
+        """The rows the UNet runs for `rows`: the row multiple that keeps each row's result fixed."""
+        return math.ceil(rows / self.unet_row_multiple) * self.unet_row_multiple
 
     def unet(
         self,
@@ -365,7 +466,7 @@ class AudioLDM2Engine:
     ) -> torch.Tensor:
         """The UNet on any number of rows, padded to the row multiple that keeps each row's result fixed."""
         rows = sample.shape[0]
-        padded = math.ceil(rows / self.unet_row_multiple) * self.unet_row_multiple
+        padded = self.unet_rows(rows)
         return self.pipe.unet(
             pad_rows(sample, padded),
             pad_rows(timesteps, padded),
@@ -492,7 +593,7 @@ class AudioLDM2Engine:
             noise = self.initial_noise(waveform_seeds(job), frames)
             latents = noise * scheduler.init_noise_sigma
             samples = self.num_samples(job.duration)
-            return self._start(job, latents, scheduler, scheduler.timesteps, frames, job.num_waveforms, samples)
+            return self._start(job, latents, Schedule.of(scheduler), frames, job.num_waveforms, samples)
 
         return Pieces.one(start)
 
@@ -510,6 +611,7 @@ class AudioLDM2Engine:
         def work() -> Work[Denoising]:
             scheduler = self.make_scheduler(job.scheduler, job.steps)
             timesteps = scheduler.timesteps[start * scheduler.order :]
+            schedule = Schedule.of(scheduler, start * scheduler.order)
             noise = self.initial_noise([job.seed], frames)
             if encoding is None:
                 latents = noise * scheduler.init_noise_sigma
@@ -520,7 +622,7 @@ class AudioLDM2Engine:
                     if hasattr(scheduler, "set_begin_index"):
                         scheduler.set_begin_index(start * scheduler.order)
                     latents = scheduler.add_noise(latents, noise, timesteps[:1])
-            return self._start(job, latents, scheduler, timesteps, frames, 1, len(job.samples))
+            return self._start(job, latents, schedule, frames, 1, len(job.samples))
 
         return Pieces(work(), encoding.total if encoding else 1)
 
@@ -528,27 +630,28 @@ class AudioLDM2Engine:
         self,
         job: DiffusionParams,
         latents: torch.Tensor,
-        scheduler: SchedulerMixin,
-        timesteps: torch.Tensor,
+        schedule: Schedule,
         mel_frames: int,
         waveforms: int,
         samples: int,
     ) -> Denoising:
         guidance = uses_guidance(job.guidance_scale)
         cond = Conditioning(latents.new_empty(0), latents.new_empty(0), latents.new_empty(0))
-        if len(timesteps):
+        if schedule.timesteps:
             with phase("encode", prompts=1):
                 cond = self.stack([self.encode(job.prompt, job.negative_prompt, guidance)], [waveforms])
         scales = None
         if guidance:
             scales = torch.full((waveforms, 1, 1, 1), job.guidance_scale, device=self.device, dtype=self.dtype)
-        return Denoising(
-            latents, cond, scales, scheduler, timesteps, self.windows(mel_frames), [samples] * waveforms, job.prompt
-        )
+        windows = self.windows(mel_frames)
+        fusion = Fusion(latents, windows) if len(windows) > 1 else None
+        return Denoising(latents, cond, scales, schedule, windows, [samples] * waveforms, job.prompt, fusion=fusion)
 
     def finish(self, job: Denoising) -> Pieces[JobAudio]:
         """Decode a denoised job's waveforms, cut to length, and rank them by CLAP when there are several: in the
         pieces of `decode`, the last also ranking."""
+        if self._last_plan is not None and any(part is job for part, _ in self._last_plan.parts):
+            self._last_plan = None  # holds its jobs' latents and conditioning
         length = max(job.lengths)
         decoding = self.decode(job.latents, length)
 

@@ -64,7 +64,8 @@ class Fusion:
     """Accumulates window predictions for one step and gives their per-frame weighted average.
 
     Windows may arrive over several UNet passes (a long job's step can be spread over iterations); the result
-    depends only on the predictions, never on how they were split, because the sums run in window order.
+    depends only on the predictions, never on how they were split, because the sums run in window order. One
+    fusion serves every step of a job (`reset`): the weights and their per-frame sum are computed once.
     """
 
     def __init__(self, like: torch.Tensor, windows: Windows) -> None:
@@ -72,6 +73,8 @@ class Fusion:
         self.weights = windows.weights(like.device, like.dtype).view(1, 1, -1, 1)
         self.total = torch.zeros_like(like)
         self.norm = torch.zeros(like.shape[2], device=like.device, dtype=like.dtype).view(1, 1, -1, 1)
+        for start in windows.starts:
+            self.norm[:, :, start : start + windows.size].add_(self.weights)
         self.received = 0
 
     def add(self, predictions: torch.Tensor) -> None:
@@ -79,8 +82,7 @@ class Fusion:
         rows = self.total.shape[0]
         for chunk in predictions.split(rows):
             start = self.windows.starts[self.received]
-            self.total[:, :, start : start + self.windows.size] += chunk * self.weights
-            self.norm[:, :, start : start + self.windows.size] += self.weights
+            self.total[:, :, start : start + self.windows.size].add_(chunk * self.weights)
             self.received += 1
 
     @property
@@ -90,3 +92,8 @@ class Fusion:
     def result(self) -> torch.Tensor:
         assert self.complete, f"{self.received} of {len(self.windows)} windows"
         return self.total / self.norm
+
+    def reset(self) -> None:
+        """Ready for the next step's windows."""
+        self.total.zero_()
+        self.received = 0
