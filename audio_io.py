@@ -17,9 +17,18 @@ import numpy as np
 import soundfile
 import soxr
 
-from schemas import AudioFormat
+from schemas import DEFAULT_COMPRESSION, AudioFormat
 
-MEDIA_TYPES = {AudioFormat.WAV: "audio/wav", AudioFormat.FLAC: "audio/flac"}
+# libsndfile's container and subtype for each output format.
+CODECS = {
+    AudioFormat.WAV: ("WAV", "PCM_16"),
+    AudioFormat.FLAC: ("FLAC", "PCM_16"),
+    AudioFormat.MP3: ("MP3", "MPEG_LAYER_III"),
+    AudioFormat.OPUS: ("OGG", "OPUS"),
+}
+# libsndfile maps an mp3 compression level c to LAME's VBR quality 10 c, and LAME refuses 10: the public 0..1 is
+# scaled onto 0..0.999 (-V 9.99), so that 1 is the smallest file LAME makes rather than an error.
+MP3_MAX_LEVEL = 0.999
 # libsndfile's names of the containers decoded. Besides plain WAV: WAVEX, the WAVE_FORMAT_EXTENSIBLE header that
 # most 24-bit, multichannel and high-rate WAVs carry (recorders, DAWs, ffmpeg), and RF64 and W64, WAV's 64-bit
 # variants for files past 4 GiB (broadcast recorders, Sound Forge). All four decode as the same PCM or float.
@@ -63,11 +72,30 @@ class DecodedAudio:
         return len(self.samples) / self.sample_rate
 
 
-def encode_audio(samples: np.ndarray, sample_rate: int, audio_format: AudioFormat) -> bytes:
-    """Mono float samples -> a 16-bit PCM file; values beyond full scale are clipped, not wrapped."""
+def encode_audio(
+    samples: np.ndarray, sample_rate: int, audio_format: AudioFormat, compression: float | None = None
+) -> bytes:
+    """Mono float samples -> a file in `audio_format`; values beyond full scale are clipped, not wrapped.
+
+    `compression` (0..1, see schemas.DeliveryParams) defaults per format; wav has none. The file is written to a
+    seekable buffer, so an mp3 carries LAME's info tag (encoder delay and padding) and decodes to exactly
+    `len(samples)` samples.
+    """
+    container, subtype = CODECS[audio_format]
+    level = DEFAULT_COMPRESSION.get(audio_format) if compression is None else compression
+    if level is not None and audio_format is AudioFormat.MP3:
+        level *= MP3_MAX_LEVEL
     buffer = io.BytesIO()
     clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    soundfile.write(buffer, clipped, sample_rate, format=audio_format.value.upper(), subtype="PCM_16")
+    soundfile.write(
+        buffer,
+        clipped,
+        sample_rate,
+        format=container,
+        subtype=subtype,
+        compression_level=level,
+        bitrate_mode="VARIABLE" if audio_format is AudioFormat.MP3 else None,
+    )
     return buffer.getvalue()
 
 

@@ -78,8 +78,26 @@ class Scheduler(str, enum.Enum):
 
 
 class AudioFormat(str, enum.Enum):
-    WAV = "wav"
-    FLAC = "flac"
+    WAV = "wav"  # 16-bit PCM
+    FLAC = "flac"  # 16-bit PCM, lossless
+    MP3 = "mp3"  # MPEG-1/2 Layer III (LAME, variable bitrate)
+    OPUS = "opus"  # Opus in an Ogg container
+
+    @property
+    def media_type(self) -> str:
+        """The Content-Type of a file in this format (an Opus file is an Ogg stream)."""
+        return MEDIA_TYPES[self]
+
+
+MEDIA_TYPES = {
+    AudioFormat.WAV: "audio/wav",
+    AudioFormat.FLAC: "audio/flac",
+    AudioFormat.MP3: "audio/mpeg",
+    AudioFormat.OPUS: "audio/ogg",
+}
+# `compression` when a request leaves it out: flac's is libFLAC's default level 5; mp3's is LAME's default,
+# VBR -V 4 (~31 kbps on 16 kHz mono); opus's is a 31 kbps target, near transparent for 16 kHz mono speech and music.
+DEFAULT_COMPRESSION = {AudioFormat.FLAC: 0.625, AudioFormat.MP3: 0.4, AudioFormat.OPUS: 0.9}
 
 
 class DiffusionParams(BaseModel):
@@ -165,7 +183,29 @@ class DeliveryParams(BaseModel):
         description=f"Random seed, 0 to {MAX_SEED}. Absent: one is drawn and returned. "
         "Waveform k uses seed + k, so any candidate can be regenerated alone.",
     )
-    format: AudioFormat = Field(AudioFormat.WAV, description="Audio container: `wav` or `flac` (16-bit PCM, mono).")
+    format: AudioFormat = Field(
+        AudioFormat.WAV,
+        description="Audio file format, mono: `wav` or `flac` (16-bit PCM), `mp3` (`audio/mpeg`) or `opus` (Ogg Opus, "
+        "`audio/ogg`).",
+    )
+    compression: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="0 (best quality, largest file) to 1 (smallest file); libsndfile's compression level. `mp3`: LAME "
+        "variable-bitrate quality -V 0 to -V 9.99 (compression x 10). `opus`: a target bitrate of 256 kbps at 0 "
+        "down to 6 kbps at 1, linear. `flac`: libFLAC level 0 to 8 (lossless: only size and encoding time change). "
+        "Absent: "
+        + ", ".join(f"{fmt.value} {level:g}" for fmt, level in DEFAULT_COMPRESSION.items())
+        + ". Not accepted with `wav`.",
+    )
+
+    @field_validator("compression")
+    @classmethod
+    def _compressed_format(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("format") is AudioFormat.WAV:
+            raise ValueError("wav is uncompressed: leave compression out, or choose flac, mp3 or opus")
+        return value
 
 
 # The families that make audio (registry.py); GET /models says which of them this deployment runs.

@@ -63,7 +63,6 @@ from schemas import (
     MAX_SEED,
     MAX_TRANSFORM_SECONDS,
     MIN_TRANSFORM_SECONDS,
-    AudioFormat,
     CritiqueRequest,
     CritiqueResponse,
     DeliveryParams,
@@ -83,6 +82,8 @@ from telemetry import span, tracing_config
 logger = logging.getLogger("bentoml.audio_studio")
 
 AudioFile = Annotated[Path, ContentType("audio/wav")]
+# Seed, format and compression: the front's business, not the runner's.
+DELIVERY_FIELDS = frozenset(DeliveryParams.model_fields)
 
 compat.install_all()  # library patches (compat/), installed once per process even where a runner module did it first
 JOB_ROUTES = JobRoutes()  # /jobs/{job_id}...: status, events, result, cancel (the manager is set at start-up)
@@ -226,9 +227,9 @@ class AudioStudio:
         if refusal is not None:
             return refusal
         seed = draw_seed(request)
-        job = GenerationJob(**request.model_dump(exclude={"seed", "format", "rank_by", "model"}), seed=seed)
+        job = GenerationJob(**request.model_dump(exclude={*DELIVERY_FIELDS, "rank_by", "model"}), seed=seed)
         family = FAMILY_OF[request.model.value]
-        work = self._diffusion_work(family, "generate", job, request.format, as_json)
+        work = self._diffusion_work(family, "generate", job, request, as_json)
         if request.rank_by is not RankBy.CRITIC:
             return work
         limits = await self._flamingo_limits(cached=False)  # its runner down: 503 before generating
@@ -260,14 +261,14 @@ class AudioStudio:
         except AudioInputError as error:
             return upload_error(error)
         job = TransformJob(
-            **request.model_dump(exclude={"audio", "seed", "format", "model"}),
+            **request.model_dump(exclude={*DELIVERY_FIELDS, "audio", "model"}),
             seed=draw_seed(request),
             samples_f32le=samples_to_bytes(clip.samples),
         )
-        return self._diffusion_work(FAMILY_OF[request.model.value], "transform", job, request.format, as_json)
+        return self._diffusion_work(FAMILY_OF[request.model.value], "transform", job, request, as_json)
 
     def _diffusion_work(
-        self, family: Family, kind: str, job: GenerationJob | TransformJob, audio_format: AudioFormat, as_json: bool
+        self, family: Family, kind: str, job: GenerationJob | TransformJob, delivery: DeliveryParams, as_json: bool
     ) -> Work:
         """`kind` (generate or transform) on the runner of `family`, answered as audio or JSON."""
         runner = getattr(self, family.name).to_async  # each generation family's dependency is named after it
@@ -279,7 +280,7 @@ class AudioStudio:
             submit=getattr(runner, kind),
             cancel=runner.cancel,
             progress=runner.progress,
-            render=lambda outcome: audio_answer(outcome, audio_format, as_json, started),
+            render=lambda outcome: audio_answer(outcome, delivery, as_json, started),
             seed=job.seed,
             input_bytes=len(job.samples_f32le) if isinstance(job, TransformJob) else 0,
         )

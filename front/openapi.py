@@ -34,6 +34,7 @@ from typing import Any
 from core.errors import STATUS_OF_KIND, ErrorResponse
 from front.access import OpenPaths
 from front.families import document_models
+from schemas import AudioFormat
 
 logger = logging.getLogger("bentoml.audio_studio")
 
@@ -293,9 +294,9 @@ def fix_post(path: str, operation: dict[str, Any], schemas: dict[str, Any], keye
     ok = responses.get("200", {})
     content = ok.get("content", {})
     if any(media_type.startswith("audio/") for media_type in content):
-        formats = schemas["AudioFormat"]["enum"]
+        formats = [AudioFormat(value) for value in schemas["AudioFormat"]["enum"]]
         ok["description"] = "The audio file (the best-ranked waveform) in the requested `format`."
-        ok["content"] = {f"audio/{fmt}": {"schema": dict(BINARY)} for fmt in formats}
+        ok["content"] = {fmt.media_type: {"schema": dict(BINARY)} for fmt in formats}
         ok["headers"] = {
             "Content-Disposition": {
                 "description": "`attachment` with a file name holding the seed and format.",

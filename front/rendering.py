@@ -11,10 +11,10 @@ from typing import ParamSpec, TypeVar
 
 from starlette.responses import JSONResponse, Response
 
-from audio_io import MEDIA_TYPES, encode_audio
+from audio_io import encode_audio
 from core.errors import error_response
 from core.runner_calls import RunnerUnavailable
-from schemas import AudioFormat, GeneratedWaveform, GenerateResponse, GenerationOutcome, JobError, Timings
+from schemas import DeliveryParams, GeneratedWaveform, GenerateResponse, GenerationOutcome, JobError, Timings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,18 +30,19 @@ def job_error_response(error: JobError) -> JSONResponse:
 
 
 def audio_answer(
-    outcome: GenerationOutcome, audio_format: AudioFormat, as_json: bool, started: float
+    outcome: GenerationOutcome, delivery: DeliveryParams, as_json: bool, started: float
 ) -> Response | GenerateResponse:
     """The audio file or its JSON form, or the runner's per-job error as the error answer."""
     if outcome.error is not None:
         return job_error_response(outcome.error)
     if as_json:
-        return audio_json_response(outcome, audio_format, time.perf_counter() - started)
-    return audio_file_response(outcome, audio_format)
+        return audio_json_response(outcome, delivery, time.perf_counter() - started)
+    return audio_file_response(outcome, delivery)
 
 
-def audio_file_response(outcome: GenerationOutcome, audio_format: AudioFormat) -> Response:
+def audio_file_response(outcome: GenerationOutcome, delivery: DeliveryParams) -> Response:
     """The best-ranked waveform as a file; provenance in headers."""
+    audio_format = delivery.format
     best = outcome.waveforms[0]
     headers = {
         "Content-Disposition": f'attachment; filename="audio-{best.seed}.{audio_format.value}"',
@@ -54,19 +55,21 @@ def audio_file_response(outcome: GenerationOutcome, audio_format: AudioFormat) -
         headers["X-Clap-Score"] = f"{best.clap_score:.6f}"
     if best.critic_score is not None:
         headers["X-Critic-Score"] = str(best.critic_score)
-    body = encode_audio(best.samples, outcome.sample_rate, audio_format)
-    return Response(body, media_type=MEDIA_TYPES[audio_format], headers=headers)
+    body = encode_audio(best.samples, outcome.sample_rate, audio_format, delivery.compression)
+    return Response(body, media_type=audio_format.media_type, headers=headers)
 
 
-def audio_json_response(outcome: GenerationOutcome, audio_format: AudioFormat, total_s: float) -> GenerateResponse:
+def audio_json_response(outcome: GenerationOutcome, delivery: DeliveryParams, total_s: float) -> GenerateResponse:
     assert outcome.timings is not None
     return GenerateResponse(
-        format=audio_format,
+        format=delivery.format,
         sample_rate=outcome.sample_rate,
         duration=len(outcome.waveforms[0].samples) / outcome.sample_rate,
         waveforms=[
             GeneratedWaveform(
-                audio_base64=base64.b64encode(encode_audio(w.samples, outcome.sample_rate, audio_format)).decode(),
+                audio_base64=base64.b64encode(
+                    encode_audio(w.samples, outcome.sample_rate, delivery.format, delivery.compression)
+                ).decode(),
                 seed=w.seed,
                 clap_score=w.clap_score,
                 critic_score=w.critic_score,

@@ -12,6 +12,7 @@ import copy
 from typing import Any
 
 from jobs.records import JobStatus
+from schemas import AudioFormat
 
 SUBMISSIONS = {
     "/jobs/generate": "/generate",
@@ -86,8 +87,7 @@ def document_jobs(doc: dict[str, Any], schemas: dict[str, Any], keyed: bool) -> 
         operation["responses"] = dict(sorted(responses.items()))
         operation["tags"] = ["Jobs"]
     result_content = {
-        "audio/wav": {"schema": {"type": "string", "format": "binary"}},
-        "audio/flac": {"schema": {"type": "string", "format": "binary"}},
+        **{fmt.media_type: {"schema": {"type": "string", "format": "binary"}} for fmt in AudioFormat},
         "application/json": {
             "schema": {
                 "oneOf": [

@@ -115,17 +115,20 @@ def test_generate_two_waveforms_writes_two_files_best_first(server: str, tmp_pat
 
 
 @pytest.mark.parametrize(
-    ("args", "expected"),
+    ("args", "expected", "container"),
     [
-        (("--format", "flac"), "rain-on-a-tin-roof.flac"),  # the name from the prompt, the extension from the format
-        (("-o", "take.flac"), "take.flac"),  # the format from the name
+        # the name from the prompt, the extension from the format: a playable mp3 of the clip's length
+        (("--format", "mp3", "--compression", "0.2"), "rain-on-a-tin-roof.mp3", "MP3"),
+        (("-o", "take.flac"), "take.flac", "FLAC"),  # the format from the name
     ],
 )
-def test_generate_names_and_formats(server: str, tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
+def test_generate_names_and_formats(
+    server: str, tmp_path: Path, args: tuple[str, ...], expected: str, container: str
+) -> None:
     done = cli(tmp_path, "generate", "Rain on a tin roof!", *FAST_GENERATE, *args, AUDIO_STUDIO_URL=server)
     assert done.returncode == 0, done.stderr
     assert [name for name, _, _ in seeds_and_scores(done.stdout)] == [expected]
-    assert soundfile.info(tmp_path / expected).format == "FLAC" and audio_of(tmp_path / expected) == RATE
+    assert soundfile.info(tmp_path / expected).format == container and audio_of(tmp_path / expected) == RATE
 
 
 def test_dash_o_writes_the_audio_to_stdout_and_the_seed_line_to_stderr(server: str, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 ERROR_STATUSES = {"400", "408", "413", "415", "500", "503"}
 FILE_ROUTES = {"/generate", "/transform"}
-AUDIO_MEDIA_TYPES = {"audio/wav", "audio/flac"}
+AUDIO_MEDIA_TYPES = {"audio/wav", "audio/flac", "audio/mpeg", "audio/ogg"}
 FILE_HEADERS = {"X-Seed", "X-Model-Id", "X-Profile", "X-Sample-Rate", "X-Clap-Score", "X-Critic-Score"}
 QUICK = {"steps": 3, "duration": 1}
 CLIENT_PACKAGE = "audio_studio_client"
@@ -42,6 +42,8 @@ package_name_override: {CLIENT_PACKAGE}
 content_type_overrides:
   audio/wav: application/octet-stream
   audio/flac: application/octet-stream
+  audio/mpeg: application/octet-stream
+  audio/ogg: application/octet-stream
 """
 OPENAPI_TYPESCRIPT = "openapi-typescript@7.13.0"
 NODE_TOOLS = ROOT / ".cache" / "node-tools"
@@ -132,6 +134,10 @@ def test_job_routes_are_documented(document: dict[str, Any]) -> None:
         assert "Retry-After" in submit["responses"]["429"]["headers"]
     assert set(paths["/jobs/{job_id}"]) == {"get", "delete"}
     assert set(paths["/jobs/{job_id}/result"]["get"]["responses"]) == {"200", "404", "409", "410"}
+    result_types = set(paths["/jobs/{job_id}/result"]["get"]["responses"]["200"]["content"])
+    assert result_types == {*AUDIO_MEDIA_TYPES, "application/json"}
+    compression = document["components"]["schemas"]["GenerateRequest"]["properties"]["compression"]
+    assert {"type": "number", "minimum": 0.0, "maximum": 1.0} in compression["anyOf"]
     assert "text/event-stream" in paths["/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
     job = document["components"]["schemas"]["JobStatus"]
     assert set(job["properties"]["state"]["enum"]) == {"queued", "running", "succeeded", "failed", "cancelled"}

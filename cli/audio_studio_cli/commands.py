@@ -15,7 +15,7 @@ from typing import IO, Any
 from audio_studio_cli.client import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, Client, CliError
 from audio_studio_cli.progress import waiting
 
-FORMATS = ("wav", "flac")
+FORMATS = ("wav", "flac", "mp3", "opus")
 # Uploads are identified by their content server-side; the type and suffix only help.
 MEDIA_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
 SLUG_CHARS = 48
@@ -123,6 +123,7 @@ def generate(client: Client, args: argparse.Namespace) -> int:
         model=args.model,
         seed=args.seed,
         format=fmt,
+        compression=args.compression,
     )
     if args.n == 1:
         with waiting("generating"):
@@ -165,6 +166,7 @@ def transform(client: Client, args: argparse.Namespace) -> int:
         model=args.model,
         seed=args.seed,
         format=fmt,
+        compression=args.compression,
     )
     with ExitStack() as stack, waiting("transforming"):
         response = client.post("/transform", data=form(request), files={"audio": upload(stack, source)})

@@ -64,6 +64,12 @@ def diffusion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, metavar="N", help="0 to 2^53-1; drawn by the server when absent (printed)")
     parser.add_argument("--format", choices=commands.FORMATS, help="audio file format (default: from -o, else wav)")
     parser.add_argument(
+        "--compression",
+        type=float,
+        metavar="LEVEL",
+        help="flac, mp3 and opus: 0 (best quality, largest) to 1 (smallest); server defaults per format",
+    )
+    parser.add_argument(
         "-o",
         "--output",
         type=Path,
