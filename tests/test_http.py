@@ -123,7 +123,7 @@ def test_concurrent_requests_are_batched_and_match_their_solo_results(server: st
         ({"prompt": "x", "num_waveforms": 5}, "num_waveforms", "less than or equal to 4"),
         ({"prompt": "x", "seed": -1}, "seed", "greater than or equal to 0"),
         ({"prompt": "x", "seed": 2**53}, "seed", "less than or equal to 9007199254740991"),
-        ({"prompt": "x", "format": "mp3"}, "format", "'wav' or 'flac'"),
+        ({"prompt": "x", "format": "ogg"}, "format", "'wav', 'flac', 'mp3' or 'opus'"),
         ({"prompt": "x", "durration": 3}, "durration", "Extra inputs are not permitted"),
         ({"prompt": "x", "duration": "long"}, "duration", "valid number"),
     ],

@@ -65,7 +65,7 @@ def test_a_curl_style_upload_without_audio_content_type_is_accepted(server: str)
         (audio_file("wav", 1.0), {"prompt": ""}, 400, "prompt", "at least 1 character"),
         (audio_file("wav", 1.0), {"steps": 0}, 400, "steps", "greater than or equal to 1"),
         (audio_file("wav", 1.0), {"scheduler": "euler"}, 400, "scheduler", "'dpmpp' or 'ddim'"),
-        (audio_file("wav", 1.0), {"format": "mp3"}, 400, "format", "'wav' or 'flac'"),
+        (audio_file("wav", 1.0), {"format": "ogg"}, 400, "format", "'wav', 'flac', 'mp3' or 'opus'"),
     ],
 )
 def test_bad_input_gets_4xx_naming_the_field(server: str, data, fields, status, field, message) -> None:
