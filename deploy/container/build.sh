@@ -33,8 +33,7 @@ if ! podman image exists "$base"; then
     rm -f "$CACHE/base.tar"
 fi
 
-# 3. The Bento's Dockerfile, CPU variant, and what uv needs to reach the registries pip reaches here.
-"$PYTHON" deploy/container/dockerfile.py dockerfile "$bento" "$base" >"$CACHE/Dockerfile.cpu"
+# 3. What uv needs to reach the registries pip reaches here.
 pip_get() { "$PYTHON" -m pip config get "$1" 2>/dev/null || true; }
 find_links=${PIP_FIND_LINKS:-$(pip_get global.find-links)}
 extra_index=${PIP_EXTRA_INDEX_URL:-$(pip_get global.extra-index-url)}
@@ -53,6 +52,8 @@ mkdir -p "$CACHE/uv-cache"
     echo 'system-certs = true'
     echo 'link-mode = "copy"'
     echo 'index-strategy = "unsafe-best-match"'  # pip's behaviour: the best version over every index
+    # CPU image: triton (1 GB) only serves CUDA kernels; xgrammar, which requires it, imports it only if present.
+    echo 'exclude-dependencies = ["triton"]'
     # shellcheck disable=SC2086
     [ -n "$find_links" ] && echo "find-links = $(toml_list $find_links)"
     # shellcheck disable=SC2086
@@ -60,9 +61,18 @@ mkdir -p "$CACHE/uv-cache"
     [ -n "$index" ] && echo "index-url = \"$index\""
 } >"$CACHE/uv.toml"
 
+# The layer cache cannot see the mounted uv.toml: a label with its digest on top of the base makes a changed one
+# a different parent image, so every layer above it is rebuilt (and an unchanged one reuses them all).
+parent="$base-uv-$(sha256sum <"$CACHE/uv.toml" | cut -c1-12)"
+if ! podman image exists "$parent"; then
+    mkdir -p "$CACHE/parent" && printf 'FROM %s\nLABEL org.audio-studio.uv-config=%s\n' "$base" "${parent##*-}" >"$CACHE/parent/Containerfile"
+    podman build -q -t "$parent" "$CACHE/parent" >/dev/null
+fi
+"$PYTHON" deploy/container/dockerfile.py dockerfile "$bento" "$parent" >"$CACHE/Dockerfile.cpu"
+
 start=$(date +%s)
 podman build --layers "${volumes[@]}" -f "$CACHE/Dockerfile.cpu" -t "$IMAGE" "$bento" >"$CACHE/build.log" 2>&1 ||
     { tail -40 "$CACHE/build.log" >&2; exit 1; }
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
-echo "built $IMAGE from $tag on $base: $((size / 1000000)) MB, podman build $(($(date +%s) - start)) s" >&2
+echo "built $IMAGE from $tag on $parent: $((size / 1000000)) MB, podman build $(($(date +%s) - start)) s" >&2
 echo "$IMAGE"
