@@ -19,8 +19,9 @@ rm -rf "$BENTOML_HOME/bentos"
 tag=$(AUDIO_STUDIO_PROFILE=tiny "$PYTHON" -m bentoml build -o tag | sed -n 's/^__tag__://p')
 bento="$BENTOML_HOME/bentos/${tag%%:*}/${tag#*:}"
 
-# 2. The base: Debian's Python 3.11, the bentofile's system packages and uv; no compiler. Cached by its recipe.
-packages="python3,ca-certificates,passwd,$("$PYTHON" deploy/container/dockerfile.py packages "$bento")"
+# 2. The base: Debian's Python 3.11, the C++ and OpenMP runtimes that manylinux wheels expect of the system, the
+#    bentofile's system packages and uv; no compiler. Cached by its recipe.
+packages="python3,ca-certificates,passwd,libstdc++6,libgomp1,$("$PYTHON" deploy/container/dockerfile.py packages "$bento")"
 base="localhost/audio-studio-base:bookworm-$(printf '%s %s' "$packages" "$UV_VERSION" | sha256sum | cut -c1-12)"
 if ! podman image exists "$base"; then
     rm -rf "$CACHE/uv-wheel" && "$PYTHON" -m pip download -q --no-deps --only-binary=:all: -d "$CACHE/uv-wheel" "uv==$UV_VERSION"
