@@ -39,6 +39,10 @@ if TYPE_CHECKING:  # torch, diffusers and transformers load only in the tests th
 SERVER_START_TIMEOUT_S = 180
 
 
+# The container stage runs apart (deploy/container/test.sh): it builds images and takes minutes.
+collect_ignore = [] if os.environ.get("AUDIO_STUDIO_CONTAINER_TESTS") else ["container"]
+
+
 @pytest.fixture(scope="session")
 def tiny_audioldm2() -> Checkpoint:
     from models.profiles import audioldm2_checkpoint
