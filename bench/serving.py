@@ -533,7 +533,8 @@ def measure_direct(plan: Plan, clip: bytes, workdir: Path, requests: int) -> dic
 
     def generation_job(i: int) -> GenerationJob:
         body = GenerateRequest.model_validate_json(json.dumps(plan.mix.generate_body(i)))
-        return GenerationJob(**body.model_dump(exclude={"seed", "format", "rank_by", "model"}), seed=body.seed)
+        # What the front passes on: the job's own fields, whatever the request adds around them (format, ...).
+        return GenerationJob(**body.model_dump(include=set(GenerationJob.model_fields) - {"seed"}), seed=body.seed)
 
     clip_path = workdir / "clip.wav"
     clip_path.write_bytes(clip)

@@ -1,5 +1,5 @@
-"""The full-size benchmark's CPU smoke form: its report's sections and the published parameter counts (every
-benchmark's smoke form runs end to end in bench/smoke.py, which CI runs after the suite).
+"""The full-size benchmark's parameter counts against the published sizes (every benchmark's smoke form, this
+one's timed parts included, runs end to end in bench/smoke.py, which CI runs after the suite).
 
 Timing targets live in bench/ (reported, not asserted); here only shapes, keys and parameter counts.
 """
@@ -19,54 +19,20 @@ SMOKE_TIMEOUT_S = 300  # ~20 s on 2 idle CPU cores; generous for a loaded CI mac
 
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The parameter counts only (shapes on the meta device, ~2 s); the timed parts run end to end in the smoke
+    stage (bench/smoke.py)."""
     out = tmp_path_factory.mktemp("bench")
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "bench/fullsize.py",
-            "--smoke",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-            "--mf-decoding",
-            "dynamic,static",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=SMOKE_TIMEOUT_S,
-    )
+    command = [sys.executable, "bench/fullsize.py", "--smoke", "--only", "params", "--device", "cpu", "--out", str(out)]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert (out / "fullsize-smoke.md").is_file()
     return json.loads((out / "fullsize-smoke.json").read_text())
 
 
-def test_smoke_report_has_every_section(smoke_report: dict) -> None:
+def test_the_report_names_its_run(smoke_report: dict) -> None:
     assert {"command", "date", "machine", "smoke", "device", "param_counts", "published_checks"} <= set(smoke_report)
     assert smoke_report["smoke"] is True and smoke_report["machine"]["cores"] >= 1
     assert "--smoke" in smoke_report["command"]
-    rows = smoke_report["audioldm2"]
-    assert {r["scheduler"] for r in rows} == {"dpmpp", "ddim"}
-    assert {r["compiled"] for r in rows} == {False, True}
-    assert {r["dtype"] for r in rows} >= {"float32"} and len({r["dtype"] for r in rows}) == 2
-    assert {r["batch"] for r in rows} >= {1, 2}
-    for row in rows:
-        assert row["errors"] == [] and row["finite"], row
-        assert row["s_per_clip"] > 0 and row["clips_per_s"] > 0
-    flamingo = smoke_report["music_flamingo"]
-    assert flamingo["attention"] == "sdpa" and flamingo["bandwidth"]["measured_bytes_per_s"] > 0
-    assert [(r["decoding"], r["batch"]) for r in flamingo["runs"]] == [
-        ("dynamic", 1),
-        ("dynamic", 2),
-        ("static", 1),
-        ("static", 2),
-    ]
-    for run in flamingo["runs"]:
-        assert run["errors"] == [] and run["prefill_s"] > 0
-        # No end token: every row decodes its whole budget, so tokens/s is over a known count.
-        assert run["tokens_generated"] == [run["new_tokens"]] * run["batch"]
-        assert run["prompt_tokens"] > 750  # a 30 s clip alone is 750 audio tokens
 
 
 @pytest.mark.parametrize(
