@@ -194,17 +194,7 @@ def config_env(name: str, keys_file: Path, receiver: OTLPReceiver) -> dict[str, 
 
 
 def settled_span_count(receiver: OTLPReceiver) -> int:
-    """The receiver's span count once it has not changed for SPAN_SETTLE_S (or after SPAN_WAIT_MAX_S)."""
-    deadline = time.monotonic() + SPAN_WAIT_MAX_S
-    count, since = len(receiver.spans), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        now = len(receiver.spans)
-        if now != count:
-            count, since = now, time.monotonic()
-        elif time.monotonic() - since >= SPAN_SETTLE_S:
-            break
-    return count
+    return receiver.settled_count(SPAN_SETTLE_S, SPAN_WAIT_MAX_S)
 
 
 def summary(values: list[float]) -> dict[str, Any]:

@@ -449,7 +449,7 @@ def breakdown(plan: Plan, clip: bytes, workdir: Path, log: Callable[[str], None]
                 warm_up(client, plan.warmup_mix)
                 samples, _, _ = drive(client, plan.requests_at(1), 1, plan.level_deadline_s)
                 ok = [s for s in samples if s.status == 200 and s.trace_id]
-                settle(receiver)
+                receiver.settled_count()
                 per_span: dict[str, list[float]] = {}
                 for sample in ok:
                     for name, ms in span_durations_ms(receiver.trace(sample.trace_id)).items():
@@ -462,16 +462,6 @@ def breakdown(plan: Plan, clip: bytes, workdir: Path, log: Callable[[str], None]
                 }
                 log(f"breakdown {api}: {len(ok)} traced requests, {len(per_span)} span names")
     return result
-
-
-def settle(receiver: Any, quiet_s: float = 1.0, longest_s: float = 15.0) -> None:
-    """Wait until no span has arrived for `quiet_s` (each process exports in batches), at most `longest_s`."""
-    deadline = time.monotonic() + longest_s
-    count, since = len(receiver.spans), time.monotonic()
-    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
-        time.sleep(0.1)
-        if len(receiver.spans) != count:
-            count, since = len(receiver.spans), time.monotonic()
 
 
 def span_durations_ms(spans: list[Any]) -> dict[str, float]:

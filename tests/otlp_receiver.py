@@ -102,6 +102,20 @@ class OTLPReceiver:
                 return spans
             time.sleep(0.2)
 
+    def settled_count(self, quiet_s: float = 1.0, longest_s: float = 15.0) -> int:
+        """The span count once it has not changed for `quiet_s` (each process exports in batches), or after
+        `longest_s`."""
+        deadline = time.monotonic() + longest_s
+        count, since = len(self.spans), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = len(self.spans)
+            if now != count:
+                count, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                break
+        return count
+
     def __enter__(self) -> OTLPReceiver:
         self.thread.start()
         return self

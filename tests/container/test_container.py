@@ -63,22 +63,12 @@ def every_api(url: str, headers: dict[str, str] | None = None) -> None:
     clip = ("clip.wav", audio_file("wav", 1.0), "audio/wav")
     generated = httpx.post(f"{url}/generate", json=GENERATE, headers=headers, timeout=TIMEOUT)
     assert generated.status_code == 200 and generated.content[:4] == b"RIFF", generated.text[:500]
-    transform = httpx.post(
-        f"{url}/transform",
-        data={"prompt": "jazz", "steps": "2"},
-        files={"audio": clip},
-        headers=headers,
-        timeout=TIMEOUT,
-    )
-    assert transform.status_code == 200, transform.text[:500]
-    critique = httpx.post(
-        f"{url}/critique",
-        data={"preset": "key", "max_new_tokens": "4"},
-        files={"audio": clip},
-        headers=headers,
-        timeout=TIMEOUT,
-    )
-    assert critique.status_code == 200, critique.text[:500]
+    for route, fields in (
+        ("transform", {"prompt": "jazz", "steps": "2"}),
+        ("critique", {"preset": "key", "max_new_tokens": "4"}),
+    ):
+        answer = httpx.post(f"{url}/{route}", data=fields, files={"audio": clip}, headers=headers, timeout=TIMEOUT)
+        assert answer.status_code == 200, (route, answer.text[:500])
     job = jobs_client.submit(url, "generate", headers=headers, json=GENERATE)
     assert jobs_client.follow(url, job["id"], headers)[-1]["state"] == "succeeded"
 
