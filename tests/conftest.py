@@ -266,6 +266,7 @@ SECURED_KEY_NAMES = (
     "stall-form",
     "admitted",
     "race",
+    "client",
 )
 SECURED_QUOTAS = {
     "AUDIO_STUDIO_KEY_MAX_IN_FLIGHT": "4",

@@ -1,4 +1,4 @@
-"""audio-studio command line: a thin HTTP client of the audio-studio server.
+"""audio-studio command line, built on the client package (audio_studio_client).
 
 It needs only httpx and rich, never torch or the server's modules, so it installs anywhere in seconds.
 """

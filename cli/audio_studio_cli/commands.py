@@ -1,23 +1,21 @@
-"""The three commands: options -> request, server answer -> files on disk or text on stdout."""
+"""The commands: options -> a request through the client package, the answer -> files on disk or text on stdout.
+Generation and transforms run as jobs (progress, cancel on Ctrl-C, no proxy timeout), a text critique streams."""
 
 from __future__ import annotations
 
 import argparse
-import base64
 import itertools
 import json
 import re
 import sys
-from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from audio_studio_cli.client import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, Client, CliError
-from audio_studio_cli.progress import waiting
+from audio_studio_cli.exits import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, CliError
+from audio_studio_cli.progress import JobProgress
+from audio_studio_client import Audio, Client, Critique, Job
 
 FORMATS = ("wav", "flac", "mp3", "opus")
-# Uploads are identified by their content server-side; the type and suffix only help.
-MEDIA_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
 SLUG_CHARS = 48
 STDOUT = Path("-")  # `-o -`: the audio to stdout, for a pipe
 
@@ -25,11 +23,6 @@ STDOUT = Path("-")  # `-o -`: the audio to stdout, for a pipe
 def fields(**values: Any) -> dict[str, Any]:
     """Only the options the user gave: the server owns the defaults, so the CLI never drifts from them."""
     return {key: value for key, value in values.items() if value is not None}
-
-
-def form(values: dict[str, Any]) -> dict[str, str]:
-    """Multipart text parts; flags as the words pydantic reads."""
-    return {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in values.items()}
 
 
 def slug(text: str) -> str:
@@ -61,37 +54,28 @@ def check_input(path: Path, what: str) -> Path:
     return path
 
 
-def upload(stack: ExitStack, path: Path) -> tuple[str, IO[bytes], str]:
-    """A streamed multipart file part (not read into memory)."""
-    return (
-        path.name,
-        stack.enter_context(path.open("rb")),
-        MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"),
-    )
-
-
 def numbered(path: Path, index: int) -> Path:
     return path.with_name(f"{path.stem}-{index}{path.suffix}")
 
 
-def write(path: Path, data: bytes, seed: Any, clap_score: Any = None, critic_score: Any = None) -> None:
+def write(path: Path, audio: Audio) -> None:
     """Write one file and say so on stdout: the path first (for scripts), then how to regenerate it. With
     `-o -` the audio is stdout, and the line goes to stderr."""
     report = sys.stdout
     try:
         if path == STDOUT:
-            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.write(audio.data)
             sys.stdout.buffer.flush()
             report = sys.stderr
         else:
-            path.write_bytes(data)
+            audio.save(path)
     except OSError as error:
         raise CliError(f"{path}: {error.strerror or error}", EXIT_FAILED) from None
-    line = f"{path}  seed={seed}"
-    if clap_score not in (None, ""):
-        line += f"  clap={float(clap_score):.3f}"
-    if critic_score not in (None, ""):
-        line += f"  critic={critic_score}/10"
+    line = f"{path}  seed={audio.seed}"
+    if audio.clap_score is not None:
+        line += f"  clap={audio.clap_score:.3f}"
+    if audio.critic_score is not None:
+        line += f"  critic={audio.critic_score:g}/10"
     print(line, file=report, flush=True)
 
 
@@ -108,11 +92,33 @@ def files_of(base: Path, files: int) -> list[Path]:
     return [base] if files == 1 else [numbered(base, index) for index in range(files)]
 
 
+def finish(job: Job, args: argparse.Namespace, label: str) -> Audio | list[Audio] | Critique | None:
+    """`--no-wait`: print the job id. Else follow the job with a progress display and return its result; Ctrl-C
+    cancels the job and says so."""
+    if args.no_wait:
+        print(job.id, flush=True)
+        return None
+    try:
+        with JobProgress(label) as progress:
+            job.wait(progress.update)
+    except KeyboardInterrupt:
+        job.cancel()
+        raise CliError(f"cancelled job {job.id}", EXIT_CANCELLED) from None
+    return job.result()
+
+
+def save_audio(result: Audio | list[Audio], output: Path | None, stem: str) -> None:
+    """One file, or NAME-0, NAME-1, ... best first; a default name from `stem` (or the seed) never overwrites."""
+    audios = result if isinstance(result, list) else [result]
+    base = output or default_output(stem, audios[0].seed, audios[0].format, len(audios))
+    for path, audio in zip(files_of(base, len(audios)), audios, strict=True):
+        write(path, audio)
+
+
 def generate(client: Client, args: argparse.Namespace) -> int:
     fmt = resolve_format(args.format, args.output)
     check_output(args.output, args.n)
     request = fields(
-        prompt=args.prompt,
         negative_prompt=args.negative_prompt,
         duration=args.duration,
         steps=args.steps,
@@ -125,30 +131,11 @@ def generate(client: Client, args: argparse.Namespace) -> int:
         format=fmt,
         compression=args.compression,
     )
-    if args.n == 1:
-        with waiting("generating"):
-            response = client.post("/generate", json=request)
-        seed = response.headers.get("x-seed")
-        write(
-            args.output or default_output(slug(args.prompt), seed, fmt),
-            response.content,
-            seed,
-            response.headers.get("x-clap-score"),
-            response.headers.get("x-critic-score"),
-        )
-        return EXIT_OK
-    with waiting(f"generating {args.n} waveforms"):
-        body = client.post("/generate/json", json=request).json()
-    waveforms = body["waveforms"]  # best first when ranked: keep that order in the file numbers
-    base = args.output or default_output(slug(args.prompt), waveforms[0]["seed"], fmt, len(waveforms))
-    for path, waveform in zip(files_of(base, len(waveforms)), waveforms, strict=True):
-        write(
-            path,
-            base64.b64decode(waveform["audio_base64"]),
-            waveform["seed"],
-            waveform.get("clap_score"),
-            waveform.get("critic_score"),
-        )
+    job = client.submit_generate(args.prompt, candidates=args.n > 1, **request)
+    result = finish(job, args, "generating")
+    if result is not None:
+        assert not isinstance(result, Critique)
+        save_audio(result, args.output, slug(args.prompt))
     return EXIT_OK
 
 
@@ -157,7 +144,6 @@ def transform(client: Client, args: argparse.Namespace) -> int:
     fmt = resolve_format(args.format, args.output)
     check_output(args.output)
     request = fields(
-        prompt=args.prompt,
         negative_prompt=args.negative_prompt,
         strength=args.strength,
         steps=args.steps,
@@ -168,18 +154,18 @@ def transform(client: Client, args: argparse.Namespace) -> int:
         format=fmt,
         compression=args.compression,
     )
-    with ExitStack() as stack, waiting("transforming"):
-        response = client.post("/transform", data=form(request), files={"audio": upload(stack, source)})
-    seed = response.headers.get("x-seed")
-    # The input's stem first, so a default name can never be the input file itself.
-    stem = "-".join(part for part in (slug(source.stem) or "audio", slug(args.prompt)) if part)
-    write(args.output or default_output(stem, seed, fmt), response.content, seed)
+    result = finish(client.submit_transform(source, args.prompt, **request), args, "transforming")
+    if result is not None:
+        assert isinstance(result, Audio)
+        # The input's stem first, so a default name can never be the input file itself.
+        save_audio(result, args.output, "-".join(p for p in (slug(source.stem) or "audio", slug(args.prompt)) if p))
     return EXIT_OK
 
 
 def critique(client: Client, args: argparse.Namespace) -> int:
-    clips = [("audio", args.audio), ("reference", args.reference)]
-    clips = [(name, check_input(path, name)) for name, path in clips if path is not None]
+    """Prose streams to stdout as it is written; `--structured`, `--json` and `--no-wait` run as a job."""
+    clips = {name: check_input(path, name) for name, path in (("audio", args.audio), ("reference", args.reference))
+             if path is not None}  # fmt: skip
     request = fields(
         preset=args.preset,
         prompt=args.prompt,
@@ -191,26 +177,96 @@ def critique(client: Client, args: argparse.Namespace) -> int:
         output="json" if args.structured else None,
         long_audio=args.long_audio,
     )
-    with ExitStack() as stack, waiting("critiquing"):
-        files = [(name, upload(stack, path)) for name, path in clips]
-        body = client.post("/critique", data=form(request), files=files or None).json()
+    if not (args.structured or args.json or args.no_wait):
+        print_critique(stream_text(client, clips, request), args, streamed=True)
+        return EXIT_OK
+    result = finish(client.submit_critique(**clips, **request), args, "critiquing")
+    if result is not None:
+        assert isinstance(result, Critique)
+        print_critique(result, args)
+    return EXIT_OK
+
+
+def stream_text(client: Client, clips: dict[str, Path], request: dict[str, Any]) -> Critique:
+    """The text to stdout as it arrives; Ctrl-C closes the connection, and the server drops the row."""
+    stream = client.stream_critique(**clips, **request)
+    try:
+        for piece in stream:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        raise CliError(
+            "cancelled: the connection is closed and the server drops the critique", EXIT_CANCELLED
+        ) from None
+    print(flush=True)
+    assert stream.result is not None
+    return stream.result
+
+
+def print_critique(result: Critique, args: argparse.Namespace, streamed: bool = False) -> None:
+    """The text (unless it was streamed), the structured object, or the whole JSON; notes on stderr."""
+    body = result.raw
     if args.json:
         print(json.dumps(body, indent=2, ensure_ascii=False))
-        return EXIT_OK
-    print(json.dumps(body["structured"], indent=2, ensure_ascii=False) if body.get("structured") else body["text"])
+        return
+    if result.structured:
+        print(json.dumps(result.structured, indent=2, ensure_ascii=False))
+    elif not streamed:
+        print(result.text)
     if body.get("segments"):
         spans = ", ".join(f"{s['start_s']:g}-{s['end_s']:g} s" for s in body["segments"])
         print(f"note: heard in {len(body['segments'])} segments ({spans}) and summarised", file=sys.stderr)
     for clip in body.get("audio_seconds", []):
         if clip.get("truncated"):
             print(f"note: {clip['field']} was cut to the model's limit of {clip['seconds']:g} s", file=sys.stderr)
-    return EXIT_OK
 
 
 def models(client: Client, args: argparse.Namespace) -> int:
     """The model families the server runs, one per line: name, checkpoint, features, longest clip."""
-    for family in client.get("/models").json()["models"]:
+    for family in client.models():
         limit = f"  up to {family['max_seconds']:g} s" if family["max_seconds"] is not None else ""
         default = "  (default)" if family["default"] else ""
         print(f"{family['name']}  {family['checkpoint']}  {','.join(family['features'])}{limit}{default}")
-    return 0
+    return EXIT_OK
+
+
+# ---- jobs ----------------------------------------------------------------------------------------------------
+
+
+def job_line(job: Job) -> str:
+    status = job.last
+    return f"{status.id}  {status.kind}  {status.state}  {status.progress.line()}"
+
+
+def jobs_status(client: Client, args: argparse.Namespace) -> int:
+    job = client.job(args.job_id)
+    print(json.dumps(job.last.raw, indent=2) if args.json else job_line(job))
+    return EXIT_OK
+
+
+def jobs_cancel(client: Client, args: argparse.Namespace) -> int:
+    job = client.job(args.job_id)
+    job.cancel()
+    print(job_line(job))
+    return EXIT_OK
+
+
+def jobs_wait(client: Client, args: argparse.Namespace) -> int:
+    """Follow the job to its end, then write its result as the command that submitted it would have."""
+    job = client.job(args.job_id)
+    args.no_wait = False
+    return save_result(finish(job, args, f"job {job.id}"), args)
+
+
+def jobs_result(client: Client, args: argparse.Namespace) -> int:
+    """The result now (the server answers 409 while the job has none)."""
+    return save_result(client.job(args.job_id).result(), args)
+
+
+def save_result(result: Audio | list[Audio] | Critique | None, args: argparse.Namespace) -> int:
+    if isinstance(result, Critique):
+        print_critique(result, args)
+    elif result is not None:
+        check_output(args.output, len(result) if isinstance(result, list) else 1)
+        save_audio(result, args.output, "")
+    return EXIT_OK

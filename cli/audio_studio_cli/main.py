@@ -7,22 +7,24 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from audio_studio_cli import commands
-from audio_studio_cli.client import EXIT_CANCELLED, Client, CliError, cli_version
+from audio_studio_cli.exits import EXIT_BAD_INPUT, EXIT_CANCELLED, CliError, from_api
+from audio_studio_cli.limits import span
+from audio_studio_client import ApiError, Client
+from audio_studio_client.asynchronous import DEFAULT_TIMEOUT_S, DEFAULT_URL, client_version
 
-DEFAULT_URL = "http://localhost:3000"
-DEFAULT_TIMEOUT_S = 900.0  # the server's own request timeout: a 30 s clip at many steps takes minutes on CPU
-CANCELLED = "cancelled: stopped waiting; the server drops the work when the connection closes"
+CANCELLED = "cancelled: stopped waiting"
 
 EPILOG = f"""\
 exit codes:
   0    ok
-  1    the server failed (5xx) or something else unexpected
+  1    the server failed (5xx), the job failed or was cancelled, or something else unexpected
   2    bad input: the server refused the request (400, 413, 415; the message names
        the field and the limit) or a local usage error (bad option, missing file)
   3    server unavailable or overloaded: connection refused, timeout, 503, 429
-  130  cancelled with Ctrl-C
+  130  cancelled with Ctrl-C (a job is cancelled on the server too)
 
 environment:
   AUDIO_STUDIO_URL      server URL (default {DEFAULT_URL})
@@ -30,52 +32,61 @@ environment:
 """
 
 
-def server_options() -> argparse.ArgumentParser:
+def server_options(after_command: bool) -> argparse.ArgumentParser:
+    """The server options, taken before the command (with their defaults) and after it (without: an option
+    given before the command is not reset by the subcommand's parser)."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if after_command else value
+
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("server")
     group.add_argument(
-        "--url", default=os.environ.get("AUDIO_STUDIO_URL", DEFAULT_URL), help="server URL (env AUDIO_STUDIO_URL)"
+        "--url",
+        default=default(os.environ.get("AUDIO_STUDIO_URL", DEFAULT_URL)),
+        help="server URL (env AUDIO_STUDIO_URL)",
     )
     # No env default here: argparse would print the key in --help.
-    group.add_argument("--api-key", metavar="KEY", help="sent as a Bearer token (env AUDIO_STUDIO_API_KEY)")
     group.add_argument(
-        "--timeout",
-        type=float,
-        metavar="SECONDS",
-        default=DEFAULT_TIMEOUT_S,
-        help=f"seconds to wait (default {DEFAULT_TIMEOUT_S:g})",
+        "--api-key", metavar="KEY", default=default(None), help="sent as a Bearer token (env AUDIO_STUDIO_API_KEY)"
     )
+    group.add_argument(
+        "--timeout", type=float, metavar="SECONDS", default=default(DEFAULT_TIMEOUT_S),
+        help=f"seconds to wait for one HTTP answer (default {DEFAULT_TIMEOUT_S:g}); a job is followed while it runs",
+    )  # fmt: skip
     return parser
 
 
-def diffusion_options(parser: argparse.ArgumentParser) -> None:
+def no_wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-wait", action="store_true", help="submit as a job, print its id and return")
+
+
+def diffusion_options(parser: argparse.ArgumentParser, request: str) -> None:
     """Knobs /generate and /transform share. Unset options are not sent: the server's defaults apply."""
     parser.add_argument(
         "--model", metavar="FAMILY", help="audioldm2 (default) or another family the server runs (see `models`)"
     )
-    parser.add_argument("--steps", type=int, metavar="N", help="denoising steps, 1 to 500 (server default 25)")
+    parser.add_argument("--steps", type=int, metavar="N", help=f"denoising steps, {span(request, 'steps')}")
     parser.add_argument("--scheduler", metavar="NAME", help="dpmpp (default) or ddim (wants ~200 steps)")
     parser.add_argument(
-        "--guidance-scale", type=float, metavar="SCALE", help="0 to 20 (server default 3.5); <= 1 turns guidance off"
+        "--guidance-scale", type=float, metavar="SCALE", help=f"{span(request, 'guidance_scale')}; <= 1 turns it off"
     )
     parser.add_argument(
         "--negative-prompt", metavar="TEXT", help='what to steer away from (server default "Low quality.")'
     )
-    parser.add_argument("--seed", type=int, metavar="N", help="0 to 2^53-1; drawn by the server when absent (printed)")
+    parser.add_argument(
+        "--seed", type=int, metavar="N", help=f"{span(request, 'seed')}; drawn by the server when absent (printed)"
+    )
     parser.add_argument("--format", choices=commands.FORMATS, help="audio file format (default: from -o, else wav)")
     parser.add_argument(
-        "--compression",
-        type=float,
-        metavar="LEVEL",
-        help="flac, mp3 and opus: 0 (best quality, largest) to 1 (smallest); server defaults per format",
-    )
+        "--compression", type=float, metavar="LEVEL",
+        help=f"flac, mp3 and opus: {span(request, 'compression')}, 0 best quality, 1 smallest; defaults per format",
+    )  # fmt: skip
     parser.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        metavar="FILE",
+        "-o", "--output", type=Path, metavar="FILE",
         help="output file, or - for stdout (default: a new name from the prompt, never an existing file)",
-    )
+    )  # fmt: skip
+    no_wait(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,48 +96,60 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate, transform and critique audio with an audio-studio server.",
         epilog=EPILOG,
         formatter_class=formatter,
+        parents=[server_options(after_command=False)],
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {cli_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {client_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = {"parents": [server_options()], "epilog": EPILOG, "formatter_class": formatter}
+    common = {"parents": [server_options(after_command=True)], "epilog": EPILOG, "formatter_class": formatter}
 
     gen = sub.add_parser("generate", help="text to audio", description="Text to audio (16 kHz mono).", **common)
     gen.add_argument("prompt", help="what the audio should sound like")
-    gen.add_argument("--duration", type=float, metavar="SECONDS", help="seconds, 1 to 600 (server default 10)")
+    gen.add_argument(
+        "--duration", type=float, metavar="SECONDS", help=f"seconds, {span('GenerateRequest', 'duration')}"
+    )
     gen.add_argument(
         "-n", "--num-waveforms", dest="n", type=int, default=1,
-        help="candidates, 1 to 4; with more than one, files NAME-0, NAME-1, ... best first",
+        help=f"candidates, {span('GenerateRequest', 'num_waveforms')}; with more than one, files NAME-0, NAME-1, ... "
+        "best first",
     )  # fmt: skip
     gen.add_argument(
         "--rank-by", choices=("clap", "critic"),
         help="order candidates by CLAP score (server default) or by Music Flamingo listening to each",
     )  # fmt: skip
-    diffusion_options(gen)
+    diffusion_options(gen, "GenerateRequest")
     gen.set_defaults(run=commands.generate)
 
     tra = sub.add_parser(
         "transform", help="audio to audio", description="Re-synthesise a clip toward a prompt.", **common
     )
-    tra.add_argument("audio", type=Path, help="WAV, FLAC, MP3 or OGG clip, 1 to 600 s")
+    tra.add_argument("audio", type=Path, help="WAV, FLAC, MP3 or OGG clip (its longest: see `models`)")
     tra.add_argument("prompt", help="what it should sound like")
-    tra.add_argument("--strength", type=float, metavar="S", help="0 (keep) to 1 (ignore the input); server default 0.6")
-    diffusion_options(tra)
+    tra.add_argument(
+        "--strength",
+        type=float,
+        metavar="S",
+        help=f"{span('TransformRequest', 'strength')}: 0 keeps, 1 ignores the input",
+    )
+    diffusion_options(tra, "TransformRequest")
     tra.set_defaults(run=commands.transform)
 
     cri = sub.add_parser(
-        "critique", help="audio (and text) to text", description="Ask Music Flamingo about a recording.", **common
-    )
+        "critique", help="audio (and text) to text",
+        description="Ask Music Flamingo about a recording. The text is printed as it is written.", **common,
+    )  # fmt: skip
     cri.add_argument("audio", type=Path, nargs="?", help="the recording (optional with --prompt)")
     cri.add_argument("--reference", type=Path, metavar="FILE", help="a reference recording to compare with")
     cri.add_argument(
         "--preset", metavar="NAME", help="describe, caption, key, tempo, feedback or compare (needs --reference)"
     )
     cri.add_argument("--prompt", metavar="TEXT", help="your question; added after the preset's, or alone")
-    cri.add_argument("--max-new-tokens", type=int, metavar="N", help="1 to 2048 (server default 512)")
+    cri.add_argument("--max-new-tokens", type=int, metavar="N", help=span("CritiqueRequest", "max_new_tokens"))
     cri.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    cri.add_argument("--temperature", type=float, metavar="T", help="0.01 to 2, with --sample (server default 0.7)")
-    cri.add_argument("--top-p", type=float, metavar="P", help="0.01 to 1, with --sample (server default 0.9)")
-    cri.add_argument("--seed", type=int, metavar="N", help="sampling seed; drawn by the server when absent")
+    cri.add_argument(
+        "--temperature", type=float, metavar="T", help=f"{span('CritiqueRequest', 'temperature')}, with --sample"
+    )
+    cri.add_argument("--top-p", type=float, metavar="P", help=f"{span('CritiqueRequest', 'top_p')}, with --sample")
+    cri.add_argument("--seed", type=int, metavar="N", help=f"sampling seed, {span('CritiqueRequest', 'seed')}")
     cri.add_argument(
         "--structured", action="store_true",
         help="ask for the structured critique (scores, time-stamped findings, practice plan) and print it as JSON",
@@ -136,21 +159,55 @@ def build_parser() -> argparse.ArgumentParser:
         help="a recording longer than the model hears at once: its beginning (server default) or all of it in segments",
     )  # fmt: skip
     cri.add_argument("--json", action="store_true", help="print the whole response JSON instead of the text")
+    no_wait(cri)
     cri.set_defaults(run=commands.critique)
+
     mod = sub.add_parser("models", help="the model families the server runs", **common)
     mod.set_defaults(run=commands.models)
+    jobs_commands(sub, common)
     return parser
+
+
+def jobs_commands(sub: Any, common: dict[str, Any]) -> None:
+    """`jobs status|wait|result|cancel ID` (the server cannot list jobs)."""
+    jobs = sub.add_parser("jobs", help="follow, fetch or cancel a job by its id", **common)
+    verbs = jobs.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for verb, run, text in (
+        ("status", commands.jobs_status, "its state and progress, one line"),
+        ("wait", commands.jobs_wait, "follow it with progress, then write its result"),
+        ("result", commands.jobs_result, "write its result now (refused until it succeeded)"),
+        ("cancel", commands.jobs_cancel, "cancel it: queued, it never runs; running, it stops at its next step"),
+    ):
+        parser = verbs.add_parser(verb, help=text, description=text, **common)
+        parser.add_argument("job_id", metavar="ID")
+        parser.add_argument("--json", action="store_true", help="print the status or critique as JSON")
+        if verb in ("wait", "result"):
+            parser.add_argument("-o", "--output", type=Path, metavar="FILE", help="where an audio result goes")
+        parser.set_defaults(run=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     api_key = args.api_key or os.environ.get("AUDIO_STUDIO_API_KEY")
     try:
+        if not args.url.startswith(("http://", "https://")):
+            raise CliError(f"--url {args.url!r} must start with http:// or https://", EXIT_BAD_INPUT)
+        if args.timeout <= 0:
+            raise CliError(f"--timeout must be positive, not {args.timeout:g}", EXIT_BAD_INPUT)
         with Client(args.url, api_key, args.timeout) as client:
             return args.run(client, args)
+    except ApiError as error:
+        return fail(from_api(error))
     except CliError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+        return fail(error)
     except KeyboardInterrupt:
-        print(f"\n{CANCELLED}" if sys.stderr.isatty() else CANCELLED, file=sys.stderr)
-        return EXIT_CANCELLED
+        return fail(CliError(CANCELLED, EXIT_CANCELLED))
+    except BrokenPipeError:  # `| head`: the reader left; say nothing more (Python's advice: stdout to devnull)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def fail(error: CliError) -> int:
+    prefix = "\n" if error.exit_code == EXIT_CANCELLED and sys.stderr.isatty() else ""
+    print(f"{prefix}error: {error}" if error.exit_code != EXIT_CANCELLED else f"{prefix}{error}", file=sys.stderr)
+    return error.exit_code
