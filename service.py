@@ -99,6 +99,13 @@ def upload_error(error: AudioInputError) -> JSONResponse:
     return error_response(kind_of_status(error.status), error.message, field=error.field)
 
 
+def with_status(answer: Answer, ctx: bentoml.Context) -> Answer:
+    """An API that takes the context is answered with the context's status, whatever its response says."""
+    if isinstance(answer, Response):
+        ctx.response.status_code = answer.status_code
+    return answer
+
+
 async def run(preparing: Awaitable[Work | JSONResponse]) -> Answer:
     """A synchronous route's answer: the work run now, or the refusal it already is."""
     work = await preparing
@@ -172,15 +179,18 @@ class AudioStudio:
         return await run(self._transformation(request, as_json=True))
 
     @bentoml.api(route="/critique")
-    @answers_503_when_a_runner_is_down
     async def critique(self, request: CritiqueRequest, /, ctx: bentoml.Context) -> CritiqueResponse:
         """Listen to a recording (and optionally a reference) and answer in text: teaching feedback,
         description, key, tempo, comparison (multipart/form-data). With `stream=true` (or `Accept:
         text/event-stream`) the text comes as Server-Sent Events while it is written, the whole answer last."""
+        return with_status(await self._critique(request, ctx.request.headers.get("accept", "")), ctx)
+
+    @answers_503_when_a_runner_is_down
+    async def _critique(self, request: CritiqueRequest, accept: str) -> Answer:
         work = await self._critique_work(request)
         if isinstance(work, JSONResponse):  # input errors are plain answers, streamed or not
             return work
-        if wants_stream(request.stream, ctx.request.headers.get("accept", "")):
+        if wants_stream(request.stream, accept):
             return critique_stream(work)
         return await work.run()
 
@@ -210,9 +220,7 @@ class AudioStudio:
     async def submit_critique(self, request: CritiqueRequest, /, ctx: bentoml.Context) -> JobStatus:
         """Submit /critique's request as a job (multipart/form-data); its result is /critique's JSON."""
         if request.stream:
-            refusal = error_response("invalid_input", STREAM_IN_A_JOB, field="stream")
-            ctx.response.status_code = refusal.status_code
-            return refusal
+            return with_status(error_response("invalid_input", STREAM_IN_A_JOB, field="stream"), ctx)
         return await self._submit(self._critique_work(request), ctx)
 
     # ---- the steps behind the routes -----------------------------------------------
@@ -231,8 +239,7 @@ class AudioStudio:
             response = error_response("unavailable", str(error))
         except JobRefusal as refusal:
             response = refusal_response(refusal)
-        ctx.response.status_code = response.status_code  # BentoML answers with the context's status
-        return response
+        return with_status(response, ctx)
 
     async def _generation(self, request: GenerateRequest, as_json: bool) -> Work | JSONResponse:
         refusal = family_refusal(request.model.value, "generate", request.duration, "duration")
