@@ -74,11 +74,16 @@ class TextFeed:
         return future
 
     async def tick(self) -> None:
-        await asyncio.sleep(self.poll_s)
-        waiting, self.waiting = self.waiting, {}
-        await asyncio.gather(*(self.ask(runner, rows) for runner, rows in waiting.items()))
+        """Every `poll_s` while reads wait (one made during a round waits for the next round)."""
+        while self.waiting:
+            await asyncio.sleep(self.poll_s)
+            waiting, self.waiting = self.waiting, {}
+            await asyncio.gather(*(self.ask(runner, rows) for runner, rows in waiting.items()))
 
     async def ask(self, runner: str, rows: list[tuple[str, asyncio.Future[RunnerProgress | None]]]) -> None:
+        rows = [(job_id, future) for job_id, future in rows if not future.done()]  # its stream has ended
+        if not rows:
+            return
         try:
             updates: list[RunnerProgress | None] = list(
                 await asyncio.wait_for(self.calls[runner]([job_id for job_id, _ in rows]), PROGRESS_TIMEOUT_S)
@@ -109,6 +114,7 @@ async def critique_events(work: Work, feed: TextFeed = FEED) -> AsyncIterator[by
 
     answering = asyncio.ensure_future(dataclasses.replace(work, render=render).run())
     sent = ""
+    reading: asyncio.Future[RunnerProgress | None] = asyncio.get_running_loop().create_future()
     try:
         while not answering.done():
             target = work.followed()
@@ -129,6 +135,7 @@ async def critique_events(work: Work, feed: TextFeed = FEED) -> AsyncIterator[by
         return
     finally:
         answering.cancel()  # the client left mid-stream: the runner call tells its runner to drop the row
+        reading.cancel()
     if isinstance(answer, JSONResponse):
         yield event("error", StreamError(**json.loads(bytes(answer.body)), status=answer.status_code))
         return
