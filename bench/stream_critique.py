@@ -99,6 +99,11 @@ def rounds(url: str, audio: bytes, tokens: int, count: int, concurrency: int) ->
     return timings
 
 
+COLUMNS = ("ttft_p50_ms", "ttft_p90_ms", "total_p50_ms", "total_p90_ms")
+TABLE_HEAD = "| concurrency | mode | first token p50 ms | p90 ms | total p50 ms | p90 ms |"
+TTFT_NOTE = "- time to first token: to the first `delta` event (streamed), to the whole answer (unstreamed)"
+
+
 def summary(timings: list[Timing]) -> dict[str, float]:
     out = {}
     for key in ("ttft_s", "total_s"):
@@ -124,33 +129,24 @@ def measure(url: str, tokens: int, count: int) -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [
-        "# Streamed critiques (tiny profile)",
-        "",
-        *header_markdown(report),
-        "",
+    request = (
         f"- request: POST /critique, a {report['clip_s']:g} s WAV, {json.dumps(FIELDS)}, max_new_tokens "
         f"{report['max_new_tokens']}, a seed per request; {report['rounds']} rounds per mode and concurrency, modes "
-        "alternating over the same seeds; streamed texts checked equal to the unstreamed answers",
-        "- time to first token: to the first `delta` event (streamed), to the whole answer (unstreamed)",
-        "",
-        "| concurrency | mode | first token p50 ms | p90 ms | total p50 ms | p90 ms |",
-        "|---:|---|---:|---:|---:|---:|",
+        "alternating over the same seeds; streamed texts checked equal to the unstreamed answers"
+    )
+    rows = [
+        f"| {key[1:]} | {mode} | " + " | ".join(fmt(data["summary"][column], 0) for column in COLUMNS) + " |"
+        for key, modes in report["results"].items()
+        for mode, data in modes.items()
     ]
-    for key, modes in report["results"].items():
-        for mode, data in modes.items():
-            s = data["summary"]
-            lines.append(
-                f"| {key[1:]} | {mode} | {fmt(s['ttft_p50_ms'], 0)} | {fmt(s['ttft_p90_ms'], 0)} | "
-                f"{fmt(s['total_p50_ms'], 0)} | {fmt(s['total_p90_ms'], 0)} |"
-            )
-    return "\n".join([*lines, ""])
+    head = ["# Streamed critiques (tiny profile)", "", *header_markdown(report), "", request, TTFT_NOTE, ""]
+    return "\n".join([*head, TABLE_HEAD, "|---:|---|---:|---:|---:|---:|", *rows, ""])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=12, help="rounds per mode and concurrency")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--smoke", action="store_true", help="2 rounds of 32 tokens: the same code in seconds")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for stream-critique.json and .md")
     args = parser.parse_args()
