@@ -37,7 +37,7 @@ class CritiqueDelta(BaseModel):
     """The data of a `delta` event."""
 
     text: str = Field(description="The text written since the last delta; all deltas together are the answer's text.")
-    tokens: int = Field(description="Tokens the answer's row has generated so far (of a segmented critique: its summary).")
+    tokens: int = Field(description="Tokens the answering row has generated so far (with segments: the summary).")
 
 
 class StreamError(ErrorResponse):
