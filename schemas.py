@@ -461,6 +461,14 @@ class CritiqueRequest(CritiqueParams, PublicRequest):
         "`segments` critiques overlapping segments of it together and summarises them in one more pass "
         "(the response lists the segments).",
     )
+    stream: bool = Field(
+        False,
+        description="Answer `text/event-stream` (also with `Accept: text/event-stream`): `delta` events "
+        '(`{"text": ..., "tokens": ...}`, the text written since the last one) while the answer is decoded, then '
+        "one `result` event holding what `stream: false` answers (or an `error` event: the error body with its "
+        "`status`). The deltas together are the answer's `text` (with `output: json`, the JSON as decoded; "
+        "`structured` carries it validated). /critique only: a job's events carry its text so far.",
+    )
 
     @property
     def uploads(self) -> list[tuple[Literal["audio", "reference"], Path]]:
@@ -498,6 +506,7 @@ class RunnerProgress(BaseModel):
     done: int = 0
     total: int = 0
     fraction: float = Field(0.0, ge=0.0, le=1.0)  # of this runner job, never decreasing while it runs
+    text: str | None = None  # a decoding critique's text so far: a prefix of its final text (runners/music_flamingo.py)
 
 
 class RunnerLimits(BaseModel):

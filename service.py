@@ -38,6 +38,7 @@ from core.work import Answer, ProgressTarget, Work
 from front.access import AccessGuard, OpenPaths
 from front.admission import Admission, QuotaSettings, RunnerRoom
 from front.body_pace import BodyPace
+from front.critique_stream import critique_stream, wants_stream
 from front.critique_work import CritiquePlan, SegmentSettings, critique_problem, decode_clips
 from front.docs_page import DocsPage
 from front.edge import EdgeGuard
@@ -86,6 +87,7 @@ AudioFile = Annotated[Path, ContentType("audio/wav")]
 DELIVERY_FIELDS = frozenset(DeliveryParams.model_fields)
 
 compat.install_all()  # library patches (compat/), installed once per process even where a runner module did it first
+STREAM_IN_A_JOB = "a job is not streamed: its events (GET /jobs/{id}/events) carry the text so far"
 JOB_ROUTES = JobRoutes()  # /jobs/{job_id}...: status, events, result, cancel (the manager is set at start-up)
 
 
@@ -95,6 +97,13 @@ def draw_seed(request: DeliveryParams | CritiqueRequest) -> int:
 
 def upload_error(error: AudioInputError) -> JSONResponse:
     return error_response(kind_of_status(error.status), error.message, field=error.field)
+
+
+def with_status(answer: Answer, ctx: bentoml.Context) -> Answer:
+    """An API that takes the context is answered with the context's status, whatever its response says."""
+    if isinstance(answer, Response):
+        ctx.response.status_code = answer.status_code
+    return answer
 
 
 async def run(preparing: Awaitable[Work | JSONResponse]) -> Answer:
@@ -170,11 +179,20 @@ class AudioStudio:
         return await run(self._transformation(request, as_json=True))
 
     @bentoml.api(route="/critique")
-    @answers_503_when_a_runner_is_down
-    async def critique(self, request: CritiqueRequest, /) -> CritiqueResponse:
+    async def critique(self, request: CritiqueRequest, /, ctx: bentoml.Context) -> CritiqueResponse:
         """Listen to a recording (and optionally a reference) and answer in text: teaching feedback,
-        description, key, tempo, comparison (multipart/form-data)."""
-        return await run(self._critique_work(request))
+        description, key, tempo, comparison (multipart/form-data). With `stream=true` (or `Accept:
+        text/event-stream`) the text comes as Server-Sent Events while it is written, the whole answer last."""
+        return with_status(await self._critique(request, ctx.request.headers.get("accept", "")), ctx)
+
+    @answers_503_when_a_runner_is_down
+    async def _critique(self, request: CritiqueRequest, accept: str) -> Answer:
+        work = await self._critique_work(request)
+        if isinstance(work, JSONResponse):  # input errors are plain answers, streamed or not
+            return work
+        if wants_stream(request.stream, accept):
+            return critique_stream(work)
+        return await work.run()
 
     # ---- the same work as jobs (jobs/): 202 at once, then status, events, result, cancel under /jobs/{id} ----
 
@@ -201,6 +219,8 @@ class AudioStudio:
     @bentoml.api(route="/jobs/critique")
     async def submit_critique(self, request: CritiqueRequest, /, ctx: bentoml.Context) -> JobStatus:
         """Submit /critique's request as a job (multipart/form-data); its result is /critique's JSON."""
+        if request.stream:
+            return with_status(error_response("invalid_input", STREAM_IN_A_JOB, field="stream"), ctx)
         return await self._submit(self._critique_work(request), ctx)
 
     # ---- the steps behind the routes -----------------------------------------------
@@ -219,8 +239,7 @@ class AudioStudio:
             response = error_response("unavailable", str(error))
         except JobRefusal as refusal:
             response = refusal_response(refusal)
-        ctx.response.status_code = response.status_code  # BentoML answers with the context's status
-        return response
+        return with_status(response, ctx)
 
     async def _generation(self, request: GenerateRequest, as_json: bool) -> Work | JSONResponse:
         refusal = family_refusal(request.model.value, "generate", request.duration, "duration")

@@ -42,6 +42,7 @@ SMOKE: dict[str, list[str]] = {
     "runner_cpu.py": ["--smoke"],
     "serving.py": ["--smoke"],
     "soak.py": ["--minutes", "0.2"],
+    "stream_critique.py": ["--smoke"],
     "studio.py": ["--quick"],
 }
 

@@ -28,7 +28,8 @@ class ProgressTarget:
 
     Work of several runner calls moves it from stage to stage (front/studio.py), so progress keeps moving. A stage
     may name the phase the job reads while it runs, whatever the followed runner job's own: the critic's rows
-    ranking a generation are `ranking`, not `queued` while they wait for their batch.
+    ranking a generation are `ranking`, not `queued` while they wait for their batch. `answer`: the followed runner
+    job writes the answer's text, so its text so far is the job's (a critique's summarising pass, not its segments).
     """
 
     job_id: str
@@ -36,6 +37,7 @@ class ProgressTarget:
     progress: ProgressCall
     span: tuple[float, float] = (0.0, 1.0)
     phase: ProgressPhase | None = None
+    answer: bool = True
 
     def move(
         self,
@@ -44,8 +46,10 @@ class ProgressTarget:
         progress: ProgressCall,
         span: tuple[float, float],
         phase: ProgressPhase | None = None,
+        answer: bool = True,
     ) -> None:
-        self.job_id, self.runner, self.progress, self.span, self.phase = job_id, runner, progress, span, phase
+        self.job_id, self.runner, self.progress, self.span = job_id, runner, progress, span
+        self.phase, self.answer = phase, answer
 
     def renamed(self, new_ids: dict[str, str]) -> None:
         """The runner job followed was sent again under a new id (core/runner_calls.py): follow the new attempt."""

@@ -66,6 +66,14 @@ SECURITY_SCHEMES = {
 }
 KEYED = [{"bearerKey": []}, {"headerKey": []}]
 FORM_MEDIA_TYPE = "multipart/form-data"
+EVENT_STREAM = "text/event-stream"
+# Routes that answer an event stream when asked (`stream: true` or `Accept: text/event-stream`), and how.
+STREAMED_ROUTES = {
+    "/critique": "The critique as JSON; or, streamed, `text/event-stream`: `delta` events (data: "
+    '`{"text": <text since the last delta>, "tokens": <tokens so far>}`) while it is written, then one `result` '
+    "event (data: this CritiqueResponse JSON) or one `error` event (data: the ErrorResponse with its `status`). "
+    "Errors found before the model runs are answered as plain JSON errors, not streamed.",
+}
 # Documents routes BentoML cannot see, given the document, its component schemas and whether keys are on.
 Fragment = Callable[[dict[str, Any], dict[str, Any], bool], None]
 
@@ -310,6 +318,9 @@ def fix_post(path: str, operation: dict[str, Any], schemas: dict[str, Any], keye
     else:
         for media in content.values():
             media["schema"] = component_ref(media["schema"], schemas)
+    if path in STREAMED_ROUTES:
+        ok["description"] = STREAMED_ROUTES[path]
+        content[EVENT_STREAM] = {"schema": {"type": "string"}}
     for status in ERROR_STATUSES + (KEYED_ERROR_STATUSES if keyed else ()):
         response: dict[str, Any] = {
             "description": error_description(status, form),

@@ -108,7 +108,7 @@ async def critique_in_segments(
 
     Progress follows the first segment (its batch decodes all of them together), then the summarising row.
     """
-    target.move(rows[0].job_id, MUSIC_FLAMINGO.name, flamingo.progress, (0.0, SEGMENTS_SHARE))
+    target.move(rows[0].job_id, MUSIC_FLAMINGO.name, flamingo.progress, (0.0, SEGMENTS_SHARE), answer=False)
     segments = await run_jobs(MUSIC_FLAMINGO.name, flamingo.critique, flamingo.cancel, rows, target.renamed)
     failed = next((outcome for outcome in segments if outcome.error is not None), None)
     if failed is not None:
@@ -172,7 +172,9 @@ async def rank_by_critic(
     if outcome.error is not None:
         return outcome
     jobs = critic_jobs(prompt, outcome, limits)
-    target.move(jobs[0].job_id, MUSIC_FLAMINGO.name, flamingo.progress, (1.0 - CRITIC_SHARE, 1.0), "ranking")
+    target.move(
+        jobs[0].job_id, MUSIC_FLAMINGO.name, flamingo.progress, (1.0 - CRITIC_SHARE, 1.0), "ranking", answer=False
+    )
     verdicts = await run_jobs(MUSIC_FLAMINGO.name, flamingo.critique, flamingo.cancel, jobs, target.renamed)
     failed = next((v.error for v in verdicts if v.error is not None), None)
     if failed is not None:

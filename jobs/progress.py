@@ -21,9 +21,11 @@ def progress_of(
     before: JobProgress,
     span: tuple[float, float] = (0.0, 1.0),
     phase: ProgressPhase | None = None,
+    answer: bool = True,
 ) -> JobProgress:
     """The runner's report as job progress within `span` of the job's scale, read as `phase` where the stage names
-    one (core/work.py's ProgressTarget); the fraction never goes back."""
+    one (core/work.py's ProgressTarget); the fraction never goes back. The runner job's text so far is shown when
+    it writes the job's `answer`."""
     low, high = span
     phase = phase or update.phase
     return JobProgress(
@@ -33,6 +35,7 @@ def progress_of(
         total=update.total,
         fraction=max(before.fraction, low + (high - low) * update.fraction),
         queue_position=0 if phase == "queued" else None,
+        text=update.text if answer else None,
     )
 
 
@@ -51,6 +54,6 @@ async def follow(runner: str, jobs: list[LocalJob]) -> None:
         status = local.record.status
         if not local.record.active:
             continue
-        local.update(progress=progress_of(update, status.progress, target.span, target.phase))
+        local.update(progress=progress_of(update, status.progress, target.span, target.phase, target.answer))
         if update.phase != "queued" and status.state == "queued":
             local.update(state="running", started_at=now())

@@ -38,6 +38,12 @@ class JobProgress(BaseModel):
         description="While queued: jobs ahead of this one in the front's job queue (0: sent to the runner, "
         "waiting for a batch).",
     )
+    text: str | None = Field(
+        None,
+        description="A critique while it decodes: the text written so far, a prefix of the result's text (with "
+        "`output: json`, of the JSON as decoded; with `long_audio: segments`, of the summarising pass). Absent "
+        "otherwise.",
+    )
 
 
 class JobLinks(BaseModel):

@@ -59,6 +59,7 @@ MAX_CLIPS = 2  # performance, optional reference
 UNQUANTIZED_MODULES = ["audio_tower", "multi_modal_projector", "lm_head"]  # see models/memory.py
 BITSANDBYTES_ON_CPU = ("bnb-int8",)  # transformers' LLM.int8 runs on a CPU; NF4 does not here
 CPU_MEMORY_GIB = 1024  # what a split placement may put in CPU memory: the host's own limit decides
+REPLACEMENT_CHARACTER = "\ufffd"  # what decoding shows for the bytes of a character not yet complete
 MIN_CLIP_SECONDS = 0.1  # under 30 ms a clip encodes to zero audio tokens and breaks the model's span bookkeeping
 
 # Measured on this project's CPU (torch 2.13, fp32), see tests/unit/test_music_flamingo_engine.py:
@@ -216,14 +217,19 @@ class PerRowSampler(LogitsProcessor):
         return scores
 
 
-class RowsStopped(StoppingCriteria):
-    """Finish the rows `stopped()` names (their client is gone); when every row is finished, `generate` ends."""
+Stopped = Callable[[torch.Tensor], list[bool]]  # given the new tokens so far (rows x steps, on the model's device)
 
-    def __init__(self, stopped: Callable[[], list[bool]], device: torch.device) -> None:
-        self.stopped, self.device = stopped, device
+
+class RowsStopped(StoppingCriteria):
+    """Once per decoding step: show `stopped` the new tokens so far (a view, not a copy: it reads them to the host
+    only when it wants their text) and finish the rows it names (their client is gone); when every row is
+    finished, `generate` ends."""
+
+    def __init__(self, stopped: Stopped, prompt_length: int, device: torch.device) -> None:
+        self.stopped, self.prompt_length, self.device = stopped, prompt_length, device
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        return torch.tensor(self.stopped(), device=self.device)
+        return torch.tensor(self.stopped(input_ids[:, self.prompt_length :]), device=self.device)
 
 
 class PerRowBudget(StoppingCriteria):
@@ -390,12 +396,10 @@ class MusicFlamingoEngine:
         return int(self.process([self.conversation(job)], None)["attention_mask"].sum())
 
     @torch.no_grad()
-    def generate(
-        self, jobs: list[CritiqueJob], stopped: Callable[[], list[bool]] | None = None
-    ) -> list[CritiqueOutput]:
+    def generate(self, jobs: list[CritiqueJob], stopped: Stopped | None = None) -> list[CritiqueOutput]:
         """Answer all `jobs` with one `generate` call; each job gets only its own new tokens.
 
-        `stopped` names, per job, the rows to finish early (checked at every token).
+        `stopped` sees the new tokens at every step and names, per job, the rows to finish early.
         """
         for job in jobs:
             self.check(job)
@@ -416,7 +420,7 @@ class MusicFlamingoEngine:
         clock = FirstTokenClock()
         stopping = StoppingCriteriaList([clock, PerRowBudget(prompt_length, budgets, self.device)])
         if stopped is not None:
-            stopping.append(RowsStopped(stopped, self.device))
+            stopping.append(RowsStopped(stopped, prompt_length, self.device))
         started = time.time_ns()
         cache = {} if self.decoding == "dynamic" else {"cache_implementation": "static"}
         sequences = self.model.generate(
@@ -439,7 +443,7 @@ class MusicFlamingoEngine:
             tokens = self.own_tokens(new_tokens[i, : job.max_new_tokens].tolist())
             outputs.append(
                 CritiqueOutput(
-                    text=self.processor.tokenizer.decode(tokens, skip_special_tokens=True),
+                    text=self.decode(tokens),
                     tokens_generated=len(tokens),
                     prompt_tokens=int(prompt_tokens[i]),
                     token_ids=tuple(tokens),
@@ -449,6 +453,18 @@ class MusicFlamingoEngine:
                 )
             )
         return outputs
+
+    def decode(self, tokens: list[int]) -> str:
+        """A row's text: its own tokens, special tokens (the end of turn) left out."""
+        return self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def text_so_far(self, tokens: list[int], budget: int) -> tuple[str, int]:
+        """The text of a row still being decoded and how many of its own tokens it holds: decoded as its final
+        text is, so the text is a prefix of the final text, less a trailing character whose bytes have not all
+        come yet (byte-level BPE splits characters across tokens; the tokenizer shows a partial one as U+FFFD).
+        `tokens`: the row's new tokens so far, padding included; `budget`: its max_new_tokens."""
+        own = self.own_tokens(tokens[:budget])
+        return self.decode(own).rstrip(REPLACEMENT_CHARACTER), len(own)
 
     def own_tokens(self, tokens: list[int]) -> list[int]:
         """A row's tokens up to and including its first end token; what follows is padding."""

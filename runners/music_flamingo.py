@@ -57,6 +57,45 @@ def engine_job(job: CritiqueJob) -> EngineJob:
     )
 
 
+# How often a decoding row's text so far is read for the progress board (and so for streamed critiques): every
+# this many tokens, and after this long at most when tokens come slowly.
+TEXT_EVERY_TOKENS = 4
+TEXT_EVERY_S = 0.25
+
+
+class WrittenSoFar:
+    """The text each row of a `generate` call has written so far, read from its new tokens now and then.
+
+    Reading the tokens copies them to the host; on an accelerator that waits for the step, as `generate` does at
+    every step anyway (it asks whether any row is unfinished), so it adds no synchronisation. Only the tokens not
+    read before are copied. The text is decoded as the final text is (models/music_flamingo.py `text_so_far`).
+    """
+
+    def __init__(self, engine: MusicFlamingoEngine, jobs: list[EngineJob]) -> None:
+        self.engine, self.budgets = engine, [job.max_new_tokens for job in jobs]
+        self.tokens: list[list[int]] = [[] for _ in jobs]  # each row's new tokens read so far, padding included
+        self.texts: list[str | None] = [None] * len(jobs)
+        self.counts = [0] * len(jobs)  # each row's own tokens (to its end of turn) in the tokens read
+        self.steps = self.read_steps = 0
+        self.read_at = time.monotonic()
+
+    def step(self, new_tokens: torch.Tensor) -> None:
+        self.steps += 1
+        due = self.steps - self.read_steps >= TEXT_EVERY_TOKENS or time.monotonic() - self.read_at >= TEXT_EVERY_S
+        if self.read_steps and not due:  # the first token is read at once: the first text comes early
+            return
+        for row, fresh in zip(self.tokens, new_tokens[:, len(self.tokens[0]) :].tolist(), strict=True):
+            row.extend(fresh)
+        for i, (row, budget) in enumerate(zip(self.tokens, self.budgets, strict=True)):
+            self.texts[i], self.counts[i] = self.engine.text_so_far(row, budget)
+        self.read_steps, self.read_at = self.steps, time.monotonic()
+
+    def done(self, row: int) -> int:
+        """Tokens the row has generated: its own count once it has ended, else one per step up to its budget."""
+        ended = self.counts[row] < min(len(self.tokens[row]), self.budgets[row])
+        return self.counts[row] if ended else min(self.steps, self.budgets[row])
+
+
 @bentoml.service(name="music-flamingo-runner", **RUNNER_CONFIG)
 class MusicFlamingoRunner:
     weights = declare_weights(SETTINGS, MUSIC_FLAMINGO.settings.checkpoint)
@@ -112,7 +151,7 @@ class MusicFlamingoRunner:
 
     @bentoml.api
     async def progress(self, job_ids: list[str]) -> list[RunnerProgress]:
-        """Phase and tokens decoded of these jobs (`queued` while still in the batcher's queue)."""
+        """Phase, tokens decoded and text written so far of these jobs (`queued` while still in the batcher's queue)."""
         return self.board.read(job_ids)
 
     @bentoml.api(
@@ -140,13 +179,12 @@ class MusicFlamingoRunner:
         def run(group: list[EngineJob]) -> list[CritiqueOutput]:
             for job in group:
                 self.board.set(job.job_id, "prefill", 0, job.max_new_tokens)
-            tokens = 0
+            written = WrittenSoFar(self.engine, group)
 
-            def stopped() -> list[bool]:  # called once per decoding step: counts the tokens for the progress board
-                nonlocal tokens
-                tokens += 1
-                for job in group:
-                    self.board.set(job.job_id, "decoding", min(tokens, job.max_new_tokens), job.max_new_tokens)
+            def stopped(new_tokens: torch.Tensor) -> list[bool]:  # once per decoding step: progress and text so far
+                written.step(new_tokens)
+                for i, job in enumerate(group):
+                    self.board.set(job.job_id, "decoding", written.done(i), job.max_new_tokens, written.texts[i])
                 return [job.job_id in self.cancelled for job in group]
 
             return self.engine.generate(group, stopped=stopped)

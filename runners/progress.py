@@ -37,12 +37,14 @@ class PhaseScale:
     spans: Mapping[ProgressPhase, Span]
     units: Mapping[ProgressPhase, ProgressUnit] = field(default_factory=dict)
 
-    def place(self, job_id: str, phase: ProgressPhase, done: int = 0, total: int = 0) -> RunnerProgress:
+    def place(
+        self, job_id: str, phase: ProgressPhase, done: int = 0, total: int = 0, text: str | None = None
+    ) -> RunnerProgress:
         low, high = ENDS.get(phase) or self.spans.get(phase, (0.0, 0.0))
         share = done / total if total else 0.0
         fraction = min(1.0, low + (high - low) * share)
         return RunnerProgress(
-            job_id=job_id, phase=phase, unit=self.units.get(phase), done=done, total=total, fraction=fraction
+            job_id=job_id, phase=phase, unit=self.units.get(phase), done=done, total=total, fraction=fraction, text=text
         )
 
 
@@ -64,9 +66,10 @@ class ProgressBoard:
         self.scale = scale
         self.remembered = remembered
 
-    def set(self, job_id: str, phase: ProgressPhase, done: int = 0, total: int = 0) -> None:
+    def set(self, job_id: str, phase: ProgressPhase, done: int = 0, total: int = 0, text: str | None = None) -> None:
+        """`text`: what a decoding job has written so far (a finished job's answer is in its outcome, not here)."""
         with self._lock:
-            self._jobs[job_id] = self.scale.place(job_id, phase, done, total)
+            self._jobs[job_id] = self.scale.place(job_id, phase, done, total, text)
             self._jobs.move_to_end(job_id)
             while len(self._jobs) > self.remembered:
                 self._jobs.popitem(last=False)

@@ -113,6 +113,9 @@ def test_every_post_route_declares_its_errors_and_media_types(document: dict[str
             assert ok["headers"]["X-Profile"]["schema"]["enum"] == ["full", "tiny"]
             assert ok["headers"]["X-Clap-Score"]["required"] is False
             assert ok["headers"]["X-Critic-Score"]["required"] is False
+        elif path == "/critique":  # JSON, or streamed as Server-Sent Events
+            assert set(ok["content"]) == {"application/json", "text/event-stream"}, path
+            assert "`delta`" in ok["description"] and "`result`" in ok["description"]
         else:
             assert set(ok["content"]) == {"application/json"}, path
         body_types = set(operation["requestBody"]["content"])

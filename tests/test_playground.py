@@ -112,7 +112,7 @@ def test_transform_an_uploaded_file(browser: Browser, server: str, tmp_path: Pat
 
 def test_critique_an_uploaded_file_shows_text(browser: Browser, server: str, tmp_path: Path) -> None:
     page = upload_and_submit(browser, server, tmp_path, "critique", 4.0, {"#c-tokens": "16"})
-    page.wait_for_selector("#critique .answer:not(:empty)")
+    page.wait_for_selector("#critique .answer:not(:empty):not(.writing)")  # the answer, not its text so far
     assert "audio: 4.0 s" in page.inner_text("#critique .answer")
     screenshot(page, "critique")
 

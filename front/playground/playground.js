@@ -90,6 +90,8 @@ async function runJob(form, panel) {
   cancel.addEventListener("click", () => call(`/jobs/${accepted.id}/cancel`, { method: "POST" }));
   box.append(bar, text, cancel);
   const started = performance.now();
+  const writing = panel.querySelector(".answer"); // a critique's text so far shows there while it is written
+  if (writing) writing.textContent = "";
   let status = accepted;
   while (!FINAL.has(status.state)) {
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
@@ -98,8 +100,16 @@ async function runJob(form, panel) {
     status = await response.json();
     bar.value = status.progress.fraction;
     text.textContent = describe(status, (performance.now() - started) / 1000);
+    if (writing && status.progress.text) {
+      writing.classList.add("writing");
+      writing.textContent = status.progress.text;
+    }
   }
   cancel.remove();
+  if (writing) {
+    writing.classList.remove("writing");
+    writing.textContent = "";
+  }
   if (status.state !== "succeeded") {
     text.textContent = status.state === "cancelled" ? "Cancelled." : "";
     if (status.error) showError(form, status.error, "the job failed");

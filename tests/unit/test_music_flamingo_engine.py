@@ -304,6 +304,6 @@ def test_a_row_whose_sampling_meets_nan_ends_alone(engine: MusicFlamingoEngine) 
 
 def test_stopped_rows_finish_at_the_next_token_and_leave_the_others_alone(engine: MusicFlamingoEngine) -> None:
     jobs = [job("keep going", max_new_tokens=16), job("stop me", max_new_tokens=16)]
-    batched = engine.generate(jobs, stopped=lambda: [False, True])
+    batched = engine.generate(jobs, stopped=lambda new_tokens: [False, True])
     assert set(batched[1].token_ids[1:]) <= {engine.pad_token_id}  # finished after its first token: padding
     assert batched[0] == alone(engine, jobs[0])
