@@ -64,6 +64,12 @@ def test_every_api_as_a_job_and_synchronously(server: str, tmp_path: Path) -> No
         assert critique.text == client.critique(clip, preset="key", max_new_tokens=4, job=False).text
         assert critique.tokens_generated >= 1 and critique.raw["preset"] == "key"
 
+        sampled = {"preset": "describe", "max_new_tokens": 24, "do_sample": True, "seed": 11}
+        stream = client.stream_critique(clip, **sampled)
+        pieces = list(stream)
+        assert stream.result is not None and "".join(pieces) == stream.result.text
+        assert stream.result.text == client.critique(clip, job=False, **sampled).text
+
 
 def test_async_client_cancels_a_running_job(server: str) -> None:
     async def scenario() -> None:
