@@ -213,7 +213,9 @@ class CritiquePlan:
         }
         if not self.segmented:
             return Work(**common, render=functools.partial(self.respond, segments=[]))
-        target = ProgressTarget(rows[0].job_id, MUSIC_FLAMINGO.name, flamingo.progress)
+        # Not the answer's row until the summarising pass: a stream read before the first stage moved the target
+        # would send a segment's text as the answer's.
+        target = ProgressTarget(rows[0].job_id, MUSIC_FLAMINGO.name, flamingo.progress, answer=False)
         return Work(
             **common,
             render=lambda run: self.respond(run.final, run.segments),

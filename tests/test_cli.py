@@ -469,7 +469,7 @@ def test_pip_install_gives_the_console_script_and_only_the_cli(tmp_path: Path) -
     install = [venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index"]
     subprocess.run([*install, "--quiet", str(source)], check=True, cwd=tmp_path, timeout=120)
     installed = {p.name for p in site.iterdir()} - {"dev-venv.pth", "__pycache__"}
-    assert installed == {"audio_studio_client", "audio_studio_cli", "audio_studio-0.1.0.dist-info"}, installed
+    assert installed == {"audio_studio", "audio_studio_cli", "audio_studio-0.1.0.dist-info"}, installed
     done = subprocess.run([venv / "bin" / "audio-studio", "--help"], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0 and "exit codes:" in done.stdout, done.stderr
 

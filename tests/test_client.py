@@ -1,4 +1,4 @@
-"""The Python client package (cli/audio_studio_client) against a real tiny-profile server: every API as a job and
+"""The Python client package (cli/audio_studio) against a real tiny-profile server: every API as a job and
 synchronously, progress in order, cancel, a 429 with its Retry-After, an event stream resumed after a cut, and
 the examples of docs/client.md run as written."""
 
@@ -22,7 +22,7 @@ from tests.conftest import Secured
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cli"))
 
-from audio_studio_client import (
+from audio_studio import (
     ApiError,
     AsyncClient,
     Audio,
@@ -107,13 +107,12 @@ def test_refusals_carry_the_kind_the_field_and_retry_after(secured: Secured) -> 
 
 
 class CuttingProxy:
-    """A TCP proxy to the server that cuts a connection `cut_after_s` after it carried a job event stream's
-    request, as a restarting ingress would; other requests pass untouched."""
+    """A TCP proxy to the server that cuts a connection as soon as it carried one job status event, as a
+    restarting ingress would; other requests pass untouched."""
 
-    def __init__(self, upstream: str, cut_after_s: float) -> None:
+    def __init__(self, upstream: str) -> None:
         host, port = upstream.removeprefix("http://").split(":")
         self.upstream = (host, int(port))
-        self.cut_after_s = cut_after_s
         self.cuts = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
@@ -126,32 +125,26 @@ class CuttingProxy:
             except OSError:
                 return
             upstream = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pipe, args=(upstream, downstream), daemon=True).start()
+            threading.Thread(target=self._answers, args=(upstream, downstream), daemon=True).start()
             threading.Thread(target=self._requests, args=(downstream, upstream), daemon=True).start()
 
-    def _requests(self, downstream: socket.socket, upstream: socket.socket) -> None:
-        try:
+    @staticmethod
+    def _requests(downstream: socket.socket, upstream: socket.socket) -> None:
+        with contextlib.suppress(OSError):
             while data := downstream.recv(65536):
                 upstream.sendall(data)
-                if b"/events HTTP/1.1" in data:
-                    threading.Timer(self.cut_after_s, self._cut, (downstream, upstream)).start()
-        except OSError:
-            pass
 
-    def _cut(self, *ends: socket.socket) -> None:
-        self.cuts += 1
-        for end in ends:
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-            end.close()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
+    def _answers(self, upstream: socket.socket, downstream: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                downstream.sendall(data)
+                if b"event: status" in data:
+                    self.cuts += 1
+                    for end in (downstream, upstream):
+                        with contextlib.suppress(OSError):
+                            end.shutdown(socket.SHUT_RDWR)
+                        end.close()
+                    return
 
     def close(self) -> None:
         self.listener.close()
@@ -159,7 +152,7 @@ class CuttingProxy:
 
 @pytest.fixture
 def cutting_proxy(server: str) -> Iterator[CuttingProxy]:
-    proxy = CuttingProxy(server, cut_after_s=0.5)
+    proxy = CuttingProxy(server)
     yield proxy
     proxy.close()
 

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from audio_studio import Audio, Client, Critique, Job
 from audio_studio_cli.exits import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, CliError
 from audio_studio_cli.progress import JobProgress
-from audio_studio_client import Audio, Client, Critique, Job
 
 FORMATS = ("wav", "flac", "mp3", "opus")
 SLUG_CHARS = 48

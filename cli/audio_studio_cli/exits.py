@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from audio_studio_client import ApiError, JobCancelled
+from audio_studio import ApiError, JobCancelled
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a server fault (5xx), a failed or cancelled job, or anything else unexpected

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from audio_studio import ApiError, Client
+from audio_studio.asynchronous import DEFAULT_TIMEOUT_S, DEFAULT_URL, client_version
 from audio_studio_cli import commands
 from audio_studio_cli.exits import EXIT_BAD_INPUT, EXIT_CANCELLED, CliError, from_api
 from audio_studio_cli.limits import span
-from audio_studio_client import ApiError, Client
-from audio_studio_client.asynchronous import DEFAULT_TIMEOUT_S, DEFAULT_URL, client_version
 
 CANCELLED = "cancelled: stopped waiting"
 

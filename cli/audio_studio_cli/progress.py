@@ -11,7 +11,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from audio_studio_client import JobStatus
+from audio_studio import JobStatus
 
 PLAIN_EVERY_S = 2.0  # without a terminal, at most one line this often: a CI log stays readable
 

@@ -1,10 +1,10 @@
 """A Python client of the audio-studio HTTP API (HTTP only: httpx, no torch). Sync and async, every API
 synchronously or as a job with progress, critiques streamed as they are written. Guide: docs/client.md."""
 
-from audio_studio_client.asynchronous import AsyncClient, AsyncCritiqueStream, AsyncJob
-from audio_studio_client.errors import ApiError, JobCancelled, JobFailed, ServerUnreachable
-from audio_studio_client.results import Audio, Critique, JobStatus, Progress
-from audio_studio_client.synchronous import Client, CritiqueStream, Job
+from audio_studio.asynchronous import AsyncClient, AsyncCritiqueStream, AsyncJob
+from audio_studio.errors import ApiError, JobCancelled, JobFailed, ServerUnreachable
+from audio_studio.results import Audio, Critique, JobStatus, Progress
+from audio_studio.synchronous import Client, CritiqueStream, Job
 
 __all__ = [
     "ApiError",

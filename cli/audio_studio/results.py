@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from audio_studio_client.errors import ApiError
+from audio_studio.errors import ApiError
 
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 FORMAT_OF_MEDIA_TYPE = {"audio/wav": "wav", "audio/flac": "flac", "audio/mpeg": "mp3", "audio/ogg": "opus"}

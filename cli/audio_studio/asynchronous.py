@@ -15,9 +15,9 @@ from typing import IO, Any
 
 import httpx
 
-from audio_studio_client.errors import ApiError, JobCancelled, JobFailed, ServerUnreachable
-from audio_studio_client.results import Audio, Critique, JobStatus
-from audio_studio_client.sse import server_sent
+from audio_studio.errors import ApiError, JobCancelled, JobFailed, ServerUnreachable
+from audio_studio.results import Audio, Critique, JobStatus
+from audio_studio.sse import server_sent
 
 DEFAULT_URL = "http://localhost:3000"
 DEFAULT_TIMEOUT_S = 900.0  # the server's own request timeout

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
-from audio_studio_client.asynchronous import (
+from audio_studio.asynchronous import (
     DEFAULT_TIMEOUT_S,
     DEFAULT_URL,
     AsyncClient,
@@ -18,7 +18,7 @@ from audio_studio_client.asynchronous import (
     OnProgress,
     Upload,
 )
-from audio_studio_client.results import Audio, Critique, JobStatus
+from audio_studio.results import Audio, Critique, JobStatus
 
 T = TypeVar("T")
 
