@@ -73,7 +73,7 @@ AUDIOLDM2 = Family(
     settings_class=DiffusionSettings,
     features=frozenset({"generate", "transform", "long_form", "clap_ranking"}),
     sample_rate=16_000,
-    routes=("/generate", "/generate/json", "/transform", "/transform/json"),
+    routes=("/generate", "/generate/json", "/transform", "/transform/json", "/v1/audio/generate"),
 )
 AUDIOLDM = Family(
     name="audioldm",
@@ -92,7 +92,7 @@ MUSIC_FLAMINGO = Family(
     settings_class=MusicFlamingoSettings,
     features=frozenset({"critique"}),
     sample_rate=16_000,
-    routes=("/critique",),
+    routes=("/critique", "/v1/chat/completions"),
 )
 FAMILIES: tuple[Family, ...] = (AUDIOLDM2, AUDIOLDM, MUSIC_FLAMINGO)
 GENERATORS: tuple[Family, ...] = tuple(family for family in FAMILIES if "generate" in family.features)

@@ -476,6 +476,14 @@ class CritiqueRequest(CritiqueParams, PublicRequest):
         return [("audio", path) for path in self.audio] + [("reference", path) for path in self.reference]
 
 
+class ChatTurn(BaseModel):
+    """One turn of a conversation sent to the Music Flamingo runner (the OpenAI-compatible route's messages)."""
+
+    role: Literal["user", "assistant"]
+    text: str
+    clips: int = Field(0, ge=0, description="How many of the job's clips, in order, this turn carries.")
+
+
 class CritiqueJob(GenerationSettings, RunnerJob):
     """One critique as the Music Flamingo runner receives it."""
 
@@ -485,6 +493,8 @@ class CritiqueJob(GenerationSettings, RunnerJob):
     clips_f32le: list[bytes] = Field(description="0 to 2 clips, mono float32 little-endian at 16 kHz, in order.")
     seed: int = Field(ge=0, le=MAX_SEED)
     json_schema: str | None = Field(None, description="Decode under this JSON schema's grammar; None: free text.")
+    turns: list[ChatTurn] = Field([], description="A conversation, the last turn the user's; empty: one user turn.")
+    stop: list[str] = Field([], description="End the row once its text holds one of these.")
 
     @property
     def clips(self) -> list[np.ndarray]:
@@ -520,6 +530,7 @@ class RunnerLimits(BaseModel):
 class CritiqueOutcome(BaseModel):
     text: str | None = None
     closed_early: bool = False  # structured output: the token budget ran short and the JSON was closed early
+    end_of_turn: bool = False  # the row ended with its end-of-turn token (else: its budget, a stop string or a cancel)
     tokens_generated: int = 0
     prompt_tokens: int = 0
     error: JobError | None = None
@@ -559,6 +570,7 @@ class CritiqueResponse(BaseModel):
     audio_seconds: list[ClipUsage] = Field(description="One entry per uploaded clip, in order.")
     truncated: bool = Field(description="True when any clip was cut to the model's per-clip limit.")
     tokens_generated: int
+    prompt_tokens: int = Field(description="Prompt tokens of every row the answer took, its audio's included.")
     seed: int
     timings: Timings
 

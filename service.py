@@ -17,6 +17,7 @@ import quiet_imports  # noqa: F401  # before torch's libraries: their harmless i
 import dataclasses
 import logging
 import secrets
+import tempfile
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -38,11 +39,23 @@ from core.work import Answer, ProgressTarget, Work
 from front.access import AccessGuard, OpenPaths
 from front.admission import Admission, QuotaSettings, RunnerRoom
 from front.body_pace import BodyPace
-from front.critique_stream import critique_stream, wants_stream
-from front.critique_work import CritiquePlan, SegmentSettings, critique_problem, decode_clips
+from front.critique_stream import critique_events, event_stream, wants_stream
+from front.critique_work import Conversation, CritiquePlan, SegmentSettings, critique_problem, decode_clips
 from front.docs_page import DocsPage
 from front.edge import EdgeGuard
 from front.families import FAMILY_OF, ModelsRoute, family_refusal
+from front.openai_api.audio import generate_request
+from front.openai_api.chat import CHAT_BODY_LIMIT, completion, completion_chunks, read_chat
+from front.openai_api.errors import OpenAIErrors, Refusal
+from front.openai_api.models import OpenAIModelsRoute, document_openai
+from front.openai_api.protocol import (
+    AUDIO_GENERATE,
+    CHAT_COMPLETIONS,
+    MODELS,
+    AudioGenerateRequest,
+    ChatCompletion,
+    ChatCompletionRequest,
+)
 from front.openapi import FILE_HEADERS, OpenAPIDocument
 from front.playground import PATH as PLAYGROUND_PATH
 from front.playground import playground_app
@@ -191,8 +204,43 @@ class AudioStudio:
         if isinstance(work, JSONResponse):  # input errors are plain answers, streamed or not
             return work
         if wants_stream(request.stream, accept):
-            return critique_stream(work)
+            return event_stream(critique_events(work))
         return await work.run()
+
+    # ---- the OpenAI protocol (front/openai_api/, docs/openai.md): the same runners and batches -------------------
+
+    @bentoml.api(route=CHAT_COMPLETIONS)
+    async def chat_completions(self, request: ChatCompletionRequest, /, ctx: bentoml.Context) -> ChatCompletion:
+        """OpenAI's chat completions, answered by Music Flamingo: text and audio (`input_audio`, or an `audio_url`
+        with a data: URL) in, text out; `stream`, `response_format` (`json_object`, or `json_schema` with your own
+        schema), `stop`, `seed`. Errors in OpenAI's shape."""
+        return with_status(await self._chat(request), ctx)
+
+    @bentoml.api(route=AUDIO_GENERATE)
+    @answers_503_when_a_runner_is_down
+    async def audio_generate(self, request: AudioGenerateRequest, /) -> AudioFile:
+        """vLLM-Omni's text-to-audio route, answered by AudioLDM2 like /generate: the response body is the audio
+        file. Errors in OpenAI's shape."""
+        try:
+            native = generate_request(request)
+        except Refusal as refusal:
+            return refusal.response()
+        return await run(self._generation(native, as_json=False))
+
+    @answers_503_when_a_runner_is_down
+    async def _chat(self, request: ChatCompletionRequest) -> Answer:
+        try:
+            chat = read_chat(request)
+        except Refusal as refusal:
+            return refusal.response()
+        with tempfile.TemporaryDirectory(prefix="audio-studio-chat-") as folder:
+            critique = await anyio.to_thread.run_sync(chat.critique_request, Path(folder))
+            work = await self._critique_work(critique, chat.conversation)
+        if isinstance(work, JSONResponse):
+            return work
+        if request.stream:
+            return event_stream(completion_chunks(work, chat))
+        return await completion(work, chat)
 
     # ---- the same work as jobs (jobs/): 202 at once, then status, events, result, cancel under /jobs/{id} ----
 
@@ -304,7 +352,9 @@ class AudioStudio:
             input_bytes=len(job.samples_f32le) if isinstance(job, TransformJob) else 0,
         )
 
-    async def _critique_work(self, request: CritiqueRequest) -> Work | JSONResponse:
+    async def _critique_work(
+        self, request: CritiqueRequest, conversation: Conversation | None = None
+    ) -> Work | JSONResponse:
         started = time.perf_counter()
         problem = critique_problem(request)
         if problem is not None:
@@ -320,7 +370,7 @@ class AudioStudio:
                 decoding.set_attribute("audio_seconds", sum(clip.seconds for clip in clips))
         except AudioInputError as error:
             return upload_error(error)
-        plan = CritiquePlan(request, clips, draw_seed(request), segments, limits.sample_rate, started)
+        plan = CritiquePlan(request, clips, draw_seed(request), segments, limits.sample_rate, started, conversation)
         return plan.work(self.music_flamingo.to_async)
 
     async def _flamingo_limits(self, cached: bool = True) -> RunnerLimits:
@@ -362,6 +412,7 @@ if SETTINGS.cors_origins:
 OPEN_PATHS = OpenPaths(
     metrics=not SETTINGS.metrics_need_key, docs=not SETTINGS.docs_need_key, ui=not SETTINGS.ui_need_key
 )
+AudioStudio.add_asgi_middleware(OpenAIErrors)  # outermost of ours: /v1's errors from every layer below
 AudioStudio.add_asgi_middleware(TraceIdHeader)
 AudioStudio.add_asgi_middleware(
     AccessGuard, keys_file=SETTINGS.api_keys_file, open_paths=OPEN_PATHS, api_routes=set(ROOM_OF_ROUTE)
@@ -372,6 +423,7 @@ AudioStudio.add_asgi_middleware(
     max_upload_bytes=MAX_UPLOAD_BYTES,
     shutdown_grace_s=SETTINGS.shutdown_grace_s,
     stop_jobs=stop_jobs,
+    json_limits={CHAT_COMPLETIONS: CHAT_BODY_LIMIT},  # its audio comes base64 in the JSON
 )
 AudioStudio.add_asgi_middleware(
     Admission,
@@ -380,11 +432,12 @@ AudioStudio.add_asgi_middleware(
     pace=BodyPace(SETTINGS.body_timeout_s, SETTINGS.body_min_rate_kib_s * 1024),
 )
 AudioStudio.add_asgi_middleware(ModelsRoute)
-label_as_routes(ModelsRoute.PATH)  # BentoML's request metrics: a path of its own, though no route of the router
+AudioStudio.add_asgi_middleware(OpenAIModelsRoute)
+label_as_routes(ModelsRoute.PATH, MODELS)  # BentoML's request metrics: a path of its own, though no route of the router
 AudioStudio.add_asgi_middleware(DocsPage)  # `/`: Swagger UI without BentoML's third-party tag
 AudioStudio.add_asgi_middleware(
     OpenAPIDocument,
     service=AudioStudio,
     open_paths=OPEN_PATHS if SETTINGS.api_keys_file else None,
-    fragments=[document_jobs],  # the mounted job routes, which BentoML does not see
+    fragments=[document_jobs, document_openai],  # what BentoML does not see: the job routes, /v1's error shape
 )

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -104,15 +105,46 @@ def final_row(run: CritiqueOutcome | SegmentedCritique) -> CritiqueOutcome:
     return run.final if isinstance(run, SegmentedCritique) else run
 
 
-async def critique_events(work: Work, feed: TextFeed = FEED) -> AsyncIterator[bytes]:
-    """`delta` events while the critique decodes, then `result` (or `error`)."""
+def keeping_final(work: Work) -> tuple[Work, list[CritiqueOutcome]]:
+    """`work` whose rendering also keeps the outcome of the row that wrote the answer, in the list returned."""
     finals: list[CritiqueOutcome] = []
 
     def render(run: Any) -> Any:
         finals.append(final_row(run))
         return work.render(run)
 
-    answering = asyncio.ensure_future(dataclasses.replace(work, render=render).run())
+    return dataclasses.replace(work, render=render), finals
+
+
+@dataclass(frozen=True)
+class Written:
+    """Text the answering row wrote since the last piece."""
+
+    text: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The whole answer, and the runner outcome of the row that wrote it."""
+
+    answer: CritiqueResponse
+    final: CritiqueOutcome
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: StreamError
+
+
+async def critique_pieces(work: Work, feed: TextFeed = FEED) -> AsyncIterator[Written | Answered | Failed]:
+    """The answer's text as it is written, then the answer (or the error the unstreamed route would answer).
+
+    Closing the iterator early (the client left, or has what it wanted) cancels the runner call, which tells its
+    runner to drop the row.
+    """
+    work, finals = keeping_final(work)
+    answering = asyncio.ensure_future(work.run())
     sent = ""
     reading: asyncio.Future[RunnerProgress | None] = asyncio.get_running_loop().create_future()
     try:
@@ -123,33 +155,44 @@ async def critique_events(work: Work, feed: TextFeed = FEED) -> AsyncIterator[by
             update = reading.result() if reading.done() else None
             text = update.text if update is not None and writes_answer else None
             if text and len(text) > len(sent) and text.startswith(sent):
-                yield event("delta", CritiqueDelta(text=text[len(sent) :], tokens=update.done if update else 0))
+                yield Written(text[len(sent) :], update.done if update else 0)
                 sent = text
         answer = answering.result()
     except RunnerUnavailable as error:
-        yield event("error", StreamError(error=str(error), kind="unavailable", status=503))
+        yield Failed(StreamError(error=str(error), kind="unavailable", status=503))
         return
     except Exception:
         logger.exception("critique stream failed")
-        yield event("error", StreamError(error=FAILED_IN_FRONT, kind="internal", status=500))
+        yield Failed(StreamError(error=FAILED_IN_FRONT, kind="internal", status=500))
         return
     finally:
         answering.cancel()  # the client left mid-stream: the runner call tells its runner to drop the row
         reading.cancel()
     if isinstance(answer, JSONResponse):
-        yield event("error", StreamError(**json.loads(bytes(answer.body)), status=answer.status_code))
+        yield Failed(StreamError(**json.loads(bytes(answer.body)), status=answer.status_code))
         return
     assert isinstance(answer, CritiqueResponse) and finals
     final = finals[0]
     rest = (final.text or "")[len(sent) :]
     if rest:
-        yield event("delta", CritiqueDelta(text=rest, tokens=final.tokens_generated))
-    yield event("result", answer)
+        yield Written(rest, final.tokens_generated)
+    yield Answered(answer, final)
 
 
-def critique_stream(work: Work) -> StreamingResponse:
+async def critique_events(work: Work) -> AsyncIterator[bytes]:
+    """/critique's events: `delta` while the critique decodes, then `result` (or `error`)."""
+    async for piece in critique_pieces(work):
+        if isinstance(piece, Written):
+            yield event("delta", CritiqueDelta(text=piece.text, tokens=piece.tokens))
+        elif isinstance(piece, Answered):
+            yield event("result", piece.answer)
+        else:
+            yield event("error", piece.error)
+
+
+def event_stream(events: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(
-        critique_events(work),
+        events,
         media_type=EVENT_STREAM,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},  # proxies pass each event on at once
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from starlette.responses import JSONResponse
@@ -33,6 +33,7 @@ from presets import NEEDS_AUDIO, NEEDS_REFERENCE, compose_prompt
 from registry import MUSIC_FLAMINGO
 from schemas import (
     MAX_TOTAL_AUDIO_SECONDS,
+    ChatTurn,
     ClipUsage,
     CritiqueJob,
     CritiqueOutcome,
@@ -106,6 +107,23 @@ def decode_clips(request: CritiqueRequest, limits: RunnerLimits, segments: Segme
 
 
 @dataclass(frozen=True)
+class Conversation:
+    """What a chat request adds to a critique (front/openai_api/chat.py): the turns before the user's last, and for
+    the answering row a caller's JSON schema and stop strings."""
+
+    history: list[ChatTurn]
+    json_schema: str | None = None
+    stop: list[str] = field(default_factory=list)
+
+    def turns(self, prompt: str | None, clips: int) -> list[ChatTurn]:
+        """The history, then the user's last turn with the clips the history does not carry; a row without clips
+        (a segmented critique's summary) hears none in any turn."""
+        earlier = [t if clips else t.model_copy(update={"clips": 0}) for t in self.history]
+        carried = sum(t.clips for t in earlier)
+        return [*earlier, ChatTurn(role="user", text=prompt or "", clips=clips - carried)]
+
+
+@dataclass(frozen=True)
 class CritiquePlan:
     """The rows of one checked critique request and how their outcomes become its answer."""
 
@@ -115,6 +133,7 @@ class CritiquePlan:
     segment_settings: SegmentSettings
     sample_rate: int
     started: float  # perf_counter at arrival
+    conversation: Conversation | None = None
 
     @property
     def bounds(self) -> list[tuple[float, float]]:
@@ -134,17 +153,22 @@ class CritiquePlan:
     def asked(self) -> str | None:
         return compose_prompt(self.request.preset, self.request.prompt)
 
-    def row(self, prompt: str | None, clips: list[np.ndarray], seed: int) -> CritiqueJob:
-        """One runner job with the request's generation settings; structured rows get the instruction and grammar."""
+    def row(self, prompt: str | None, clips: list[np.ndarray], seed: int, answers: bool = True) -> CritiqueJob:
+        """One runner job with the request's generation settings; structured rows get the instruction and grammar.
+        A conversation's turns come with every row; its schema and stop strings with the row that `answers`."""
         reference, timed = bool(self.request.reference), bool(clips)
         if self.structured:
             prompt = "\n\n".join(part for part in (prompt, instruction(reference, timed)) if part)
+        chat = self.conversation
+        schema = grammar_text(reference, timed) if self.structured else chat.json_schema if chat and answers else None
         return CritiqueJob(
             **self.request.model_dump(include={"max_new_tokens", "do_sample", "temperature", "top_p"}),
             prompt=prompt,
             clips_f32le=[samples_to_bytes(samples) for samples in clips],
             seed=seed,
-            json_schema=grammar_text(reference, timed) if self.structured else None,
+            json_schema=schema,
+            turns=chat.turns(prompt, len(clips)) if chat else [],
+            stop=chat.stop if chat and answers else [],
         )
 
     def rows(self) -> list[CritiqueJob]:
@@ -158,6 +182,7 @@ class CritiquePlan:
                 "\n\n".join(part for part in (self.asked, segment_note(k, bounds)) if part),
                 [samples[0][int(start * rate) : int(end * rate)], *samples[1:]],
                 self.seed + k,
+                answers=False,
             )
             for k, (start, end) in enumerate(bounds)
         ]
@@ -194,6 +219,7 @@ class CritiquePlan:
             audio_seconds=usage,
             truncated=any(u.truncated for u in usage),
             tokens_generated=final.tokens_generated + sum(s.tokens_generated for s in segments),
+            prompt_tokens=final.prompt_tokens + sum(s.prompt_tokens for s in segments),
             seed=self.seed,
             timings=Timings(**final.timings.model_dump(), total_s=time.perf_counter() - self.started),
         )

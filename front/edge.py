@@ -54,8 +54,9 @@ class RouteRules:
     max_body_bytes: int
 
 
-def route_rules(service: Any, max_upload_bytes: int) -> dict[str, RouteRules]:
-    """Rules per public POST route, from the service's own API table: form routes take uploads."""
+def route_rules(service: Any, max_upload_bytes: int, json_limits: dict[str, int]) -> dict[str, RouteRules]:
+    """Rules per public POST route, from the service's own API table: form routes take uploads; a JSON route that
+    carries audio (base64) has its limit in `json_limits`."""
     rules = {}
     for api in service.apis.values():
         file_fields = getattr(api.input_spec, "multipart_fields", ())
@@ -63,7 +64,7 @@ def route_rules(service: Any, max_upload_bytes: int) -> dict[str, RouteRules]:
             limit = max_upload_bytes * len(file_fields) + FORM_TEXT_ALLOWANCE
             rules[api.route] = RouteRules(("multipart/form-data", "application/x-www-form-urlencoded"), limit)
         else:
-            rules[api.route] = RouteRules(("application/json",), JSON_BODY_LIMIT)
+            rules[api.route] = RouteRules(("application/json",), json_limits.get(api.route, JSON_BODY_LIMIT))
     return rules
 
 
@@ -97,12 +98,13 @@ class EdgeGuard:
         max_upload_bytes: int,
         shutdown_grace_s: float,
         stop_jobs: Callable[[float], Awaitable[None]],
+        json_limits: dict[str, int] | None = None,
         readyz: str = "/readyz",
     ) -> None:
         """`stop_jobs(deadline)`: this process's jobs end by themselves until `deadline` (the loop's clock), and
         are stopped then (jobs/manager.py)."""
         self.app = app
-        self.rules = route_rules(service, max_upload_bytes)
+        self.rules = route_rules(service, max_upload_bytes, json_limits or {})
         self.readyz = readyz
         self.shutdown_grace_s = shutdown_grace_s
         self.stop_jobs = stop_jobs

@@ -128,6 +128,23 @@ EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
         },
         "compare": {"summary": "Compare `audio` with a `reference` file part", "value": {"preset": "compare"}},
     },
+    "/v1/chat/completions": {
+        "question": {
+            "summary": "A question in OpenAI's chat format (audio goes in `input_audio` parts, base64)",
+            "value": {
+                "model": "music-flamingo",
+                "messages": [{"role": "user", "content": "What makes a good vibrato?"}],
+                "max_tokens": 64,
+                "seed": 1,
+            },
+        }
+    },
+    "/v1/audio/generate": {
+        "rain": {
+            "summary": "Five seconds of rain, as vLLM-Omni's route takes it",
+            "value": {"input": "rain on a tin roof", "audio_length": 5, "seed": 42},
+        }
+    },
 }
 
 # Provenance headers of the file responses (service.audio_file_response): name, meaning, always sent, and the

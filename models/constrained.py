@@ -28,8 +28,13 @@ import torch
 import xgrammar
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
+GRAMMARS_KEPT = 64  # compiled grammars kept per tokenizer: the structured critique's few and callers' own schemas
 CLOSING_SLACK_TOKENS = 16  # an unfinished key, enum value, number or multi-byte character
 MAX_CLOSING_TOKENS = 4096  # a grammar that cannot close within this is refused at compile time
+
+
+class SchemaError(ValueError):
+    """A JSON schema that cannot be decoded under: xgrammar cannot compile it, or it cannot be closed in time."""
 
 
 @dataclass(frozen=True)
@@ -58,30 +63,34 @@ class GrammarBook:
         )
         self.compiler = xgrammar.GrammarCompiler(self.info, cache_enabled=True)
         self.vocab_size = vocab_size
-        self.closing_order = closing_order(self.info.decoded_vocab, vocab_size)
+        self.control = control_tokens(self.info.decoded_vocab, vocab_size)
+        self.closing_order = np.where(self.control.numpy(), np.inf, closing_order(self.info.decoded_vocab, vocab_size))
 
-    @functools.cache  # noqa: B019  (one book per engine, kept for the process's life)
+    @functools.lru_cache(maxsize=GRAMMARS_KEPT)  # noqa: B019  (one book per engine, kept for the process's life)
     def grammar(self, schema: str) -> JsonGrammar:
         """The schema's grammar and its closing reserve."""
         compiled = self.compile(schema)
         parsed = json.loads(schema)
         definitions = parsed.get("$defs", {})
         items = [
-            self.closing_cost(self.compile(json.dumps({**definitions[name], "$defs": definitions})))
-            for name in list_items(parsed)
+            self.closing_cost(self.compile(json.dumps({**item, "$defs": definitions})))
+            for item in list_items(parsed, definitions)
         ]
         reserve = self.closing_cost(compiled) + max(items, default=0) + CLOSING_SLACK_TOKENS
         return JsonGrammar(compiled, reserve=reserve)
 
     def compile(self, schema: str) -> xgrammar.CompiledGrammar:
         """Compact separators and no free whitespace: the fewest tokens per document."""
-        return self.compiler.compile_json_schema(schema, any_whitespace=False, strict_mode=True)
+        try:
+            return self.compiler.compile_json_schema(schema, any_whitespace=False, strict_mode=True)
+        except (RuntimeError, ValueError, TypeError) as exc:  # xgrammar's own words name the unsupported feature
+            raise SchemaError(f"the JSON schema cannot be compiled: {str(exc).splitlines()[0][:300]}") from None
 
     def closing_cost(self, compiled: xgrammar.CompiledGrammar) -> int:
         """Tokens the closing policy takes to write the grammar's smallest document from the start."""
         cost = self.close(xgrammar.GrammarMatcher(compiled), MAX_CLOSING_TOKENS)
         if cost is None:
-            raise ValueError(f"the JSON schema cannot be closed within {MAX_CLOSING_TOKENS} tokens")
+            raise SchemaError(f"the JSON schema cannot be closed within {MAX_CLOSING_TOKENS} tokens")
         return cost
 
     def close(self, matcher: xgrammar.GrammarMatcher, limit: int) -> int | None:
@@ -100,19 +109,35 @@ class GrammarBook:
         return int(np.where(allowed.astype(bool), self.closing_order, np.inf).argmin())
 
 
-def list_items(schema: Any) -> set[str]:
-    """Names of the definitions that are list items (`"items": {"$ref": "#/$defs/Name"}`): a row may stop inside one."""
-    found: set[str] = set()
-    if isinstance(schema, dict):
-        reference = schema.get("items", {}).get("$ref", "") if isinstance(schema.get("items"), dict) else ""
-        if reference.startswith("#/$defs/"):
-            found.add(reference.removeprefix("#/$defs/"))
-        for value in schema.values():
-            found |= list_items(value)
-    elif isinstance(schema, list):
-        for value in schema:
-            found |= list_items(value)
-    return found
+def list_items(schema: Any, definitions: dict[str, Any]) -> list[dict[str, Any]]:
+    """The schemas of list items, inline or `"items": {"$ref": "#/$defs/Name"}`, each once: a row may stop inside one,
+    and closing it costs what writing the smallest such item does."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            items = node.get("items")
+            if isinstance(items, dict):
+                reference = items.get("$ref", "")
+                item = definitions.get(reference.removeprefix("#/$defs/"), {}) if reference else items
+                found.setdefault(json.dumps(item, sort_keys=True), item)
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(schema)
+    return list(found.values())
+
+
+def control_tokens(decoded_vocab: list[bytes], vocab_size: int) -> torch.Tensor:
+    """Tokens holding a control character (U+0000 to U+001F). xgrammar's string rule lets them into JSON strings,
+    where JSON forbids them raw (strict parsers refuse the document); compact JSON has no other place for them."""
+    control = torch.zeros(vocab_size, dtype=torch.bool)
+    for token_id, text in enumerate(decoded_vocab[:vocab_size]):
+        control[token_id] = any(byte < 0x20 for byte in text)
+    return control
 
 
 def closing_order(decoded_vocab: list[bytes], vocab_size: int) -> np.ndarray:
@@ -142,6 +167,7 @@ class ConstrainedRows(LogitsProcessor):
         self.rows = rows
         self.prompt_length = prompt_length
         self.bitmask = xgrammar.allocate_token_bitmask(len(rows), book.vocab_size)
+        self.control_ids = book.control.nonzero().flatten()
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         written = input_ids.shape[1] - self.prompt_length
@@ -164,6 +190,8 @@ class ConstrainedRows(LogitsProcessor):
                 masked.append(i)
         if masked:
             xgrammar.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device), indices=masked)
+            rows = torch.tensor(masked, device=scores.device)
+            scores[rows.unsqueeze(1), self.control_ids.to(scores.device)] = -torch.inf
         return scores
 
 

@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_L
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
 from compat.transformers_many_clips import many_clips_processor_class
-from models.constrained import ConstrainedRows, GrammarBook, row_constraints
+from models.constrained import ConstrainedRows, GrammarBook, SchemaError, row_constraints
 from models.memory import bitsandbytes_options, quantize_linear_weights
 from models.phases import phase, record
 
@@ -83,6 +83,16 @@ class FieldError(ValueError):
         self.field = field
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One earlier or final turn of a conversation: its role, its text, and how many of the job's clips (taken in
+    order) it carries."""
+
+    role: Literal["user", "assistant"]
+    text: str
+    clips: int = 0
+
+
 @dataclass(frozen=True, eq=False)  # eq on numpy arrays raises; jobs compare by identity
 class CritiqueJob:
     """One conversation: optional text and 0-2 clips (mono float32 at the engine's sample rate)."""
@@ -96,6 +106,8 @@ class CritiqueJob:
     seed: int = 0
     job_id: str = ""  # the caller's name for the job (the runner cancels by it)
     json_schema: str | None = None  # decode under this JSON schema's grammar (models/constrained.py); None: free text
+    turns: tuple[Turn, ...] = ()  # a conversation (see `conversation`); empty: one user turn of `clips` and `prompt`
+    stop: tuple[str, ...] = ()  # the runner ends the row once its text holds one of these
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,7 @@ class CritiqueOutput:
     non_finite: bool = False  # sampling met NaN/Inf probabilities; the row was ended there
     grammar_broken: bool = False  # the grammar refused a token the row took: never expected, reported, not served
     closed_early: bool = False  # structured row: its budget reached the reserve and the JSON was closed early
+    stopped: bool = False  # ended early by the caller's `stopped` (a stop string, a cancel), not by itself
 
 
 # ---- loading -------------------------------------------------------------------
@@ -227,9 +240,14 @@ class RowsStopped(StoppingCriteria):
 
     def __init__(self, stopped: Stopped, prompt_length: int, device: torch.device) -> None:
         self.stopped, self.prompt_length, self.device = stopped, prompt_length, device
+        self.ended_at: dict[int, int] = {}  # row -> its new tokens when it was first named: what follows is padding
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        return torch.tensor(self.stopped(input_ids[:, self.prompt_length :]), device=self.device)
+        names = self.stopped(input_ids[:, self.prompt_length :])
+        for row, named in enumerate(names):
+            if named:
+                self.ended_at.setdefault(row, input_ids.shape[1] - self.prompt_length)
+        return torch.tensor(names, device=self.device)
 
 
 class PerRowBudget(StoppingCriteria):
@@ -335,8 +353,10 @@ class MusicFlamingoEngine:
 
     def check(self, job: CritiqueJob) -> None:
         """Reject what the model cannot take, before it spoils a whole batch."""
-        if not (job.prompt and job.prompt.strip()) and not job.clips:
+        if not (job.prompt and job.prompt.strip()) and not job.clips and not job.turns:
             raise ValueError("a job needs a prompt, a clip, or both")
+        if job.turns and (sum(t.clips for t in job.turns) != len(job.clips) or job.turns[-1].role != "user"):
+            raise ValueError("a conversation's turns must carry every clip and end with the user's")
         if len(job.clips) > MAX_CLIPS:
             raise ValueError(f"at most {MAX_CLIPS} clips per job, got {len(job.clips)}")
         for clip in job.clips:
@@ -346,9 +366,11 @@ class MusicFlamingoEngine:
             raise ValueError("max_new_tokens must be at least 1")
         if job.do_sample and not (job.temperature > 0 and 0 < job.top_p <= 1):
             raise ValueError("sampling needs temperature > 0 and 0 < top_p <= 1")
-        if job.json_schema is not None and job.max_new_tokens <= (
-            reserve := self.grammars.grammar(job.json_schema).reserve
-        ):
+        try:
+            reserve = self.grammars.grammar(job.json_schema).reserve if job.json_schema is not None else 0
+        except SchemaError as exc:
+            raise FieldError("json_schema", str(exc)) from None
+        if job.json_schema is not None and job.max_new_tokens <= reserve:
             raise FieldError(
                 "max_new_tokens",
                 f"structured output needs max_new_tokens of at least {reserve + 1} with this model's tokenizer "
@@ -357,13 +379,21 @@ class MusicFlamingoEngine:
 
     @staticmethod
     def conversation(job: CritiqueJob) -> list[dict[str, Any]]:
-        """One user turn: a `<sound>` part per clip, in job order, then the text (if any)."""
-        content: list[dict[str, Any]] = [
-            {"type": "audio", "audio": np.asarray(clip, dtype=np.float32)} for clip in job.clips
-        ]
-        if job.prompt and job.prompt.strip():
-            content.append({"type": "text", "text": job.prompt})
-        return [{"role": "user", "content": content}]
+        """The chat template's messages: each turn a `<sound>` part per clip it carries, then its text (if any).
+
+        Without `turns`, one user turn of every clip and the prompt; the checkpoint's own system prompt stays.
+        """
+        turns = job.turns or (Turn("user", job.prompt or "", len(job.clips)),)
+        clips = iter(job.clips)
+        messages = []
+        for turn in turns:
+            content: list[dict[str, Any]] = [
+                {"type": "audio", "audio": np.asarray(next(clips), dtype=np.float32)} for _ in range(turn.clips)
+            ]
+            if turn.text.strip():
+                content.append({"type": "text", "text": turn.text})
+            messages.append({"role": turn.role, "content": content})
+        return messages
 
     def process(self, conversations: list[list[dict[str, Any]]], pad_to_multiple_of: int | None) -> dict[str, Any]:
         """Template, tokenize (left padding) and extract audio features, on the CPU.
@@ -419,8 +449,9 @@ class MusicFlamingoEngine:
             logits_processor.append(sampler)
         clock = FirstTokenClock()
         stopping = StoppingCriteriaList([clock, PerRowBudget(prompt_length, budgets, self.device)])
+        ended = RowsStopped(stopped or (lambda tokens: [False] * len(jobs)), prompt_length, self.device)
         if stopped is not None:
-            stopping.append(RowsStopped(stopped, prompt_length, self.device))
+            stopping.append(ended)
         started = time.time_ns()
         cache = {} if self.decoding == "dynamic" else {"cache_implementation": "static"}
         sequences = self.model.generate(
@@ -440,7 +471,9 @@ class MusicFlamingoEngine:
         record("decode", first_token, time.time_ns(), rows=len(jobs), new_tokens=new_tokens.shape[1])
         outputs = []
         for i, (job, row) in enumerate(zip(jobs, constraints, strict=True)):
-            tokens = self.own_tokens(new_tokens[i, : job.max_new_tokens].tolist())
+            tokens = self.own_tokens(
+                new_tokens[i, : min(job.max_new_tokens, ended.ended_at.get(i, new_tokens.shape[1]))].tolist()
+            )
             outputs.append(
                 CritiqueOutput(
                     text=self.decode(tokens),
@@ -450,6 +483,7 @@ class MusicFlamingoEngine:
                     non_finite=i in sampler.failed,
                     grammar_broken=bool(row and row.broken),
                     closed_early=bool(row and row.closing),
+                    stopped=i in ended.ended_at,
                 )
             )
         return outputs

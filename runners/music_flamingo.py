@@ -16,6 +16,7 @@ from models.music_flamingo import (
     CritiqueOutput,
     FieldError,
     MusicFlamingoEngine,
+    Turn,
     load_music_flamingo,
 )
 from models.music_flamingo import CritiqueJob as EngineJob
@@ -54,7 +55,13 @@ def engine_job(job: CritiqueJob) -> EngineJob:
         seed=job.seed,
         job_id=job.job_id,
         json_schema=job.json_schema,
+        turns=tuple(Turn(turn.role, turn.text, turn.clips) for turn in job.turns),
+        stop=tuple(job.stop),
     )
+
+
+def holds_stop(text: str | None, stop: tuple[str, ...]) -> bool:
+    return bool(text) and any(s in text for s in stop)  # type: ignore[operator]
 
 
 # How often a decoding row's text so far is read for the progress board (and so for streamed critiques): every
@@ -185,7 +192,10 @@ class MusicFlamingoRunner:
                 written.step(new_tokens)
                 for i, job in enumerate(group):
                     self.board.set(job.job_id, "decoding", written.done(i), job.max_new_tokens, written.texts[i])
-                return [job.job_id in self.cancelled for job in group]
+                return [
+                    job.job_id in self.cancelled or holds_stop(written.texts[i], job.stop)
+                    for i, job in enumerate(group)
+                ]
 
             return self.engine.generate(group, stopped=stopped)
 
@@ -242,6 +252,8 @@ class MusicFlamingoRunner:
             return outcome
         outcome.text = run.output.text
         outcome.closed_early = run.output.closed_early
+        ids = run.output.token_ids
+        outcome.end_of_turn = not run.output.stopped and bool(ids) and ids[-1] in self.engine.eos_token_ids
         outcome.tokens_generated = run.output.tokens_generated
         outcome.prompt_tokens = run.output.prompt_tokens
         return outcome

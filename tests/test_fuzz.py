@@ -81,6 +81,10 @@ OPERATIONS = {
     "POST /jobs/{job_id}/cancel",
     "GET /jobs/{job_id}/events",
     "GET /jobs/{job_id}/result",
+    "POST /v1/chat/completions",
+    "POST /v1/audio/generate",
+    "GET /v1/models",
+    "GET /v1/models/{model}",
 }
 # The knobs that set the model's work: (highest valid value, highest value sent). Each is valid from 1 up; an
 # in-range value above the cap is sent as the cap, an out-of-range one as generated, and an absent one whose
@@ -90,8 +94,12 @@ COST_CAPS: dict[str, tuple[float, float]] = {
     "duration": (MAX_AUDIO_SECONDS, 2.0),
     "num_waveforms": (4, 2),
     "max_new_tokens": (2048, 4),
+    "max_tokens": (2048, 4),
+    "max_completion_tokens": (2048, 4),
+    "num_inference_steps": (500, 2),
+    "audio_length": (MAX_AUDIO_SECONDS, 2.0),
 }
-DEFAULT_ABOVE_CAP = ("steps", "duration", "max_new_tokens")
+DEFAULT_ABOVE_CAP = ("steps", "duration", "max_new_tokens", "max_tokens", "num_inference_steps", "audio_length")
 KNOBS = {
     "/generate": ("steps", "duration", "num_waveforms"),
     "/generate/json": ("steps", "duration", "num_waveforms"),
@@ -103,6 +111,8 @@ KNOBS = {
     "/jobs/transform/json": ("steps",),
     "/jobs/transform": ("steps",),
     "/jobs/critique": ("max_new_tokens",),
+    "/v1/chat/completions": ("max_tokens", "max_completion_tokens"),
+    "/v1/audio/generate": ("num_inference_steps", "audio_length"),
 }
 FILE_FIELDS = ("audio", "reference")
 REAL_CLIP = audio_file("wav", 1.5)

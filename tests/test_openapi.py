@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 import schemas as models
 from critique_format import MAX_TIME_S, Dimension
+from front.openai_api.models import document_openai
 from front.openapi import published_openapi
 from jobs.openapi import document_jobs
 from tests.audio_files import audio_file
@@ -88,12 +89,32 @@ def test_served_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
 
 def test_published_openapi_is_pure_and_idempotent(document: dict[str, Any]) -> None:
     served = copy.deepcopy(document)
-    assert published_openapi(document, VERSION, fragments=[document_jobs]) == served
+    assert published_openapi(document, VERSION, fragments=[document_jobs, document_openai]) == served
     assert document == served
 
 
+def test_the_openai_routes_declare_openais_error_shape_and_their_stream(document: dict[str, Any]) -> None:
+    operations = {p: op for p, op in post_operations(document).items() if p.startswith("/v1/")}
+    assert set(operations) == {"/v1/chat/completions", "/v1/audio/generate"}
+    for path, operation in operations.items():
+        errors = {code: r for code, r in operation["responses"].items() if int(code) >= 400}
+        assert set(errors) == {*ERROR_STATUSES, "404"}, path
+        for code, response in errors.items():
+            assert response["content"] == {
+                "application/json": {"schema": {"$ref": "#/components/schemas/OpenAIError"}}
+            }, (path, code)
+    chat = operations["/v1/chat/completions"]["responses"]["200"]
+    assert set(chat["content"]) == {"application/json", "text/event-stream"} and "[DONE]" in chat["description"]
+    assert set(operations["/v1/audio/generate"]["responses"]["200"]["content"]) == AUDIO_MEDIA_TYPES
+    request = component(
+        document, operations["/v1/chat/completions"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    )
+    assert request["properties"]["max_tokens"]["anyOf"][0] == {"type": "integer", "minimum": 1, "maximum": 2048}
+    assert document["paths"]["/v1/models"]["get"]["responses"]["200"]["content"]
+
+
 def test_every_post_route_declares_its_errors_and_media_types(document: dict[str, Any]) -> None:
-    operations = {p: op for p, op in post_operations(document).items() if not p.startswith("/jobs/")}
+    operations = {p: op for p, op in post_operations(document).items() if not p.startswith(("/jobs/", "/v1/"))}
     assert set(operations) == {"/generate", "/generate/json", "/transform", "/transform/json", "/critique"}
     for path, operation in operations.items():
         responses = operation["responses"]
