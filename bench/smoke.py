@@ -39,6 +39,7 @@ SMOKE: dict[str, list[str]] = {
     "job_overhead.py": ["--pairs", "3"],
     "long_form.py": ["--smoke"],
     "memory.py": ["--smoke"],
+    "openai_overhead.py": ["--pairs", "3"],
     "runner_cpu.py": ["--smoke"],
     "serving.py": ["--smoke"],
     "soak.py": ["--minutes", "0.2"],

@@ -51,7 +51,8 @@ def test_the_bento_serves_the_front_service_with_every_api(bento: Path) -> None:
     assert names == {"audio-studio", "audioldm2-runner", "audioldm-runner", "music-flamingo-runner"}  # tiny: all
     assert manifest["models"] == []  # tiny profile: nothing from the hub
     synchronous = {"/generate", "/generate/json", "/transform", "/transform/json", "/critique"}
-    assert routes == synchronous | {f"/jobs{route}" for route in synchronous}
+    openai = {"/v1/chat/completions", "/v1/audio/generate"}
+    assert routes == synchronous | {f"/jobs{route}" for route in synchronous} | openai
 
 
 def test_build_context_holds_the_code_and_nothing_else(bento: Path) -> None:

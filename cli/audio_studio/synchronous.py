@@ -23,6 +23,9 @@ from audio_studio.results import Audio, Critique, JobStatus
 T = TypeVar("T")
 
 
+CLEAN_UP_S = 10.0  # what an interrupted call may take to clean up (one cancel request)
+
+
 class _Loop:
     """An event loop on a daemon thread; `run` waits for one coroutine, and cancels it if the wait is interrupted
     (Ctrl-C), so the async code's own clean-up (cancelling a job) runs."""
@@ -33,14 +36,21 @@ class _Loop:
         self.thread.start()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        finished = threading.Event()
+
+        async def started() -> asyncio.Task[T]:
+            task = asyncio.ensure_future(coroutine)
+            task.add_done_callback(lambda _: finished.set())
+            return task
+
+        task = asyncio.run_coroutine_threadsafe(started(), self.loop).result()
         try:
-            return future.result()
-        except BaseException:
-            if not future.done():
-                future.cancel()
-                asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self.loop).result()  # let the cancel run
+            finished.wait()
+        except BaseException:  # Ctrl-C: the task's own clean-up (cancelling its job) runs before this returns
+            self.loop.call_soon_threadsafe(task.cancel)
+            finished.wait(CLEAN_UP_S)
             raise
+        return task.result()
 
     def iterate(self, pieces: AsyncIterator[T]) -> Iterator[T]:
         try:

@@ -92,10 +92,10 @@ def files_of(base: Path, files: int) -> list[Path]:
     return [base] if files == 1 else [numbered(base, index) for index in range(files)]
 
 
-def finish(job: Job, args: argparse.Namespace, label: str) -> Audio | list[Audio] | Critique | None:
-    """`--no-wait`: print the job id. Else follow the job with a progress display and return its result; Ctrl-C
+def finish(job: Job, label: str, no_wait: bool = False) -> Audio | list[Audio] | Critique | None:
+    """`no_wait`: print the job id. Else follow the job with a progress display and return its result; Ctrl-C
     cancels the job and says so."""
-    if args.no_wait:
+    if no_wait:
         print(job.id, flush=True)
         return None
     try:
@@ -132,7 +132,7 @@ def generate(client: Client, args: argparse.Namespace) -> int:
         compression=args.compression,
     )
     job = client.submit_generate(args.prompt, candidates=args.n > 1, **request)
-    result = finish(job, args, "generating")
+    result = finish(job, "generating", args.no_wait)
     if result is not None:
         assert not isinstance(result, Critique)
         save_audio(result, args.output, slug(args.prompt))
@@ -154,7 +154,7 @@ def transform(client: Client, args: argparse.Namespace) -> int:
         format=fmt,
         compression=args.compression,
     )
-    result = finish(client.submit_transform(source, args.prompt, **request), args, "transforming")
+    result = finish(client.submit_transform(source, args.prompt, **request), "transforming", args.no_wait)
     if result is not None:
         assert isinstance(result, Audio)
         # The input's stem first, so a default name can never be the input file itself.
@@ -180,7 +180,7 @@ def critique(client: Client, args: argparse.Namespace) -> int:
     if not (args.structured or args.json or args.no_wait):
         print_critique(stream_text(client, clips, request), args, streamed=True)
         return EXIT_OK
-    result = finish(client.submit_critique(**clips, **request), args, "critiquing")
+    result = finish(client.submit_critique(**clips, **request), "critiquing", args.no_wait)
     if result is not None:
         assert isinstance(result, Critique)
         print_critique(result, args)
@@ -254,8 +254,7 @@ def jobs_cancel(client: Client, args: argparse.Namespace) -> int:
 def jobs_wait(client: Client, args: argparse.Namespace) -> int:
     """Follow the job to its end, then write its result as the command that submitted it would have."""
     job = client.job(args.job_id)
-    args.no_wait = False
-    return save_result(finish(job, args, f"job {job.id}"), args)
+    return save_result(finish(job, f"job {job.id}"), args)
 
 
 def jobs_result(client: Client, args: argparse.Namespace) -> int:
