@@ -19,6 +19,8 @@ T = TypeVar("T")
 J = TypeVar("J", bound=RunnerJob)
 
 DROPPED_CONNECTION_RETRIES = 2
+# A connection that fails, or an answer cut short because the runner died while sending it.
+DROPPED = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 CANCEL_TIMEOUT_S = 3.0  # a cancel is a tiny call; a runner that cannot answer it in time is down or frozen
 _cancellations: set[asyncio.Task[None]] = set()  # keeps fire-and-forget cancel calls alive until they finish
 
@@ -44,11 +46,11 @@ async def call_runner(
         for _ in range(DROPPED_CONNECTION_RETRIES):
             try:
                 return await call()
-            except aiohttp.ClientConnectionError as exc:
+            except DROPPED as exc:
                 logger.warning("%s runner connection dropped (%s); sending the request again", runner, exc)
                 on_dropped()
         return await call()
-    except (TimeoutError, aiohttp.ClientConnectionError, ServiceUnavailable) as exc:
+    except (TimeoutError, *DROPPED, ServiceUnavailable) as exc:
         logger.warning("%s runner unavailable: %s", runner, exc)
         raise RunnerUnavailable(runner, exc) from exc
 
@@ -119,4 +121,4 @@ async def _send_cancel(runner: str, cancel: Callable[[list[str]], Awaitable[None
         await asyncio.wait_for(cancel(job_ids), timeout=CANCEL_TIMEOUT_S)
         logger.info("%s runner told to drop job %s (its client left or its connection dropped)", runner, named)
     except Exception as exc:  # best effort: the jobs then run to completion, as they would have
-        logger.warning("could not cancel job %s on the %s runner: %s", named, runner, exc)
+        logger.warning("could not cancel job %s on the %s runner: %r", named, runner, exc)
