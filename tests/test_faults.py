@@ -117,7 +117,7 @@ def test_separate_servers_keep_separate_metrics(served: Served, server: str) -> 
 
 
 def test_a_frozen_runner_fails_readiness_in_bounded_time_and_shutdown_completes(served: Served) -> None:
-    """Last in this module: it ends the front worker (BentoML respawns it, the fixture then stops everything)."""
+    """Late in this module: it ends the front worker, which BentoML respawns."""
     found = workers(served)
     runner, front = found["music-flamingo-runner"], found["audio-studio"]
     runner.suspend()
@@ -142,6 +142,7 @@ def test_a_frozen_runner_fails_readiness_in_bounded_time_and_shutdown_completes(
         assert answer.status_code == 503 and answer.json()["kind"] == "unavailable" and answer.headers["retry-after"]
     finally:
         runner.resume()
+    served.wait_ready()  # BentoML respawns the front; the module's server is stopped once it serves again
 
 
 def test_every_log_line_is_free_of_upload_paths(served: Served) -> None:
