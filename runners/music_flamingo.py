@@ -219,6 +219,8 @@ class MusicFlamingoRunner:
             return JobError(kind="invalid_input", field=exc.field, message=str(exc))
         except ValueError as exc:
             return JobError(kind="invalid_input", message=str(exc))
+        if self.engine.prompt_tokens_at_most(job) <= MAX_PROMPT_TOKENS:  # the exact count only near the limit
+            return None
         tokens = self.engine.count_prompt_tokens(job)
         if tokens > MAX_PROMPT_TOKENS:
             return JobError(

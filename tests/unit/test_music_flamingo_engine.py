@@ -20,7 +20,7 @@ from transformers import (
     MusicFlamingoProcessor,
 )
 
-from models.music_flamingo import CritiqueJob, CritiqueOutput, MusicFlamingoEngine, load_music_flamingo
+from models.music_flamingo import CritiqueJob, CritiqueOutput, MusicFlamingoEngine, Turn, load_music_flamingo
 from models.tiny_music_flamingo import (
     AF3_VARIANT,
     MF_VARIANT,
@@ -29,6 +29,7 @@ from models.tiny_music_flamingo import (
     build_tiny_music_flamingo,
     save_tiny_music_flamingo,
 )
+from schemas import MAX_PROMPT_TOKENS
 
 SAMPLE_RATE = 16_000
 EXPECTED_CLASSES = {
@@ -236,6 +237,21 @@ def test_greedy_and_sampled_jobs_batched_equal_alone(engine: MusicFlamingoEngine
 def test_prompt_tokens_can_be_counted_before_generating(engine: MusicFlamingoEngine) -> None:
     for j in mixed_jobs()[:4]:
         assert engine.count_prompt_tokens(j) == alone(engine, replace(j, max_new_tokens=1)).prompt_tokens
+
+
+@pytest.mark.parametrize("seconds", [1.0, 29.99, 30.0, 30.01, 61.0])
+def test_the_cheap_bound_is_never_below_the_exact_count(engine: MusicFlamingoEngine, seconds: float) -> None:
+    """The runner skips the exact count (audio features) when this bound is under the limit, so it must hold for
+    clips at and across the processor's 30 s windows, with a reference, in turns, and with text alone."""
+    clip = sine(seconds, 220)
+    for j in (
+        job("How is the tempo?", [clip]),
+        job(None, [clip, sine(2.0, 330)]),
+        job(None, [clip], turns=(Turn("user", "Hear this.", 1), Turn("assistant", "Heard."), Turn("user", "And?"))),
+        job("A question without audio " * 20),
+    ):
+        assert engine.count_prompt_tokens(j) <= engine.prompt_tokens_at_most(j), (seconds, j.prompt)
+    assert engine.prompt_tokens_at_most(job("x", [clip])) < MAX_PROMPT_TOKENS  # the check stays cheap for these
 
 
 def record_logits(engine: MusicFlamingoEngine, monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
