@@ -226,8 +226,13 @@ def test_random_paths_and_job_ids_add_no_metric_series(server: str) -> None:
 
 
 def test_each_runner_has_one_label_on_every_metric(server: str) -> None:
-    """Both runners did work (a generate, a critique), so each labels its batch, cancel and room metrics."""
+    """Every runner did work (a generate on each model, a critique), so each labels its batch, cancel and room
+    metrics."""
     assert post(server, "/generate", {"prompt": "a bell", "duration": 1, "steps": 2}).status_code == 200
+    assert (
+        post(server, "/generate", {"prompt": "a bell", "duration": 1, "steps": 2, "model": "audioldm"}).status_code
+        == 200
+    )
     critique = httpx.post(f"{server}/critique", data={"prompt": "what key?", "max_new_tokens": "8"}, timeout=TIMEOUT)
     assert critique.status_code == 200, critique.text
     labels = set(re.findall(r'\brunner="([^"]+)"', httpx.get(f"{server}/metrics", timeout=TIMEOUT).text))

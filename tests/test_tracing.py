@@ -80,6 +80,19 @@ def test_a_critique_traces_upload_decoding_prefill_and_decode(secured: Secured) 
     assert decoding.end_ns <= runner.start_ns
 
 
+def test_requests_after_an_upload_on_one_connection_get_traces_of_their_own(secured: Secured) -> None:
+    """An upload's body arrives in chunks; the request after it on the same keep-alive connection once inherited
+    its trace (compat/uvicorn_request_context.py)."""
+    upload = {
+        "data": {"preset": "describe", "max_new_tokens": "2"},
+        "files": {"audio": ("take.wav", audio_file("wav", 5.0), "audio/wav")},
+    }
+    with httpx.Client(base_url=secured.url, headers=secured.auth("trace"), timeout=120) as client:
+        ids = [client.post("/critique", **upload).headers["x-trace-id"] for _ in range(2)]
+        ids.append(client.get("/healthz").headers["x-trace-id"])
+    assert len(set(ids)) == 3, ids
+
+
 def test_refusals_carry_a_trace_id_too(secured: Secured) -> None:
     response = httpx.post(f"{secured.url}/generate", json={}, timeout=30)
     assert response.status_code == 401

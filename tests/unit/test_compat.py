@@ -584,3 +584,26 @@ def test_music_flamingo_processors_still_refuse_two_clips_in_one_conversation(pr
     many = many_clips_processor_class(stock)
     many.__new__(many).validate_inputs(audio=clips, text=text)
     assert many_clips_processor_class(stock) is many
+
+
+# ---- uvicorn_request_context --------------------------------------------------------------------------------
+
+
+def test_bentoml_still_starts_uvicorn_without_fresh_request_contexts() -> None:
+    """When either changes (BentoML passes the option, or uvicorn makes it the default), the patch can go."""
+    import inspect
+
+    import uvicorn
+    from _bentoml_impl.worker import service as bentoml_worker
+
+    assert "reset_contextvars" not in inspect.getsource(bentoml_worker)
+    uvicorn_init = getattr(uvicorn.Config.__init__, "__wrapped__", uvicorn.Config.__init__)  # before the patch
+    assert inspect.signature(uvicorn_init).parameters["reset_contextvars"].default is False
+
+
+def test_uvicorn_configs_start_each_request_from_an_empty_context_once_installed() -> None:
+    import uvicorn
+
+    compat.install_all()
+    assert uvicorn.Config(app=None).reset_contextvars is True
+    assert uvicorn.Config(app=None, reset_contextvars=False).reset_contextvars is False
