@@ -48,6 +48,16 @@ MAX_SAMPLE_RATE = 384_000
 MAX_DECODED_SAMPLES = 256 * 1024 * 1024
 # Samples (all channels together) decoded per block: 1 MiB of float32, whatever the channel count.
 DECODE_BLOCK_SAMPLES = 1 << 18
+# Integer PCM read as integers and scaled here: libsndfile's own conversion to float costs 6 ms per 30 s of 44.1 kHz
+# stereo, 20x the integer read. libsndfile scales by the same powers of two (it left-aligns 8 and 24 bits in the
+# integer it returns), so the samples are the same. Other subtypes (float, MP3, Vorbis, Opus, A-law...) read as float.
+INTEGER_READS = {
+    "PCM_S8": (np.int16, 2.0**-15),
+    "PCM_U8": (np.int16, 2.0**-15),
+    "PCM_16": (np.int16, 2.0**-15),
+    "PCM_24": (np.int32, 2.0**-31),
+    "PCM_32": (np.int32, 2.0**-31),
+}
 
 
 class AudioInputError(ValueError):
@@ -128,6 +138,13 @@ def probe_upload(path: Path, field: str) -> soundfile._SoundFileInfo:
     return info
 
 
+def _scaled(samples: np.ndarray, scale: float) -> np.ndarray:
+    """Samples read as integers to float32 at full scale 1, as libsndfile's float read gives them."""
+    if samples.dtype == np.float32:
+        return samples
+    return samples.astype(np.float32) * np.float32(scale)
+
+
 def _resampled_length(frames: int, rate: int, sample_rate: int) -> int:
     """How many samples soxr makes of `frames` at `rate` (one-shot and streamed alike)."""
     return int(frames * sample_rate / rate + 0.5)
@@ -169,16 +186,17 @@ def decode_upload(
 
     try:
         with soundfile.SoundFile(str(path)) as upload:
-            block = np.empty((DECODE_BLOCK_SAMPLES // upload.channels, upload.channels), dtype=np.float32)
+            read_as, scale = INTEGER_READS.get(upload.subtype, (np.float32, 1.0))
+            block = np.empty((DECODE_BLOCK_SAMPLES // upload.channels, upload.channels), dtype=read_as)
             # The down-mix as a matrix-vector product: numpy's mean over a short last axis is ~60x slower (20 ms
             # for 30 s of stereo), and both give the same samples (halving is exact in binary floating point).
             weights = np.full(upload.channels, 1 / upload.channels, dtype=np.float32)
             while decoded < frames:
-                samples = upload.read(dtype="float32", always_2d=True, out=block[: frames - decoded])
+                samples = upload.read(dtype=read_as, always_2d=True, out=block[: frames - decoded])
                 if len(samples) == 0:
                     break
                 decoded += len(samples)
-                down_mixed = samples @ weights
+                down_mixed = _scaled(samples, scale) @ weights
                 put(down_mixed if stream is None else stream.resample_chunk(down_mixed))
     except (soundfile.LibsndfileError, RuntimeError) as exc:
         raise AudioInputError(field, "the audio could not be decoded") from exc
