@@ -65,6 +65,7 @@ def test_build_context_holds_the_code_and_nothing_else(bento: Path) -> None:
         "presets.py",
         "critique_format.py",
         "audio_io.py",
+        "multipart_form.py",
         "telemetry.py",
     )
     code = (*modules, "compat", "core", "front", "front/playground/index.html", "jobs", "runners", "models")
