@@ -68,6 +68,7 @@ from jobs.manager import JobLimits, JobManager
 from jobs.openapi import document_jobs
 from jobs.records import JobStatus
 from jobs.routes import JobRoutes, accepted, refusal_response
+from models.allocator import keep_freed_http_buffers
 from registry import AUDIOLDM, AUDIOLDM2, FAMILIES, MUSIC_FLAMINGO, Family
 from runners.audioldm import AudioLDMRunner
 from runners.audioldm2 import AudioLDM2Runner
@@ -144,6 +145,7 @@ class AudioStudio:
 
     def __init__(self) -> None:
         logger.info("audio-studio front: profile=%s", SETTINGS.profile.value)
+        keep_freed_http_buffers()
         self._flamingo_limits_seen: RunnerLimits | None = None
         self.jobs = JobManager(
             open_store(SETTINGS),
