@@ -31,6 +31,7 @@ from compat import (
     bentoml_access_log,
     bentoml_dispatcher,
     bentoml_metrics_dir,
+    bentoml_mime_type,
     bentoml_multipart,
     bentoml_request_log,
     bentoml_route_metrics,
@@ -548,6 +549,47 @@ def test_bentoml_tracer_provider_is_still_not_the_global_one() -> None:
     assert isinstance(tracer_provider(), TracerProvider)
     assert tracer_provider() is BentoMLContainer.tracer_provider.get()
     assert trace.get_tracer_provider() is not tracer_provider()
+
+
+# ---- bentoml_mime_type --------------------------------------------------------------------------------------
+
+
+def runner_answer_types() -> list[type]:
+    """The output classes of the runners' batchable APIs: the root models BentoML labels each answer with."""
+    from runners.audioldm2 import AudioLDM2Runner
+    from runners.music_flamingo import MusicFlamingoRunner
+
+    return [AudioLDM2Runner.inner.generate.output_spec, MusicFlamingoRunner.inner.critique.output_spec]
+
+
+def test_bentoml_still_builds_a_root_models_schema_for_its_media_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When BentoML stops building the schema per call (or caches it itself), the patch can go."""
+    stock = bentoml_mime_type.STOCK_MIME_TYPE.__func__
+    for answer_type in runner_answer_types():
+        built: list[int] = []
+        schema = answer_type.model_json_schema
+
+        def counted(*args: Any, _schema: Any = schema, _built: list[int] = built, **kwargs: Any) -> Any:
+            _built.append(1)
+            return _schema(*args, **kwargs)
+
+        monkeypatch.setattr(answer_type, "model_json_schema", counted)
+        assert stock(answer_type) == stock(answer_type) == "application/json"
+        assert len(built) == 2
+
+
+def test_media_types_are_worked_out_once_per_class_and_stay_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    from _bentoml_sdk.io_models import IOMixin
+
+    compat.install_all()
+    stock = bentoml_mime_type.STOCK_MIME_TYPE.__func__
+    for answer_type in runner_answer_types():
+        expected = stock(answer_type)
+        assert answer_type.mime_type() == expected
+        monkeypatch.setattr(answer_type, "model_json_schema", lambda *a, **k: pytest.fail("schema built again"))
+        assert answer_type.mime_type() == expected
+    assert IOMixin.mime_type.__func__ is bentoml_mime_type._mime_type  # type: ignore[attr-defined]
+    assert bentoml_mime_type._mime_type.cache_info().maxsize == bentoml_mime_type.CLASSES_CACHED
 
 
 # ---- diffusers_language_model -------------------------------------------------------------------------------
