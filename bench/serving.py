@@ -413,21 +413,27 @@ def run_server(
             if batching and batches < DISPATCHER_TRAINING_CALLS:
                 log(f"WARNING: only {batches:.0f} runner batches after warm-up; the dispatcher may still be training")
             log(f"batching={batching} {api}: warmed up ({batches:.0f} runner batches so far)")
-            loads = [Load("closed", c) for c in plan.concurrency]
-            for index, load in enumerate([*loads, *(Load("open", r) for r in open_rates.get(api, []))]):
-                requests = plan.requests_at(max(plan.concurrency) if load.loop == "open" else int(load.value))
-                row = measure_level(client, load, requests, plan.level_deadline_s)
-                row |= {"api": api, "batching": batching}
-                rows.append(row)
-                log(
-                    f"batching={batching} {api} {load.loop} {fmt(load.value)}: {row['ok']}/{row['requests']} ok, "
-                    f"{fmt(row['throughput_rps'])} req/s, p50 {fmt(row['latency_ms']['p50'], 0)} ms, "
-                    f"mean batch {fmt(row['batches']['metrics_mean_size'])}, "
-                    f"others' CPU {row['foreign_cpu']['cores']:.2f} cores"
-                )
-                if index == len(loads) - 1 and api not in open_rates and row["throughput_rps"]:
-                    open_rates[api] = [round(f * row["throughput_rps"], 3) for f in plan.open_fractions]
+            for load in (Load("closed", c) for c in plan.concurrency):
+                rows.append(measure_load(client, load, plan, api, batching, log))
+            if api not in open_rates and rows[-1]["throughput_rps"]:  # the highest concurrency's throughput
+                open_rates[api] = [round(f * rows[-1]["throughput_rps"], 3) for f in plan.open_fractions]
+            for rate in open_rates.get(api, []):
+                rows.append(measure_load(client, Load("open", rate), plan, api, batching, log))
     return rows
+
+
+def measure_load(
+    client: Client, load: Load, plan: Plan, api: str, batching: bool, log: Callable[[str], None]
+) -> dict[str, Any]:
+    requests = plan.requests_at(max(plan.concurrency) if load.loop == "open" else int(load.value))
+    row = measure_level(client, load, requests, plan.level_deadline_s) | {"api": api, "batching": batching}
+    log(
+        f"batching={batching} {api} {load.loop} {fmt(load.value)}: {row['ok']}/{row['requests']} ok, "
+        f"{fmt(row['throughput_rps'])} req/s, p50 {fmt(row['latency_ms']['p50'], 0)} ms, "
+        f"mean batch {fmt(row['batches']['metrics_mean_size'])}, "
+        f"others' CPU {row['foreign_cpu']['cores']:.2f} cores"
+    )
+    return row
 
 
 # ---- where the time of one request goes ----------------------------------------------------
