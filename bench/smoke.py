@@ -32,6 +32,7 @@ SMOKE: dict[str, list[str]] = {
         *("--quick", "--warmup", "1", "--generate", "2", "--critique", "2", "--front-only", "5"),
         *("--retries", "0", "--quiet-wait-s", "0", "--configs", "plain,keys+tracing"),
     ],
+    "critique_path.py": ["--requests", "3"],
     "edge_load.py": ["--requests", "40", "--concurrency", "8", "--warmup", "2"],
     "formats.py": ["--seconds", "1", "--repeats", "1"],
     "fullsize.py": ["--smoke", "--device", "cpu"],
