@@ -7,9 +7,15 @@ OTLP receiver, and after a warm-up sends, one at a time:
 For each kind: the client's p50, and the median start and end of every span (front and runner) from the request's
 start, so the gaps between spans show as well as the spans. `bench/serving.py` mixes both kinds in one median.
 
-Then `upload`, on a second server that does not trace: the clip's request with `max_new_tokens` out of range,
-answered 400 once the form is parsed and validated, so it costs the HTTP path and the form parser alone; reported
-as the client's p50 and the front process's CPU time per request (psutil, over all of them).
+Then, on a second server that does not trace:
+- each kind's client p50 again, untraced;
+- `upload`: the clip's request with `max_new_tokens` out of range, answered 400 once the form is parsed and
+  validated, so it costs the HTTP path and the form parser alone: the client's p50 and the front process's CPU
+  time per request (psutil, over all of them).
+
+Last, `in-process`: the same jobs through Music Flamingo's engine in a spawned process that holds that model alone,
+loaded and run on one model thread as its runner does (runners/model_thread.py): no other OpenMP team in the
+process to slow its single jobs down. Overhead per kind = the untraced client p50 minus this p50.
 
     .venv/bin/python bench/critique_path.py                  # 30 requests per kind, ~2 min on 2 cores
     .venv/bin/python bench/critique_path.py --requests 3     # the smoke form
@@ -18,10 +24,12 @@ as the client's p50 and the front process's CPU time per request (psutil, over a
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +101,74 @@ def measure(server: Server, receiver: OTLPReceiver, clip: bytes, requests: int) 
     return results
 
 
+def client_p50s(server: Server, clip: bytes, requests: int) -> dict[str, float]:
+    """Each kind's client p50, one request at a time after a warm-up."""
+    p50s = {}
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT_S) as client:
+        for kind, form in KINDS.items():
+            send = {"data": form, "files": {"audio": ("clip.wav", clip, "audio/wav")} if kind == "clip" else None}
+            for _ in range(WARMUP):
+                client.post("/critique", **send).raise_for_status()
+            latencies = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                client.post("/critique", **send).raise_for_status()
+                latencies.append(1000 * (time.perf_counter() - started))
+            p50s[kind] = statistics.median(latencies)
+    return p50s
+
+
+def in_process_p50s(clip: bytes, requests: int) -> dict[str, float]:
+    """Each kind's job through Music Flamingo's engine, loaded and run on one model thread, in this process alone
+    (a spawned child: see the module's docstring). The job is the one the front sends for the same form."""
+    import tempfile as temp
+
+    import torch
+
+    from audio_io import decode_upload
+    from models.memory import MemoryOptions, place
+    from models.music_flamingo import MusicFlamingoEngine, load_music_flamingo
+    from models.profiles import music_flamingo_checkpoint
+    from presets import Preset, compose_prompt
+    from runners.batching import run_in_groups
+    from runners.model_thread import ModelThread
+    from runners.music_flamingo import engine_job
+    from schemas import CritiqueJob, samples_to_bytes
+    from settings import SETTINGS
+
+    thread = ModelThread("music-flamingo-model")
+    placement = place("Music Flamingo", MemoryOptions(), torch.bfloat16)
+    path = str(music_flamingo_checkpoint(SETTINGS, None).path)
+    engine = thread.call(lambda: MusicFlamingoEngine(*load_music_flamingo(path, placement.device, placement.dtype)))
+    with temp.NamedTemporaryFile(suffix=".wav") as upload:
+        upload.write(clip)
+        upload.flush()
+        decoded = decode_upload(Path(upload.name), "audio", engine.sample_rate, engine.max_audio_seconds, truncate=True)
+    clips = {"clip": [samples_to_bytes(decoded.samples)], "text": []}
+    p50s = {}
+    for kind, form in KINDS.items():
+        preset = Preset(form["preset"]) if "preset" in form else None
+        job = engine_job(
+            CritiqueJob(
+                prompt=compose_prompt(preset, form.get("prompt")),
+                clips_f32le=clips[kind],
+                max_new_tokens=int(form["max_new_tokens"]),
+                seed=int(form["seed"]),
+            )
+        )
+
+        def once(job: Any = job) -> float:
+            started = time.perf_counter()
+            [run] = thread.call(lambda: run_in_groups([job], engine.group_key, engine.generate))
+            assert run.error is None, run.error
+            return 1000 * (time.perf_counter() - started)
+
+        for _ in range(3):
+            once()
+        p50s[kind] = statistics.median(once() for _ in range(requests))
+    return p50s
+
+
 def measure_upload(server: Server, clip: bytes, requests: int) -> dict[str, Any]:
     """The clip's request refused once its form is parsed, on a server that does not trace: the front's CPU time
     then holds nothing but these requests."""
@@ -141,6 +217,18 @@ def markdown(report: dict[str, Any]) -> str:
             ),
             "",
         ]
+    lines += [
+        "## The HTTP path against the same job in-process (Music Flamingo alone in its process, on one thread)",
+        "",
+        "| kind | HTTP p50 ms (untraced) | in-process p50 ms | overhead ms |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {kind} | {fmt(results['untraced_client_p50_ms'][kind], 1)} | "
+            f"{fmt(results['in_process_p50_ms'][kind], 1)} | {fmt(results['overhead_ms'][kind], 1)} |"
+            for kind in KINDS
+        ),
+        "",
+    ]
     upload = results["upload"]
     lines += [
         "## Receiving the clip's upload (answered 400 once the form is parsed)",
@@ -167,7 +255,13 @@ def main() -> None:
         with serve(Path(workdir) / "traced", env) as server:
             results = measure(server, receiver, clip, args.requests)
         with serve(Path(workdir) / "plain") as server:
+            results["untraced_client_p50_ms"] = client_p50s(server, clip, args.requests)
             results["upload"] = measure_upload(server, clip, args.requests)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as alone:
+        results["in_process_p50_ms"] = alone.submit(in_process_p50s, clip, args.requests).result()
+    results["overhead_ms"] = {
+        kind: results["untraced_client_p50_ms"][kind] - results["in_process_p50_ms"][kind] for kind in KINDS
+    }
     report["results"] = results
     write_report(args.out, "critique-path", report, markdown(report))
     print(markdown(report))
