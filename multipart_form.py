@@ -73,7 +73,7 @@ class _Part:
 
 
 class _FormReader:
-    """python-multipart's callbacks, collecting parts; file bytes wait in their part's buffer for `flush_full`."""
+    """python-multipart's callbacks, collecting parts; file bytes wait in their part's buffer for `flush`."""
 
     def __init__(self, charset: str, folder: Path, limits: FormLimits, suffixes: tuple[str, ...]) -> None:
         self.charset, self.folder, self.limits, self.suffixes = charset, folder, limits, suffixes
