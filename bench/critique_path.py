@@ -82,12 +82,12 @@ def front_process(server: Server) -> psutil.Process:
     return front
 
 
-def measure(server: Server, receiver: OTLPReceiver, clip: bytes, requests: int) -> dict[str, Any]:
-    files = {"audio": ("clip.wav", clip, "audio/wav")}
-    results: dict[str, Any] = {}
+def send_each_kind(server: Server, clip: bytes, requests: int) -> dict[str, tuple[list[float], list[str]]]:
+    """Per kind, after a warm-up, `requests` sent one at a time: their client latencies (ms) and trace ids."""
+    sent = {}
     with httpx.Client(base_url=server.url, timeout=TIMEOUT_S) as client:
         for kind, form in KINDS.items():
-            send = {"data": form, "files": files if kind == "clip" else None}
+            send = {"data": form, "files": {"audio": ("clip.wav", clip, "audio/wav")} if kind == "clip" else None}
             for _ in range(WARMUP):
                 client.post("/critique", **send).raise_for_status()
             latencies, trace_ids = [], []
@@ -96,26 +96,23 @@ def measure(server: Server, receiver: OTLPReceiver, clip: bytes, requests: int) 
                 response = client.post("/critique", **send)
                 latencies.append(1000 * (time.perf_counter() - started))
                 response.raise_for_status()
-                trace_ids.append(response.headers["x-trace-id"])
-            results[kind] = {"client_p50_ms": statistics.median(latencies), "spans": timeline(receiver, trace_ids)}
-    return results
+                trace_ids.append(response.headers.get("x-trace-id", ""))
+            sent[kind] = (latencies, trace_ids)
+    return sent
+
+
+def measure(server: Server, receiver: OTLPReceiver, clip: bytes, requests: int) -> dict[str, Any]:
+    """Each kind's client p50 and span timeline on the traced server."""
+    return {
+        kind: {"client_p50_ms": statistics.median(latencies), "spans": timeline(receiver, trace_ids)}
+        for kind, (latencies, trace_ids) in send_each_kind(server, clip, requests).items()
+    }
 
 
 def client_p50s(server: Server, clip: bytes, requests: int) -> dict[str, float]:
-    """Each kind's client p50, one request at a time after a warm-up."""
-    p50s = {}
-    with httpx.Client(base_url=server.url, timeout=TIMEOUT_S) as client:
-        for kind, form in KINDS.items():
-            send = {"data": form, "files": {"audio": ("clip.wav", clip, "audio/wav")} if kind == "clip" else None}
-            for _ in range(WARMUP):
-                client.post("/critique", **send).raise_for_status()
-            latencies = []
-            for _ in range(requests):
-                started = time.perf_counter()
-                client.post("/critique", **send).raise_for_status()
-                latencies.append(1000 * (time.perf_counter() - started))
-            p50s[kind] = statistics.median(latencies)
-    return p50s
+    """Each kind's client p50 on the untraced server."""
+    sent = send_each_kind(server, clip, requests)
+    return {kind: statistics.median(latencies) for kind, (latencies, _) in sent.items()}
 
 
 def in_process_p50s(clip: bytes, requests: int) -> dict[str, float]:
