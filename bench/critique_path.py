@@ -14,8 +14,8 @@ Then, on a second server that does not trace:
   time per request (psutil, over all of them).
 
 Last, `in-process`: the same jobs through Music Flamingo's engine in a spawned process that holds that model alone,
-loaded and run on one model thread as its runner does (runners/model_thread.py): no other OpenMP team in the
-process to slow its single jobs down. Overhead per kind = the untraced client p50 minus this p50.
+loaded and run on one model thread as its runner does (bench/in_process.py). Overhead per kind = the untraced
+client p50 minus this p50.
 
     .venv/bin/python bench/critique_path.py                  # 30 requests per kind, ~2 min on 2 cores
     .venv/bin/python bench/critique_path.py --requests 3     # the smoke form
@@ -24,12 +24,10 @@ process to slow its single jobs down. Overhead per kind = the untraced client p5
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ import httpx
 import psutil
 
 from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_report
+from bench.in_process import Flamingo, alone, critique_job, timed
 from bench.served import Server, serve
 from tests.audio_files import audio_file
 from tests.otlp_receiver import OTLPReceiver
@@ -116,53 +115,16 @@ def client_p50s(server: Server, clip: bytes, requests: int) -> dict[str, float]:
 
 
 def in_process_p50s(clip: bytes, requests: int) -> dict[str, float]:
-    """Each kind's job through Music Flamingo's engine, loaded and run on one model thread, in this process alone
-    (a spawned child: see the module's docstring). The job is the one the front sends for the same form."""
-    import tempfile as temp
-
-    import torch
-
-    from audio_io import decode_upload
-    from models.memory import MemoryOptions, place
-    from models.music_flamingo import MusicFlamingoEngine, load_music_flamingo
-    from models.profiles import music_flamingo_checkpoint
-    from presets import Preset, compose_prompt
-    from runners.batching import run_in_groups
-    from runners.model_thread import ModelThread
-    from runners.music_flamingo import engine_job
-    from schemas import CritiqueJob, samples_to_bytes
-    from settings import SETTINGS
-
-    thread = ModelThread("music-flamingo-model")
-    placement = place("Music Flamingo", MemoryOptions(), torch.bfloat16)
-    path = str(music_flamingo_checkpoint(SETTINGS, None).path)
-    engine = thread.call(lambda: MusicFlamingoEngine(*load_music_flamingo(path, placement.device, placement.dtype)))
-    with temp.NamedTemporaryFile(suffix=".wav") as upload:
-        upload.write(clip)
-        upload.flush()
-        decoded = decode_upload(Path(upload.name), "audio", engine.sample_rate, engine.max_audio_seconds, truncate=True)
-    clips = {"clip": [samples_to_bytes(decoded.samples)], "text": []}
+    """Each kind's job through Music Flamingo's engine on its model thread, in a process of its own
+    (bench/in_process.py). The job is the one the front sends for the same form."""
+    flamingo = Flamingo()
+    clips = {"clip": [flamingo.decoded(clip)], "text": []}
     p50s = {}
     for kind, form in KINDS.items():
-        preset = Preset(form["preset"]) if "preset" in form else None
-        job = engine_job(
-            CritiqueJob(
-                prompt=compose_prompt(preset, form.get("prompt")),
-                clips_f32le=clips[kind],
-                max_new_tokens=int(form["max_new_tokens"]),
-                seed=int(form["seed"]),
-            )
-        )
-
-        def once(job: Any = job) -> float:
-            started = time.perf_counter()
-            [run] = thread.call(lambda: run_in_groups([job], engine.group_key, engine.generate))
-            assert run.error is None, run.error
-            return 1000 * (time.perf_counter() - started)
-
+        job = critique_job(form, clips[kind])
         for _ in range(3):
-            once()
-        p50s[kind] = statistics.median(once() for _ in range(requests))
+            timed(lambda job=job: flamingo.run([job]))
+        p50s[kind] = 1000 * statistics.median(timed(lambda job=job: flamingo.run([job]))[0] for _ in range(requests))
     return p50s
 
 
@@ -254,8 +216,8 @@ def main() -> None:
         with serve(Path(workdir) / "plain") as server:
             results["untraced_client_p50_ms"] = client_p50s(server, clip, args.requests)
             results["upload"] = measure_upload(server, clip, args.requests)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as alone:
-        results["in_process_p50_ms"] = alone.submit(in_process_p50s, clip, args.requests).result()
+    with alone() as child:
+        results["in_process_p50_ms"] = child.submit(in_process_p50s, clip, args.requests).result()
     results["overhead_ms"] = {
         kind: results["untraced_client_p50_ms"][kind] - results["in_process_p50_ms"][kind] for kind in KINDS
     }

@@ -4,8 +4,9 @@ Starts a real `bentoml serve service:AudioStudio` on 127.0.0.1 twice (AUDIO_STUD
 false), drives POST /generate/json and POST /critique with a fixed request mix at several concurrency
 levels (closed loop: each of `c` clients sends its next request when the previous one answered), and
 reads the realised runner batch sizes from /metrics. Then compares the HTTP latency at concurrency 1
-with the same jobs run in-process through the runners' own code (AudioLDM2: its step scheduler on a model
-thread; Music Flamingo: its engine + run_in_groups).
+with the same jobs run in-process through the runners' own code, each family alone in a spawned process on
+its model thread (bench/in_process.py; AudioLDM2: its step scheduler; Music Flamingo: its engine +
+run_in_groups).
 
 Tiny-profile numbers measure the serving path (HTTP, validation, transport, batching), not model speed:
 see bench/fullsize.py for that.
@@ -45,9 +46,10 @@ import psutil
 
 from bench import served
 from bench.common import DEFAULT_OUT, fmt, header, header_markdown, percentiles, write_report
+from bench.in_process import Flamingo, alone, batch_scaling, critique_job, load_audioldm2, timed
 from models.local_tokenizers import CORPUS
 from presets import Preset
-from schemas import CritiqueRequest, GenerateRequest
+from schemas import CritiqueRequest, GenerateRequest, GenerationJob
 from tests.audio_files import audio_file
 from tests.metrics import PATTERN
 
@@ -333,8 +335,8 @@ class CpuShare:
         me = psutil.Process()
         for process in [me, *me.children(recursive=True)]:
             try:
-                times = process.cpu_times()
-                total += times.user + times.system
+                times = process.cpu_times()  # with the children it has waited for (a finished in-process child)
+                total += times.user + times.system + times.children_user + times.children_system
             except psutil.Error:
                 pass
         return total
@@ -482,181 +484,86 @@ def span_durations_ms(spans: list[Any]) -> dict[str, float]:
 # ---- the same jobs in-process ----------------------------------------------------------
 
 
-def measure_direct(plan: Plan, clip: bytes, workdir: Path, requests: int) -> dict[str, Any]:
-    """Concurrency-1 jobs of the mix through the runners' model code in this process, no HTTP.
+def measure_direct(plan: Plan, clip: bytes, requests: int) -> dict[str, Any]:
+    """Concurrency-1 jobs of the mix through the runners' model code, no HTTP: each family alone in a spawned
+    process, on its model thread (bench/in_process.py). Same jobs and seeds as the HTTP level at concurrency 1."""
+    cpu = CpuShare()
+    with alone() as child:
+        result = {"generate": child.submit(direct_generate, plan.size, requests).result()}
+    with alone() as child:
+        result["critique"] = child.submit(direct_critique, plan.size, clip, requests).result()
+    scaling = {**result["generate"].pop("batch_scaling"), **result["critique"].pop("batch_scaling")}
+    return {**result, "batch_scaling": scaling, "foreign_cpu": cpu.foreign()}
 
-    AudioLDM2 is always loaded on, and served by, a step scheduler on a model thread of its own, as its runner
-    does (runners/audioldm2_in_process.py); what the three ways change for it is what else in the process
-    holds an OpenMP team (runners/model_thread.py). Same jobs and seeds as the HTTP level at concurrency 1,
-    in this order:
-    * `same_thread_s`: Music Flamingo loaded and run on one worker thread, before the main thread touches
-      torch (as its runner loads its model on the thread that serves it);
-    * `main_thread_s`: Music Flamingo loaded and run on the main thread (the plain in-process call, the
-      baseline);
-    * `worker_thread_s`: those main-thread models called from a fresh worker thread.
-    """
+
+def generation_job(body: dict[str, Any]) -> GenerationJob:
+    """What the front passes on for a /generate/json body: the job's own fields, whatever the request adds around
+    them (format, ...)."""
+    request = GenerateRequest.model_validate_json(json.dumps(body))
+    return GenerationJob(**request.model_dump(include=set(GenerationJob.model_fields) - {"seed"}), seed=request.seed)
+
+
+BATCH = 8  # jobs in each in-process ceiling
+
+
+def direct_generate(size: str, requests: int) -> dict[str, Any]:
+    """In a process of its own: the mix's generate jobs one at a time, then the generate ceilings."""
+    plan = make_plan(size)
+    audioldm2 = load_audioldm2()
+    jobs = [generation_job(plan.mix.generate_body(i)) for i in range(max(requests, BATCH))]
+    for job in jobs[:2]:  # warm-up, not recorded
+        timed(lambda job=job: audioldm2.generate([job]))
+    singles = [timed(lambda job=job: audioldm2.generate([job]))[0] for job in jobs[:requests]]
+    five_seconds = [job.model_copy(update={"duration": 5.0}) for job in jobs[:BATCH]]
+    scaling = {
+        "generate mix (8 jobs, 2/5/10 s)": batch_scaling(jobs[:BATCH], audioldm2.generate, plan.ceiling_repeats),
+        "generate, all 5 s (8 jobs)": batch_scaling(five_seconds, audioldm2.generate, plan.ceiling_repeats),
+    }
+    audioldm2.close()
     import torch
 
-    from audio_io import decode_upload
-    from models.audioldm2 import AudioLDM2Engine, load_placed_pipeline
-    from models.memory import MemoryOptions, place
-    from models.music_flamingo import MusicFlamingoEngine, load_music_flamingo
-    from models.profiles import audioldm2_checkpoint, music_flamingo_checkpoint
-    from presets import compose_prompt
-    from runners.audioldm2_in_process import InProcessScheduler
-    from runners.batching import GroupRun, run_in_groups
-    from runners.model_thread import ModelThread
-    from runners.music_flamingo import engine_job
-    from schemas import CritiqueJob, GenerationJob, samples_to_bytes
-    from settings import SETTINGS
+    return {"in_process_s": singles, "batch_scaling": scaling, "torch_threads": torch.get_num_threads()}
 
-    def load() -> tuple[InProcessScheduler, MusicFlamingoEngine]:
-        """Both engines exactly as the runners build them, AudioLDM2 on the model thread its scheduler runs on."""
-        thread = ModelThread("audioldm2-model")
-        audioldm2 = thread.call(
-            lambda: AudioLDM2Engine(
-                load_placed_pipeline(
-                    str(audioldm2_checkpoint(SETTINGS, None).path), place("AudioLDM2", MemoryOptions(), torch.float16)
-                )
-            )
-        )
-        flamingo = place("Music Flamingo", MemoryOptions(), torch.bfloat16)
-        path = str(music_flamingo_checkpoint(SETTINGS, None).path)
-        return (
-            InProcessScheduler(audioldm2, thread),
-            MusicFlamingoEngine(*load_music_flamingo(path, flamingo.device, flamingo.dtype)),
-        )
 
-    def generation_job(i: int) -> GenerationJob:
-        body = GenerateRequest.model_validate_json(json.dumps(plan.mix.generate_body(i)))
-        # What the front passes on: the job's own fields, whatever the request adds around them (format, ...).
-        return GenerationJob(**body.model_dump(include=set(GenerationJob.model_fields) - {"seed"}), seed=body.seed)
+def direct_critique(size: str, clip: bytes, requests: int) -> dict[str, Any]:
+    """In a process of its own: the mix's critique jobs one at a time, what the front does per critique besides
+    the model, then the critique ceilings."""
+    plan = make_plan(size)
+    flamingo = Flamingo()
+    decoded = [flamingo.decoded(clip)]
 
-    clip_path = workdir / "clip.wav"
-    clip_path.write_bytes(clip)
+    def job(i: int) -> Any:
+        return critique_job(plan.mix.critique_fields(i), decoded if plan.mix.critique_has_audio(i) else [])
 
-    def decode(engine: MusicFlamingoEngine) -> bytes:
-        decoded = decode_upload(clip_path, "audio", engine.sample_rate, engine.max_audio_seconds, truncate=True)
-        return samples_to_bytes(decoded.samples)
-
-    decoded: list[bytes] = []
-
-    def critique_job(i: int) -> CritiqueJob:
-        fields = plan.mix.critique_fields(i)
-        preset = Preset(fields["preset"]) if "preset" in fields else None
-        return CritiqueJob(
-            prompt=compose_prompt(preset, fields.get("prompt")),
-            clips_f32le=decoded[:1] if plan.mix.critique_has_audio(i) else [],
-            max_new_tokens=fields["max_new_tokens"],
-            seed=fields["seed"],
-        )
-
-    def one_generate(engines: tuple[InProcessScheduler, MusicFlamingoEngine], i: int) -> float:
-        audioldm2, job = engines[0], generation_job(i)
-        started = time.perf_counter()
-        [run] = audioldm2.generate([job])
-        assert run.error is None, run.error
-        return time.perf_counter() - started
-
-    def one_critique(engines: tuple[InProcessScheduler, MusicFlamingoEngine], i: int) -> float:
-        flamingo, job = engines[1], engine_job(critique_job(i))
-        started = time.perf_counter()
-        [run] = run_in_groups([job], flamingo.group_key, flamingo.generate)
-        assert run.error is None, run.error
-        return time.perf_counter() - started
-
-    apis = (("generate", one_generate), ("critique", one_critique))
-
-    def run_all(engines: tuple[InProcessScheduler, MusicFlamingoEngine]) -> dict[str, list[float]]:
-        if not decoded:
-            decoded.append(decode(engines[1]))
-        times = {}
-        for api, one in apis:
-            for i in range(2):  # warm-up, not recorded
-                one(engines, i)
-            times[api] = [one(engines, i) for i in range(requests)]
-        return times
-
-    cpu = CpuShare()
-    with ThreadPoolExecutor(1) as pool:
-        first = pool.submit(load).result()
-        same_thread = pool.submit(run_all, first).result()
-    first[0].close()
-    engines = load()
-    audioldm2, flamingo = engines
-    main = run_all(engines)
-    with ThreadPoolExecutor(1) as pool:  # a fresh thread, models loaded on the main thread: like a runner
-        threaded = {api: [pool.submit(one, engines, i).result() for i in range(requests)] for api, one in apis}
-    result: dict[str, Any] = {
-        "torch_threads": torch.get_num_threads(),
-        **{
-            api: {"main_thread_s": main[api], "worker_thread_s": threaded[api], "same_thread_s": same_thread[api]}
-            for api, _ in apis
-        },
-    }
+    for i in range(2):  # warm-up, not recorded
+        timed(lambda i=i: flamingo.run([job(i)]))
+    singles = [timed(lambda i=i: flamingo.run([job(i)]))[0] for i in range(requests)]
 
     def front_work(i: int) -> float:
         """What the HTTP path does per critique besides the model: decode the upload, the runner's checks."""
         started = time.perf_counter()
-        job = critique_job(i)
         if plan.mix.critique_has_audio(i):
-            decode(flamingo)
-        flamingo.check(engine_job(job))
-        flamingo.count_prompt_tokens(engine_job(job))
+            flamingo.decoded(clip)
+        flamingo.engine.check(job(i))
+        flamingo.engine.count_prompt_tokens(job(i))
         return time.perf_counter() - started
 
-    def scaling(jobs: list[Any], run: Callable[[list[Any]], list[GroupRun[Any]]]) -> dict[str, Any]:
-        """The same jobs one by one, then as one runner batch, `ceiling_repeats` times: what batching can give at
-        most, as the median speedup with its spread."""
-        speedups, singles_s, batch_s = [], [], []
-        for _ in range(plan.ceiling_repeats):
-            singles = 0.0
-            for job in jobs:
-                started = time.perf_counter()
-                run([job])
-                singles += time.perf_counter() - started
-            started = time.perf_counter()
-            runs = run(jobs)
-            batch_s.append(time.perf_counter() - started)
-            singles_s.append(singles)
-            speedups.append(singles / batch_s[-1])
-        return {
-            "jobs": len(jobs),
-            "groups": round(sum(1 / r.group_size for r in runs)),  # sets of jobs that shared their model passes
-            "repeats": plan.ceiling_repeats,
-            "sum_of_singles_s": statistics.median(singles_s),
-            "one_batch_s": statistics.median(batch_s),
-            "speedup": statistics.median(speedups),
-            "speedup_min": min(speedups),
-            "speedup_max": max(speedups),
-        }
-
-    result["critique"]["front_and_checks_s"] = [front_work(i) for i in range(requests)]
-
-    batch = 8
-    five_seconds = [job.model_copy(update={"duration": 5.0}) for job in map(generation_job, range(batch))]
-    critiques = [engine_job(critique_job(i)) for i in range(2 * batch)]
-
-    def critiqued(jobs: list[Any]) -> list[GroupRun[Any]]:
-        return run_in_groups(jobs, flamingo.group_key, flamingo.generate)
-
-    result["batch_scaling"] = {
-        "generate mix (8 jobs, 2/5/10 s)": scaling([generation_job(i) for i in range(batch)], audioldm2.generate),
-        "generate, all 5 s (8 jobs)": scaling(five_seconds, audioldm2.generate),
-        "critique mix (8 jobs)": scaling(critiques[:batch], critiqued),
-        "critique, all 30 s clips (8 jobs)": scaling(critiques[0::2], critiqued),
-        "critique, all text-only (8 jobs)": scaling(critiques[1::2], critiqued),
+    front = [front_work(i) for i in range(requests)]
+    critiques = [job(i) for i in range(2 * BATCH)]
+    repeats = plan.ceiling_repeats
+    scaling = {
+        "critique mix (8 jobs)": batch_scaling(critiques[:BATCH], flamingo.run, repeats),
+        "critique, all 30 s clips (8 jobs)": batch_scaling(critiques[0::2], flamingo.run, repeats),
+        "critique, all text-only (8 jobs)": batch_scaling(critiques[1::2], flamingo.run, repeats),
     }
-    audioldm2.close()
-    result["foreign_cpu"] = cpu.foreign()
-    return result
+    return {"in_process_s": singles, "front_and_checks_s": front, "batch_scaling": scaling}
 
 
 def overhead(rows: list[dict], direct: dict[str, Any], api: str) -> dict[str, Any]:
     """HTTP at concurrency 1 (batching on, the default) against the same jobs in-process."""
     [http] = [r for r in rows if r["api"] == api and r["batching"] and r["concurrency"] == 1]
     http_s, runner_s = http["latencies_s"], http["runner_inference_s"]
-    main_s, worker_s = direct[api]["main_thread_s"], direct[api]["worker_thread_s"]
+    main_s = direct[api]["in_process_s"]
     n = min(len(http_s), len(main_s))
     p50 = {name: 1000 * percentiles(values)["p50"] for name, values in (("http", http_s), ("direct", main_s))}
     over_ms = p50["http"] - p50["direct"]
@@ -671,8 +578,6 @@ def overhead(rows: list[dict], direct: dict[str, Any], api: str) -> dict[str, An
         "target_met": over_ms <= budget_ms,
         "paired_median_overhead_ms": paired[len(paired) // 2],
         # Where the difference goes:
-        "direct_worker_thread_p50_ms": 1000 * percentiles(worker_s)["p50"],
-        "direct_same_thread_p50_ms": 1000 * percentiles(direct[api]["same_thread_s"])["p50"],
         "runner_inference_p50_ms": 1000 * percentiles(runner_s)["p50"],
         "http_minus_runner_inference_p50_ms": 1000
         * percentiles([h - r for h, r in zip(http_s, runner_s, strict=True)])["p50"],
@@ -760,16 +665,14 @@ def markdown(report: dict[str, Any]) -> str:
         "HTTP path vs the same jobs in-process (concurrency 1, batching on):",
         "",
         "| api | HTTP p50 ms | direct p50 ms | overhead ms | overhead % | target ms | met | paired median ms "
-        "| direct, runner-like thread p50 ms | direct, loaded on its own thread p50 ms | runner inference p50 ms "
-        "| HTTP - runner inference p50 ms |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| runner inference p50 ms | HTTP - runner inference p50 ms |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for api, o in report["overhead"].items():
         lines.append(
             f"| {api} | {o['http_p50_ms']:.1f} | {o['direct_p50_ms']:.1f} | {o['overhead_ms']:.1f} "
             f"| {o['overhead_pct']:.1f} | {o['target_ms']:.1f} | {'yes' if o['target_met'] else 'no'} "
-            f"| {o['paired_median_overhead_ms']:.1f} | {o['direct_worker_thread_p50_ms']:.1f} "
-            f"| {o['direct_same_thread_p50_ms']:.1f} "
+            f"| {o['paired_median_overhead_ms']:.1f} "
             f"| {o['runner_inference_p50_ms']:.1f} | {o['http_minus_runner_inference_p50_ms']:.1f} |"
         )
     lines += [
@@ -837,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         # In-process first, while no server competes for the CPU cores.
         log("in-process runs of the concurrency-1 jobs")
-        direct = measure_direct(plan, clip, workdir, plan.requests_at(1))
+        direct = measure_direct(plan, clip, plan.requests_at(1))
         rows: list[dict] = []
         open_rates: dict[str, list[float]] = {}
         for batching in (True, False):

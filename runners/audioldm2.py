@@ -14,10 +14,11 @@ import compat
 from compat.bentoml_dispatcher import concurrent_batches
 from models.audioldm2 import AudioLDM2Engine, Denoising, JobAudio, load_placed_pipeline, waveform_seeds
 from models.pieces import Pieces
-from models.profiles import audioldm2_checkpoint, declare_weights
+from models.profiles import Checkpoint, audioldm2_checkpoint, declare_weights
 from registry import AUDIOLDM2
 from runners.batching import GroupRun
 from runners.cancellation import CancelledJobs, count_cancelled
+from runners.model_thread import ModelThread
 from runners.observe import observe_batch
 from runners.outcomes import generation_outcome
 from runners.progress import ProgressBoard
@@ -40,14 +41,19 @@ J = TypeVar("J", GenerationJob, TransformJob)
 compat.install_all()  # library patches (compat/), e.g. batches that overlap (compat/bentoml_dispatcher.py)
 
 
+def load_engine(checkpoint: Checkpoint) -> tuple[AudioLDM2Engine, ModelThread]:
+    """The pipeline as the runner serves it, on the thread that owns it (also what bench/in_process.py measures)."""
+    placement, thread = prepare_model(AUDIOLDM2, checkpoint, torch.float16)
+    return thread.call(lambda: AudioLDM2Engine(load_placed_pipeline(str(checkpoint.path), placement))), thread
+
+
 @bentoml.service(name="audioldm2-runner", **RUNNER_CONFIG)
 class AudioLDM2Runner:
     weights = declare_weights(SETTINGS, AUDIOLDM2.settings.checkpoint)
 
     def __init__(self) -> None:
         self.checkpoint = audioldm2_checkpoint(SETTINGS, type(self).weights)
-        placement, thread = prepare_model(AUDIOLDM2, self.checkpoint, torch.float16)
-        self.engine = thread.call(lambda: AudioLDM2Engine(load_placed_pipeline(str(self.checkpoint.path), placement)))
+        self.engine, thread = load_engine(self.checkpoint)
         self.cancelled = CancelledJobs()
         stop_everything_after_the_grace(AUDIOLDM2.name, self.cancelled, SETTINGS.shutdown_grace_s)
         self.board = ProgressBoard()

@@ -20,10 +20,11 @@ from models.music_flamingo import (
     load_music_flamingo,
 )
 from models.music_flamingo import CritiqueJob as EngineJob
-from models.profiles import declare_weights, music_flamingo_checkpoint
+from models.profiles import Checkpoint, declare_weights, music_flamingo_checkpoint
 from registry import MUSIC_FLAMINGO
 from runners.batching import GroupRun, run_in_groups
 from runners.cancellation import CANCELLED_WHILE_RUNNING, CancelledJobs, count_cancelled
+from runners.model_thread import ModelThread
 from runners.observe import observe_batch
 from runners.progress import DECODER_PHASES, ProgressBoard
 from runners.shutdown import stop_everything_after_the_grace
@@ -58,6 +59,25 @@ def engine_job(job: CritiqueJob) -> EngineJob:
         turns=tuple(Turn(turn.role, turn.text, turn.clips) for turn in job.turns),
         stop=tuple(job.stop),
     )
+
+
+def load_engine(checkpoint: Checkpoint) -> tuple[MusicFlamingoEngine, ModelThread]:
+    """The model as the runner serves it, on the thread that owns it (also what bench/in_process.py measures)."""
+    placement, thread = prepare_model(
+        MUSIC_FLAMINGO, checkpoint, torch.bfloat16, bitsandbytes_on_cpu=BITSANDBYTES_ON_CPU
+    )
+    options = placement.options
+    model, processor = thread.call(
+        lambda: load_music_flamingo(
+            str(checkpoint.path),
+            placement.device,
+            placement.dtype,
+            options.attention,
+            options.quantization,
+            options.gpu_memory_gib,
+        )
+    )
+    return MusicFlamingoEngine(model, processor, decoding=options.decoding), thread
 
 
 def holds_stop(text: str | None, stop: tuple[str, ...]) -> bool:
@@ -109,21 +129,7 @@ class MusicFlamingoRunner:
 
     def __init__(self) -> None:
         self.checkpoint = music_flamingo_checkpoint(SETTINGS, type(self).weights)
-        placement, self.thread = prepare_model(
-            MUSIC_FLAMINGO, self.checkpoint, torch.bfloat16, bitsandbytes_on_cpu=BITSANDBYTES_ON_CPU
-        )
-        options = placement.options
-        model, processor = self.thread.call(
-            lambda: load_music_flamingo(
-                str(self.checkpoint.path),
-                placement.device,
-                placement.dtype,
-                options.attention,
-                options.quantization,
-                options.gpu_memory_gib,
-            )
-        )
-        self.engine = MusicFlamingoEngine(model, processor, decoding=options.decoding)
+        self.engine, self.thread = load_engine(self.checkpoint)
         self.thread.call(self._compile_grammars)
         self.cancelled = CancelledJobs()
         stop_everything_after_the_grace(MUSIC_FLAMINGO.name, self.cancelled, SETTINGS.shutdown_grace_s)
