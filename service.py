@@ -67,6 +67,7 @@ from jobs.errors import JobRefusal
 from jobs.manager import JobLimits, JobManager
 from jobs.openapi import document_jobs
 from jobs.records import JobStatus
+from jobs.requests import RequestFolder, StoredRequest
 from jobs.routes import JobRoutes, accepted, refusal_response
 from models.allocator import keep_freed_http_buffers
 from registry import AUDIOLDM, AUDIOLDM2, FAMILIES, MUSIC_FLAMINGO, Family
@@ -103,6 +104,15 @@ DELIVERY_FIELDS = frozenset(DeliveryParams.model_fields)
 compat.install_all()  # library patches (compat/), installed once per process even where a runner module did it first
 STREAM_IN_A_JOB = "a job is not streamed: its events (GET /jobs/{id}/events) carry the text so far"
 JOB_ROUTES = JobRoutes()  # /jobs/{job_id}...: status, events, result, cancel (the manager is set at start-up)
+# The submission routes (/jobs/<route>) and the request each takes: a kept request is read back as its route's.
+JobRequest = GenerateRequest | TransformRequest | CritiqueRequest
+JOB_REQUESTS: dict[str, type[JobRequest]] = {
+    "generate": GenerateRequest,
+    "generate/json": GenerateRequest,
+    "transform": TransformRequest,
+    "transform/json": TransformRequest,
+    "critique": CritiqueRequest,
+}
 
 
 def draw_seed(request: DeliveryParams | CritiqueRequest) -> int:
@@ -154,8 +164,11 @@ class AudioStudio:
                 SETTINGS.jobs_max_active,
                 SETTINGS.jobs_max_active_per_key,
                 SETTINGS.jobs_max_input_mib << 20,
+                SETTINGS.job_max_attempts,
             ),
             slots={family.name: family.settings.max_batch_size for family in FAMILIES},
+            requests=RequestFolder(SETTINGS.job_data_dir / "requests"),
+            build=self._job_work,
         )
         JOB_ROUTES.manager = self.jobs
         logger.info(
@@ -249,47 +262,62 @@ class AudioStudio:
     @bentoml.api(route="/jobs/generate")
     async def submit_generate(self, request: GenerateRequest, /, ctx: bentoml.Context) -> JobStatus:
         """Submit /generate's request as a job; 202 with the job's status. Its result is /generate's audio file."""
-        return await self._submit(self._generation(request, as_json=False), ctx)
+        return await self._submit("generate", request, ctx)
 
     @bentoml.api(route="/jobs/generate/json")
     async def submit_generate_json(self, request: GenerateRequest, /, ctx: bentoml.Context) -> JobStatus:
         """Submit /generate/json's request as a job; its result is /generate/json's JSON (every waveform)."""
-        return await self._submit(self._generation(request, as_json=True), ctx)
+        return await self._submit("generate/json", request, ctx)
 
     @bentoml.api(route="/jobs/transform")
     async def submit_transform(self, request: TransformRequest, /, ctx: bentoml.Context) -> JobStatus:
         """Submit /transform's request as a job (multipart/form-data); its result is /transform's audio file."""
-        return await self._submit(self._transformation(request, as_json=False), ctx)
+        return await self._submit("transform", request, ctx)
 
     @bentoml.api(route="/jobs/transform/json")
     async def submit_transform_json(self, request: TransformRequest, /, ctx: bentoml.Context) -> JobStatus:
         """Submit /transform/json's request as a job (multipart/form-data); its result is /transform/json's JSON."""
-        return await self._submit(self._transformation(request, as_json=True), ctx)
+        return await self._submit("transform/json", request, ctx)
 
     @bentoml.api(route="/jobs/critique")
     async def submit_critique(self, request: CritiqueRequest, /, ctx: bentoml.Context) -> JobStatus:
         """Submit /critique's request as a job (multipart/form-data); its result is /critique's JSON."""
         if request.stream:
             return with_status(error_response("invalid_input", STREAM_IN_A_JOB, field="stream"), ctx)
-        return await self._submit(self._critique_work(request), ctx)
+        return await self._submit("critique", request, ctx)
 
     # ---- the steps behind the routes -----------------------------------------------
 
-    async def _submit(self, preparing: Awaitable[Work | JSONResponse], ctx: bentoml.Context) -> Response:
-        """Check the request as its synchronous route would, then queue it (202) or refuse it (4xx/429/503)."""
+    async def _submit(self, route: str, request: JobRequest, ctx: bentoml.Context) -> Response:
+        """Check the request as its synchronous route would, then keep it with its seed fixed and queue it (202), or
+        refuse it (4xx/429/503). The job runs from what was kept (jobs/requests.py), after a restart too."""
+        request = request.model_copy(update={"seed": draw_seed(request)})
         try:
-            work = await preparing
+            work = await self._work(route, request)
             if isinstance(work, JSONResponse):
                 response: Response = work
             else:
                 caller = ctx.request.scope.get(CALLER, ANONYMOUS)
-                status = await self.jobs.submit(work, caller, count_per_key=SETTINGS.api_keys_file is not None)
+                count_per_key = SETTINGS.api_keys_file is not None
+                status = await self.jobs.submit(work, request, route, caller, count_per_key=count_per_key)
                 response = accepted(status)
         except RunnerUnavailable as error:
             response = error_response("unavailable", str(error))
         except JobRefusal as refusal:
             response = refusal_response(refusal)
         return with_status(response, ctx)
+
+    def _work(self, route: str, request: JobRequest) -> Awaitable[Work | JSONResponse]:
+        """What the synchronous route of `route` does with `request` (a job submitted there)."""
+        if isinstance(request, GenerateRequest):
+            return self._generation(request, as_json=route.endswith("/json"))
+        if isinstance(request, TransformRequest):
+            return self._transformation(request, as_json=route.endswith("/json"))
+        return self._critique_work(request)
+
+    async def _job_work(self, stored: StoredRequest) -> Work | JSONResponse:
+        """A job's work, built when it starts from the request kept at its submission."""
+        return await self._work(stored.route, JOB_REQUESTS[stored.route].model_validate_json(stored.body))
 
     async def _generation(self, request: GenerateRequest, as_json: bool) -> Work | JSONResponse:
         refusal = family_refusal(request.model.value, "generate", request.duration, "duration")

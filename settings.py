@@ -134,7 +134,8 @@ class Settings(Checked):
     shutdown_grace_s: int = knob(
         20,
         "After SIGTERM, requests and jobs in flight get this long before they are stopped (requests answered 503, "
-        "jobs failed as interrupted, runners told); keep it under the pod's termination grace (Kubernetes: 30 s).",
+        "jobs left to the next start (SQLite) or failed as interrupted (Redis), runners told); keep it under the "
+        "pod's termination grace (Kubernetes: 30 s).",
         low=0,
         high=3600,
     )
@@ -183,6 +184,13 @@ class Settings(Checked):
         shown="~/.local/share/audio-studio/jobs",
     )
     job_retention_s: int = knob(86_400, "Jobs: how long a result is kept after the job ends.", low=1, high=90 * 86_400)
+    job_max_attempts: int = knob(
+        3,
+        "Jobs: runs of one job at most. A job stopped by a restart of the service (a crash, a deploy) runs again "
+        "from its accepted request when the service is back; after this many runs it fails for good.",
+        low=1,
+        high=100,
+    )
     jobs_max_active: int = knob(256, "Jobs: queued or running at once, in all.", low=1, high=1_000_000)
     jobs_max_active_per_key: int = knob(32, "Jobs: queued or running at once, per API key.", low=1, high=1_000_000)
     jobs_max_input_mib: int = knob(

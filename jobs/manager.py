@@ -16,12 +16,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
+from pydantic import BaseModel
+
 from core.work import Work
 from jobs.caps import JobCaps
 from jobs.errors import JobConflict, JobGone, JobNotFound, StoreUnavailable
 from jobs.events import statuses
-from jobs.records import JobRecord, JobStatus, ended, failure, now
-from jobs.running import LocalJobs
+from jobs.records import Failure, JobRecord, JobStatus, ended, failure, now
+from jobs.requests import RequestFolder
+from jobs.running import Build, LocalJobs
 from jobs.store import JobStore
 from jobs.upkeep import Upkeep
 
@@ -37,6 +40,7 @@ class JobLimits:
     max_active: int
     max_active_per_key: int
     max_input_bytes: int
+    max_attempts: int = 3
 
 
 @dataclass(frozen=True)
@@ -65,12 +69,23 @@ def store_errors_are_unavailable(
     return wrapper
 
 
+def given_up(attempts: int) -> Failure:
+    return failure(
+        "unavailable",
+        f"the service restarted while this job ran, {attempts} times; it is not run again (submit it again, or "
+        "report it if it keeps happening)",
+    )
+
+
 class JobManager:
-    def __init__(self, store: JobStore, limits: JobLimits, slots: dict[str, int]) -> None:
-        """`slots`: per runner, how many of this process's jobs may run on it at once (its batch)."""
+    def __init__(
+        self, store: JobStore, limits: JobLimits, slots: dict[str, int], requests: RequestFolder, build: Build
+    ) -> None:
+        """`slots`: per runner, how many of this process's jobs may run on it at once (its batch). `requests`: where
+        accepted requests are kept; `build`: a stored request as the work its synchronous route would run."""
         self.store = store
         self.limits = limits
-        self.local = LocalJobs(store, slots, limits.retention_s)
+        self.local = LocalJobs(store, slots, limits.retention_s, requests, build)
         self.upkeep = Upkeep(self.local)
         self._started: asyncio.Task[None] | None = None
         self._upkeep_task: asyncio.Task[None] | None = None
@@ -80,31 +95,46 @@ class JobManager:
         return await self.store.ready()
 
     async def start(self) -> None:
-        """Once per process, on first use: jobs a dead predecessor left active are failed, the upkeep starts."""
+        """Once per process, on first use: jobs a stopped predecessor left active are resumed (or failed for good
+        after their last attempt), the upkeep starts."""
         if self._started is None:
             self._started = asyncio.get_running_loop().create_task(self._start())
         await asyncio.shield(self._started)
 
     async def _start(self) -> None:
-        failed = await self.store.fail_interrupted(lambda record: ended(record, "failed", RESTARTED))
-        if failed:
-            logger.warning("jobs: %d jobs were interrupted by a restart and are marked failed", failed)
+        resumed = failed = 0
+        for record in await self.store.interrupted():
+            attempts = record.status.attempt
+            spent = record.status.started_at is not None and attempts >= self.limits.max_attempts
+            if not spent and await self.local.requests.load(record.id) is not None:
+                await self.local.resume(record)
+                resumed += 1
+            else:
+                why = given_up(attempts) if spent else RESTARTED
+                await self.store.save(ended(record, "failed", why))
+                await self.local.requests.drop(record.id)
+                failed += 1
+        if resumed or failed:
+            logger.warning("jobs: after a restart, %d job(s) resumed and %d failed for good", resumed, failed)
         self._upkeep_task = asyncio.get_running_loop().create_task(self.upkeep.loop())
 
     async def stop(self, deadline: float) -> None:
         """The service is shutting down: this process's jobs may end until `deadline` (the loop's clock); those
-        still active then are stopped (their runners told) and failed as a restart would have left them."""
-        await self.local.stop(deadline, RESTARTED)
+        still active then are stopped (their runners told) and resumed at the next start where the store resumes
+        jobs, else failed as a restart would have left them."""
+        await self.local.stop(deadline, None if self.store.resumes_jobs else RESTARTED)
         if self._upkeep_task is not None:
             self._upkeep_task.cancel()
 
     @store_errors_are_unavailable
-    async def submit(self, work: Work, caller: str, count_per_key: bool) -> JobStatus:
-        """Queue `work` as the caller's job (JobsBusy over a cap; `count_per_key`: callers have their own cap)."""
+    async def submit(self, work: Work, request: BaseModel, route: str, caller: str, count_per_key: bool) -> JobStatus:
+        """Queue the caller's job: `request` as `route` accepted it (its seed fixed), checked as `work` (JobsBusy over
+        a cap; `count_per_key`: callers have their own cap)."""
         await self.start()
         limits = self.limits
         per_key = limits.max_active_per_key if count_per_key else None
-        status = await self.local.add(work, caller, JobCaps(limits.max_active, per_key, limits.max_input_bytes))
+        caps = JobCaps(limits.max_active, per_key, limits.max_input_bytes)
+        status = await self.local.add(work, request, route, caller, caps)
         logger.info("job %s (%s) queued for %s", status.id, work.kind, caller)
         return status
 

@@ -41,10 +41,11 @@ def progress_of(
 
 async def follow(runner: str, jobs: list[LocalJob]) -> None:
     """Ask `runner` where the dispatched jobs that follow one of its jobs are, and move them on."""
-    running = [local for local in jobs if local.dispatched and local.work.followed().runner == runner]
+    followed = [(local, local.work.followed()) for local in jobs if local.work is not None]
+    running = [local for local, target in followed if target.runner == runner]
+    targets = [target for _, target in followed if target.runner == runner]
     if not running:
         return
-    targets = [local.work.followed() for local in running]
     try:
         updates = await asyncio.wait_for(targets[0].progress([target.job_id for target in targets]), PROGRESS_TIMEOUT_S)
     except Exception as exc:  # progress is best effort; the job's own call reports a runner that is down

@@ -61,6 +61,12 @@ class JobStatus(BaseModel):
     state: JobState
     progress: JobProgress
     seed: int | None = Field(None, description="The seed the job runs with (drawn at submission if not given).")
+    attempt: int = Field(
+        1,
+        ge=1,
+        description="Which run of the job this is: a job stopped by a restart of the service runs again from its "
+        "accepted request when the service is back, with the same seed, up to AUDIO_STUDIO_JOB_MAX_ATTEMPTS runs.",
+    )
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

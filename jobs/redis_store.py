@@ -10,7 +10,7 @@ Redis itself forgets them; the janitor only removes result files.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import cast
@@ -141,9 +141,9 @@ class RedisStore(JobStore):
             await self.redis.hdel(self.key("active-bytes"), *stale)
         return gone
 
-    async def fail_interrupted(self, mark: Callable[[JobRecord], JobRecord]) -> int:
-        """Nothing to do at start-up: other replicas' jobs may be running; dead ones show by their heartbeat."""
-        return 0
+    async def interrupted(self) -> list[JobRecord]:
+        """None: other replicas' jobs may be running; dead ones show by their heartbeat."""
+        return []
 
     async def ready(self) -> bool:
         try:

@@ -1,9 +1,10 @@
 """The jobs this front process runs.
 
-A submitted job waits in this process's queue for one of its runner's slots (as many as the runner's batch), then
-runs exactly as its synchronous route would (core/work.py); its answer becomes its result, or its error. This
-process is the only writer of its jobs' records, which it saves with a fresh heartbeat (jobs/upkeep.py keeps
-saving them while they run).
+A submitted job's request is kept on disk before it is accepted (jobs/requests.py). The job waits in this
+process's queue for one of its runner's slots (as many as the runner's batch), then is built from that request and
+runs exactly as its synchronous route would (core/work.py); its answer becomes its result, or its error. A job
+resumed after a restart takes the same path. This process is the only writer of its jobs' records, which it saves
+with a fresh heartbeat (jobs/upkeep.py keeps saving them while they run).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+from pydantic import BaseModel
 
 from core.errors import ErrorResponse
 from core.runner_calls import RunnerUnavailable
-from core.work import Reply, Work
+from core.work import Answer, Reply, Work
 from jobs.caps import JobCaps
 from jobs.events import Changes
 from jobs.records import (
@@ -30,17 +34,20 @@ from jobs.records import (
     links,
     now,
 )
+from jobs.requests import RequestFolder, StoredRequest
 from jobs.store import JobStore
+from schemas import new_job_id
 
 logger = logging.getLogger("bentoml.audio_studio")
+# Builds a job's work from its stored request as the synchronous route would: the work, or the route's refusal.
+Build = Callable[[StoredRequest], Awaitable[Work | Answer]]
 
 
 @dataclass(eq=False)
 class LocalJob:
-    work: Work
     record: JobRecord
     task: asyncio.Task[None] | None = None
-    dispatched: bool = False  # sent on: holds one of its runner's slots
+    work: Work | None = None  # built from its stored request once it holds one of its runner's slots
     dirty: bool = False  # changed since it was last saved
     saved_at: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -48,6 +55,11 @@ class LocalJob:
     @property
     def id(self) -> str:
         return self.record.id
+
+    @property
+    def dispatched(self) -> bool:
+        """Sent on: it holds one of its runner's slots."""
+        return self.work is not None
 
     def update(self, **changes: object) -> None:
         """Change the job's public status (saved at the next tick, if it changed)."""
@@ -58,20 +70,26 @@ class LocalJob:
 
 
 class LocalJobs:
-    def __init__(self, store: JobStore, slots: dict[str, int], retention_s: int) -> None:
+    def __init__(
+        self, store: JobStore, slots: dict[str, int], retention_s: int, requests: RequestFolder, build: Build
+    ) -> None:
         self.store = store
         self.retention_s = retention_s
+        self.requests = requests
+        self.build = build
         self.instance = uuid.uuid4().hex
         self.jobs: dict[str, LocalJob] = {}
         self.waiting: dict[str, list[str]] = {runner: [] for runner in slots}
         self.changes = Changes()
         self._slots = {runner: asyncio.Semaphore(count) for runner, count in slots.items()}
-        self._stopped_as: Failure | None = None  # set by `stop`: how the jobs it stops end
+        self._stopped_as: Failure | None = None  # set by `stop`: how the jobs it stops end (None: resumed later)
+        self._stopping = False
 
-    async def add(self, work: Work, caller: str, caps: JobCaps) -> JobStatus:
-        """Queue `work` as the caller's job, saved first if the caps have room for it, in one step with their check
-        (JobsBusy if not): a store that cannot take it leaves nothing behind."""
-        job_id, stamp = work.job.job_id, now()
+    async def add(self, work: Work, request: BaseModel, route: str, caller: str, caps: JobCaps) -> JobStatus:
+        """Queue the caller's job: `request`, accepted by `route` (its seed fixed), checked as `work`. Its request is
+        kept first, then its record saved if the caps have room for it, in one step with their check (JobsBusy if
+        not): a store that cannot take it leaves nothing behind. `work` itself is not kept."""
+        job_id, stamp = new_job_id(), now()
         status = JobStatus(
             id=job_id,
             kind=work.kind,  # type: ignore[arg-type]
@@ -89,15 +107,40 @@ class LocalJobs:
             heartbeat_at=stamp,
             input_bytes=work.input_bytes,
         )
-        full = await self.store.reserve(record, caps, fresh_since())
+        await self.requests.keep(job_id, route, request)
+        try:
+            full = await self.store.reserve(record, caps, fresh_since())
+        except BaseException:
+            await self.requests.drop(job_id)
+            raise
         if full is not None:
+            await self.requests.drop(job_id)
             raise full.refusal(caps, work.input_bytes)
-        local = LocalJob(work, record, saved_at=asyncio.get_running_loop().time())
-        self.jobs[job_id] = local
-        self.waiting[work.runner].append(job_id)
+        await self._start(record)
+        return status
+
+    async def resume(self, record: JobRecord) -> None:
+        """Run again a job a stopped process had accepted: queued anew, owned by this process; a job that had
+        started counts one attempt more."""
+        ran = record.status.started_at is not None
+        status = record.status.model_copy(
+            update={
+                "state": "queued",
+                "attempt": record.status.attempt + ran,
+                "started_at": None,
+                "progress": JobProgress(phase="queued", queue_position=len(self.waiting[record.runner]) + 1),
+            }
+        )
+        resumed = record.model_copy(update={"status": status, "instance": self.instance, "heartbeat_at": now()})
+        await self.store.save(resumed)
+        await self._start(resumed)
+
+    async def _start(self, record: JobRecord) -> None:
+        local = LocalJob(record, saved_at=asyncio.get_running_loop().time())
+        self.jobs[record.id] = local
+        self.waiting[record.runner].append(record.id)
         local.task = asyncio.get_running_loop().create_task(self._run(local))
         await asyncio.sleep(0)  # the task starts first, so a cancel always finds it inside `_run`, which records it
-        return status
 
     def cancel(self, job_id: str) -> bool:
         """Cancel the job if this process runs it (False: another replica does, or nobody)."""
@@ -107,11 +150,12 @@ class LocalJobs:
         local.task.cancel()
         return True
 
-    async def stop(self, deadline: float, error: Failure) -> None:
+    async def stop(self, deadline: float, error: Failure | None) -> None:
         """The service is shutting down: jobs not yet sent to their runner stop now, the others may end until
-        `deadline` (the loop's clock); every job stopped fails with `error`. Stopping a running job cancels its
-        runner call, which tells its runner to drop it (core/runner_calls.py)."""
-        self._stopped_as = error
+        `deadline` (the loop's clock). Every job stopped fails with `error`, or with None stays active, its request
+        kept, for the next start to resume. Stopping a running job cancels its runner call, which tells its runner to
+        drop it (core/runner_calls.py)."""
+        self._stopped_as, self._stopping = error, True
         waiting = {local.task for local in self.jobs.values() if local.task is not None and not local.dispatched}
         for task in waiting:
             task.cancel()
@@ -134,20 +178,27 @@ class LocalJobs:
         await self.changes.made()
 
     async def _run(self, local: LocalJob) -> None:
-        work = local.work
+        runner = local.record.runner
         try:
-            async with self._slots[work.runner]:
-                self.waiting[work.runner].remove(local.id)
-                local.dispatched = True
-                local.update(progress=local.record.status.progress.model_copy(update={"queue_position": 0}))
-                reply = await work.reply()
+            async with self._slots[runner]:
+                self.waiting[runner].remove(local.id)
+                built = await self._build(local)
+                if isinstance(built, Work):
+                    local.work = built
+                    local.update(progress=local.record.status.progress.model_copy(update={"queue_position": 0}))
+                    reply = await built.reply()
+                else:  # refused now as the synchronous route would (a runner's limits changed since)
+                    reply = Reply.of(built)
             await self._finish(local, reply)
         except asyncio.CancelledError:
-            if local.id in self.waiting[work.runner]:
-                self.waiting[work.runner].remove(local.id)
-            stopped = self._stopped_as  # by a shutdown, or else by its own cancel
-            final = ended(local.record, "failed", stopped) if stopped else ended(local.record, "cancelled")
-            await self._end(local, final)
+            if local.id in self.waiting[runner]:
+                self.waiting[runner].remove(local.id)
+            if not self._stopping:  # its own cancel
+                await self._end(local, ended(local.record, "cancelled"))
+            elif self._stopped_as is not None:
+                await self._end(local, ended(local.record, "failed", self._stopped_as))
+            else:
+                logger.info("job %s stopped by the shutdown; it resumes at the next start", local.id)
         except RunnerUnavailable as exc:
             await self._end(local, ended(local.record, "failed", failure("unavailable", str(exc))))
         except Exception:
@@ -156,6 +207,12 @@ class LocalJobs:
             await self._end(local, ended(local.record, "failed", error))
         finally:
             self.jobs.pop(local.id, None)
+
+    async def _build(self, local: LocalJob) -> Work | Answer:
+        stored = await self.requests.load(local.id)
+        if stored is None:
+            raise RuntimeError(f"job {local.id}'s request is missing from the data folder")
+        return await self.build(stored)
 
     async def _finish(self, local: LocalJob, reply: Reply) -> None:
         if reply.status >= 400:
@@ -168,7 +225,8 @@ class LocalJobs:
         await self._end(local, done)
 
     async def _end(self, local: LocalJob, record: JobRecord) -> None:
-        """Keep and save the job's final record."""
+        """Keep and save the job's final record; its request is no longer needed."""
         local.record = record
         await self.save(local)
+        await self.requests.drop(local.id)
         logger.info("job %s %s", local.id, record.status.state)

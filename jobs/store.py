@@ -61,9 +61,12 @@ class JobStore(ABC):
     async def expire(self, now: datetime) -> int:
         """Delete results past their retention and records past their purge time; how many went."""
 
+    resumes_jobs: bool = False  # the only process that runs jobs: it resumes at start-up what a stopped one left
+
     @abstractmethod
-    async def fail_interrupted(self, mark: Callable[[JobRecord], JobRecord]) -> int:
-        """At start-up of the only process that runs jobs: mark every active job with `mark` (it died)."""
+    async def interrupted(self) -> list[JobRecord]:
+        """At start-up: the active jobs a stopped process left, for this one to resume (none where other processes
+        may be running them)."""
 
     @abstractmethod
     async def ready(self) -> bool: ...
@@ -103,6 +106,7 @@ class SQLiteStore(JobStore):
     """One SQLite file (and a results folder) in the data folder; survives restarts of the service."""
 
     errors = (OSError, sqlite3.Error)
+    resumes_jobs = True
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -195,13 +199,13 @@ class SQLiteStore(JobStore):
             self.files.delete(job_id)
         return len(gone)
 
-    async def fail_interrupted(self, mark: Callable[[JobRecord], JobRecord]) -> int:
+    async def interrupted(self) -> list[JobRecord]:
         rows = await self._run(
-            lambda db: db.execute("SELECT record FROM jobs WHERE state IN ('queued', 'running')").fetchall()
+            lambda db: db.execute(
+                "SELECT record FROM jobs WHERE state IN ('queued', 'running') ORDER BY rowid"
+            ).fetchall()
         )
-        for (raw,) in rows:
-            await self.save(mark(JobRecord.model_validate_json(raw)))
-        return len(rows)
+        return [JobRecord.model_validate_json(raw) for (raw,) in rows]
 
     async def ready(self) -> bool:
         return await self._run(lambda db: db.execute("SELECT 1").fetchone() == (1,))

@@ -48,7 +48,7 @@ class Upkeep:
                 await self.local.save(local)
 
     def _place_in_queue(self, local: LocalJob) -> None:
-        queue = self.local.waiting[local.work.runner]
+        queue = self.local.waiting[local.record.runner]
         if local.id in queue:
             position = queue.index(local.id) + 1
             local.update(progress=local.record.status.progress.model_copy(update={"queue_position": position}))

@@ -8,6 +8,7 @@ fake work: a runner whose calls are plain async functions (no server, no model),
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from pydantic import BaseModel
 from redis import Redis
 from starlette.responses import Response
 
@@ -25,6 +27,7 @@ from jobs.errors import JobConflict, JobGone, JobNotFound, JobsBusy
 from jobs.manager import JobLimits, JobManager
 from jobs.records import STALE_S, JobProgress, JobRecord, JobStatus, ResultInfo, ended, links, now
 from jobs.redis_store import RedisStore
+from jobs.requests import RequestFolder, StoredRequest
 from jobs.store import JobStore, SQLiteStore
 from schemas import CritiqueRequest, RunnerJob, RunnerProgress
 from tests.redis_server import RedisServer
@@ -68,19 +71,41 @@ def succeeded(job_id: str, retention_s: int) -> JobRecord:
 
 
 def manager(
-    store: JobStore, max_active: int = 4, max_active_per_key: int = 2, max_input_bytes: int = 1000
+    store: JobStore,
+    max_active: int = 4,
+    max_active_per_key: int = 2,
+    max_input_bytes: int = 1000,
+    requests_in: Path | None = None,
 ) -> JobManager:
-    return JobManager(store, JobLimits(60, max_active, max_active_per_key, max_input_bytes), {RUNNER: 1})
+    """A job manager on `store` whose jobs run on the latest FakeRunner, keeping requests in `requests_in` (a fresh
+    temporary folder by default)."""
+
+    async def build(stored: StoredRequest) -> Work:
+        assert FakeRunner.latest is not None, "make the FakeRunner first"
+        return await FakeRunner.latest.build(stored)
+
+    requests = RequestFolder(requests_in or Path(tempfile.mkdtemp(prefix="job-requests-")))
+    return JobManager(
+        store, JobLimits(60, max_active, max_active_per_key, max_input_bytes), {RUNNER: 1}, requests, build
+    )
 
 
 async def read_all(store: JobStore, job_id: str) -> bytes:
     return b"".join([chunk async for chunk in store.read_result(job_id)])
 
 
+class FakeRequest(BaseModel):
+    input_bytes: int = 0
+
+
 class FakeRunner:
-    """A runner as plain async functions: its jobs run until the test sets `release`, halfway through meanwhile."""
+    """A runner as plain async functions: its jobs run until the test sets `release`, halfway through meanwhile.
+    The latest one made runs the jobs of every manager (`manager`)."""
+
+    latest: FakeRunner | None = None
 
     def __init__(self) -> None:
+        FakeRunner.latest = self
         self.release = asyncio.Event()
         self.started: list[str] = []
         self.cancelled: list[str] = []
@@ -99,11 +124,19 @@ class FakeRunner:
             for job_id in job_ids
         ]
 
-    def work(self, input_bytes: int = 0) -> Work:
+    def job(self, input_bytes: int = 0) -> tuple[Work, FakeRequest, str]:
+        """A submission: the work as checked, its request, its route."""
+        return self.work(input_bytes), FakeRequest(input_bytes=input_bytes), "generate"
+
+    async def build(self, stored: StoredRequest) -> Work:
+        """A job's work from its kept request, as the front builds it when the job starts."""
+        return self.work(FakeRequest.model_validate_json(stored.body).input_bytes, stored.job_id)
+
+    def work(self, input_bytes: int = 0, job_id: str | None = None) -> Work:
         return Work(
             kind="generate",
             runner=RUNNER,
-            job=RunnerJob(),
+            job=RunnerJob(job_id=job_id) if job_id else RunnerJob(),
             submit=self.submit,
             cancel=self.cancel,
             progress=self.progress,
@@ -194,43 +227,77 @@ def test_an_active_job_whose_heartbeat_stopped_reads_as_failed(redis: RedisServe
     asyncio.run(scenario())
 
 
-def test_a_restart_fails_the_active_jobs_of_the_embedded_store_and_keeps_finished_ones(tmp_path: Path) -> None:
+def test_a_shutdown_leaves_the_embedded_stores_jobs_to_the_next_start_which_runs_them_again(tmp_path: Path) -> None:
+    """One job running (it had started: attempt 2 after the restart) and one queued (it never ran: still attempt 1)
+    when the service stops: the next process runs both from their kept requests, and forgets those once they end."""
+    data, kept = tmp_path / "jobs", tmp_path / "requests"
+    ids: list[str] = []
+
     async def first_life() -> None:
-        store = SQLiteStore(tmp_path / "jobs")
-        await store.save(record("interrupted", "running"))
-        await store.save(succeeded("finished", retention_s=3600))
+        store = SQLiteStore(data)
+        runner, jobs = FakeRunner(), manager(store, requests_in=kept)  # one slot: the second job waits
+        ids.extend([(await jobs.submit(*runner.job(), "anonymous", count_per_key=False)).id for _ in range(2)])
+        await jobs.start()
+        await until(lambda: jobs.local.jobs[ids[0]].record.status.started_at is not None)  # the upkeep saw it run
+        await jobs.stop(deadline=asyncio.get_running_loop().time())
+        assert sorted(path.name for path in kept.iterdir()) == sorted(ids)
         await store.close()
 
     async def second_life() -> None:
-        store = SQLiteStore(tmp_path / "jobs")
-        jobs = manager(store)
+        store = SQLiteStore(data)
+        runner, jobs = FakeRunner(), manager(store, requests_in=kept)
         await jobs.start()
-        interrupted = await store.load("interrupted")
-        assert interrupted is not None and interrupted.status.state == "failed"
-        assert interrupted.status.error_status == 503
-        assert "restarted" in interrupted.status.error.error  # type: ignore[union-attr]
-        finished = await jobs.find("finished", "anonymous")
-        assert finished.status.state == "succeeded"
+        assert [(await jobs.find(job_id, "anonymous")).status.attempt for job_id in ids] == [2, 1]
+        runner.release.set()
+        for job_id in ids:
+            assert (await final(jobs, job_id)).status.state == "succeeded"
+            assert b"".join([chunk async for chunk in (await jobs.result(job_id, "anonymous")).chunks]) == b"wav"
+        assert runner.started == ids  # the running job first, as it was
+        assert list(kept.iterdir()) == []
         await store.close()
 
     asyncio.run(first_life())
     asyncio.run(second_life())
 
 
+def test_a_restart_fails_for_good_a_job_out_of_attempts_or_without_a_kept_request(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store, kept = SQLiteStore(tmp_path / "jobs"), RequestFolder(tmp_path / "requests")
+        started = now()
+        spent = record("spent", "running")
+        spent.status = spent.status.model_copy(update={"attempt": 3, "started_at": started})
+        await store.save(spent)
+        await kept.keep("spent", "generate", FakeRequest())
+        await store.save(record("unkept", "queued"))  # accepted before requests were kept
+        await store.save(succeeded("finished", retention_s=3600))
+        FakeRunner()
+        jobs = manager(store, requests_in=tmp_path / "requests")
+        await jobs.start()
+        for job_id, words in (("spent", "3 times"), ("unkept", "submit it again")):
+            failed = await jobs.find(job_id, "anonymous")
+            assert failed.status.state == "failed" and failed.status.error_status == 503
+            assert words in failed.status.error.error  # type: ignore[union-attr]
+        assert (await jobs.find("finished", "anonymous")).status.state == "succeeded"
+        assert not (tmp_path / "requests" / "spent").exists()
+        await store.close()
+
+    asyncio.run(scenario())
+
+
 def test_submissions_over_a_cap_are_refused_with_when_to_retry(store: JobStore) -> None:
     async def scenario() -> None:
         runner, jobs = FakeRunner(), manager(store)  # 4 jobs in all, 2 per key
-        queued = [await jobs.submit(runner.work(), "alpha", count_per_key=True) for _ in range(2)]
+        queued = [await jobs.submit(*runner.job(), "alpha", count_per_key=True) for _ in range(2)]
         with pytest.raises(JobsBusy, match="this API key has 2 jobs") as own:
-            await jobs.submit(runner.work(), "alpha", count_per_key=True)
+            await jobs.submit(*runner.job(), "alpha", count_per_key=True)
         assert own.value.retry_after_s and own.value.retry_after_s > 0
-        queued += [await jobs.submit(runner.work(), "beta", count_per_key=True) for _ in range(2)]
+        queued += [await jobs.submit(*runner.job(), "beta", count_per_key=True) for _ in range(2)]
         with pytest.raises(JobsBusy, match="the job queue holds 4 jobs"):
-            await jobs.submit(runner.work(), "gamma", count_per_key=False)
+            await jobs.submit(*runner.job(), "gamma", count_per_key=False)
         runner.release.set()
         for status in queued:
             await until(lambda status=status: status.id not in jobs.local.jobs)
-        await jobs.submit(runner.work(), "alpha", count_per_key=True)  # ended jobs hold no place
+        await jobs.submit(*runner.job(), "alpha", count_per_key=True)  # ended jobs hold no place
         await store.close()
 
     asyncio.run(scenario())
@@ -255,12 +322,12 @@ def test_concurrent_submissions_over_two_replicas_get_exactly_the_caps(open_stor
             await jobs.start()
 
         def submissions(caller: str, count_per_key: bool) -> list[Awaitable[JobStatus]]:
-            return [jobs.submit(runner.work(), caller, count_per_key) for _ in range(12) for jobs in replicas]
+            return [jobs.submit(*runner.job(), caller, count_per_key) for _ in range(12) for jobs in replicas]
 
         assert len(await accepted(submissions("alpha", count_per_key=True))) == 3  # alpha's own cap
         assert len(await accepted(submissions("anonymous", count_per_key=False))) == 5  # the rest of 8 in all
         with pytest.raises(JobsBusy, match="the job queue holds 8 jobs; its limit is 8"):
-            await replicas[0].submit(runner.work(), "beta", count_per_key=True)
+            await replicas[0].submit(*runner.job(), "beta", count_per_key=True)
         runner.release.set()
         for jobs in replicas:
             await until(lambda jobs=jobs: not jobs.local.jobs)
@@ -276,16 +343,16 @@ def test_the_decoded_uploads_of_active_jobs_have_a_byte_cap(open_store: Callable
         replicas = [manager(store, max_active=100, max_input_bytes=1000) for store in stores]
         for jobs in replicas:
             await jobs.start()
-        big = [jobs.submit(runner.work(input_bytes=400), "anonymous", False) for _ in range(6) for jobs in replicas]
+        big = [jobs.submit(*runner.job(input_bytes=400), "anonymous", False) for _ in range(6) for jobs in replicas]
         assert len(await accepted(big)) == 2  # 800 bytes held; a third would make 1200
         with pytest.raises(JobsBusy, match="MiB of decoded uploads; with this job's"):
-            await replicas[1].submit(runner.work(input_bytes=201), "anonymous", count_per_key=False)
-        await replicas[1].submit(runner.work(input_bytes=200), "anonymous", count_per_key=False)  # exactly 1000
-        await replicas[0].submit(runner.work(), "anonymous", count_per_key=False)  # no uploads: no bytes
+            await replicas[1].submit(*runner.job(input_bytes=201), "anonymous", count_per_key=False)
+        await replicas[1].submit(*runner.job(input_bytes=200), "anonymous", count_per_key=False)  # exactly 1000
+        await replicas[0].submit(*runner.job(), "anonymous", count_per_key=False)  # no uploads: no bytes
         runner.release.set()
         for jobs in replicas:
             await until(lambda jobs=jobs: not jobs.local.jobs)
-        alone = await replicas[0].submit(runner.work(input_bytes=5000), "anonymous", count_per_key=False)
+        alone = await replicas[0].submit(*runner.job(input_bytes=5000), "anonymous", count_per_key=False)
         assert alone.state == "queued"  # over the cap alone, but nothing else is held: it fits
         await until(lambda: not replicas[0].local.jobs)
         for store in stores:
@@ -306,8 +373,8 @@ def test_a_critique_job_counts_its_performance_and_its_reference(tmp_path: Path)
 def test_a_cancelled_queued_job_never_reaches_its_runner(store: JobStore) -> None:
     async def scenario() -> None:
         runner, jobs = FakeRunner(), manager(store)  # one slot: the second job waits for the first
-        first = await jobs.submit(runner.work(), "anonymous", count_per_key=False)
-        second = await jobs.submit(runner.work(), "anonymous", count_per_key=False)
+        first = await jobs.submit(*runner.job(), "anonymous", count_per_key=False)
+        second = await jobs.submit(*runner.job(), "anonymous", count_per_key=False)
         await until(lambda: first.id in runner.started)
         assert (await jobs.cancel(second.id, "anonymous")).state == "queued"  # answered at once, as it was
         cancelled = await final(jobs, second.id)
@@ -325,7 +392,7 @@ def test_a_cancelled_queued_job_never_reaches_its_runner(store: JobStore) -> Non
 def test_a_result_is_the_answer_the_work_rendered(store: JobStore) -> None:
     async def scenario() -> None:
         runner, jobs = FakeRunner(), manager(store)
-        job = await jobs.submit(runner.work(), "anonymous", count_per_key=False)
+        job = await jobs.submit(*runner.job(), "anonymous", count_per_key=False)
         with pytest.raises(JobConflict, match="no result yet"):
             await jobs.result(job.id, "anonymous")
         with pytest.raises(JobNotFound):
@@ -343,7 +410,7 @@ def test_a_result_is_the_answer_the_work_rendered(store: JobStore) -> None:
 def test_the_event_stream_follows_the_runners_progress_and_ends_on_the_final_state(store: JobStore) -> None:
     async def scenario() -> None:
         runner, jobs = FakeRunner(), manager(store)
-        job = await jobs.submit(runner.work(), "anonymous", count_per_key=False)
+        job = await jobs.submit(*runner.job(), "anonymous", count_per_key=False)
         with pytest.raises(JobNotFound):
             await jobs.events(job.id, "someone-else", quiet_s=60)
         seen = []
