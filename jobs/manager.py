@@ -103,7 +103,11 @@ class JobManager:
 
     async def _start(self) -> None:
         resumed = failed = 0
-        for record in await self.store.interrupted():
+        interrupted = await self.store.interrupted()
+        if self.store.resumes_jobs:  # this process alone keeps requests: one without an active job was never accepted
+            for job_id in await self.local.requests.job_ids() - {record.id for record in interrupted}:
+                await self.local.requests.drop(job_id)
+        for record in interrupted:
             attempts = record.status.attempt
             spent = record.status.started_at is not None and attempts >= self.limits.max_attempts
             if not spent and await self.local.requests.load(record.id) is not None:

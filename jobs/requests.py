@@ -107,6 +107,10 @@ class RequestFolder:
 
         return await anyio.to_thread.run_sync(load)
 
+    async def job_ids(self) -> set[str]:
+        """The jobs with a kept request (an interrupted submission leaves one without a record)."""
+        return await anyio.to_thread.run_sync(lambda: {path.name for path in self.folder.iterdir() if path.is_dir()})
+
     async def drop(self, job_id: str) -> None:
         """The job ended (or was never accepted): its request and uploads go."""
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(self._job_folder(job_id), ignore_errors=True))

@@ -261,6 +261,8 @@ def test_a_shutdown_leaves_the_embedded_stores_jobs_to_the_next_start_which_runs
 
 
 def test_a_restart_fails_for_good_a_job_out_of_attempts_or_without_a_kept_request(tmp_path: Path) -> None:
+    """And forgets a request whose submission never got its record saved (a crash between the two)."""
+
     async def scenario() -> None:
         store, kept = SQLiteStore(tmp_path / "jobs"), RequestFolder(tmp_path / "requests")
         started = now()
@@ -270,6 +272,7 @@ def test_a_restart_fails_for_good_a_job_out_of_attempts_or_without_a_kept_reques
         await kept.keep("spent", "generate", FakeRequest())
         await store.save(record("unkept", "queued"))  # accepted before requests were kept
         await store.save(succeeded("finished", retention_s=3600))
+        await kept.keep("never-accepted", "generate", FakeRequest())  # the process died before saving its record
         FakeRunner()
         jobs = manager(store, requests_in=tmp_path / "requests")
         await jobs.start()
@@ -278,7 +281,7 @@ def test_a_restart_fails_for_good_a_job_out_of_attempts_or_without_a_kept_reques
             assert failed.status.state == "failed" and failed.status.error_status == 503
             assert words in failed.status.error.error  # type: ignore[union-attr]
         assert (await jobs.find("finished", "anonymous")).status.state == "succeeded"
-        assert not (tmp_path / "requests" / "spent").exists()
+        assert list((tmp_path / "requests").iterdir()) == []
         await store.close()
 
     asyncio.run(scenario())
