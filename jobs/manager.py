@@ -22,14 +22,13 @@ from core.work import Work
 from jobs.caps import JobCaps
 from jobs.errors import JobConflict, JobGone, JobNotFound, StoreUnavailable
 from jobs.events import statuses
-from jobs.records import Failure, JobRecord, JobStatus, ended, failure, now
+from jobs.records import JobRecord, JobStatus, now
 from jobs.requests import RequestFolder
-from jobs.running import Build, LocalJobs
+from jobs.running import RESTARTED, Build, LocalJobs
 from jobs.store import JobStore
 from jobs.upkeep import Upkeep
 
 logger = logging.getLogger("bentoml.audio_studio")
-RESTARTED = failure("unavailable", "the service restarted before this job finished; submit it again")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -69,14 +68,6 @@ def store_errors_are_unavailable(
     return wrapper
 
 
-def given_up(attempts: int) -> Failure:
-    return failure(
-        "unavailable",
-        f"the service restarted while this job ran, {attempts} times; it is not run again (submit it again, or "
-        "report it if it keeps happening)",
-    )
-
-
 class JobManager:
     def __init__(
         self, store: JobStore, limits: JobLimits, slots: dict[str, int], requests: RequestFolder, build: Build
@@ -85,7 +76,7 @@ class JobManager:
         accepted requests are kept; `build`: a stored request as the work its synchronous route would run."""
         self.store = store
         self.limits = limits
-        self.local = LocalJobs(store, slots, limits.retention_s, requests, build)
+        self.local = LocalJobs(store, slots, limits.retention_s, requests, build, limits.max_attempts)
         self.upkeep = Upkeep(self.local)
         self._started: asyncio.Task[None] | None = None
         self._upkeep_task: asyncio.Task[None] | None = None
@@ -102,24 +93,11 @@ class JobManager:
         await asyncio.shield(self._started)
 
     async def _start(self) -> None:
-        resumed = failed = 0
         interrupted = await self.store.interrupted()
         if self.store.resumes_jobs:  # this process alone keeps requests: one without an active job was never accepted
             for job_id in await self.local.requests.job_ids() - {record.id for record in interrupted}:
                 await self.local.requests.drop(job_id)
-        for record in interrupted:
-            attempts = record.status.attempt
-            spent = record.status.started_at is not None and attempts >= self.limits.max_attempts
-            if not spent and await self.local.requests.load(record.id) is not None:
-                await self.local.resume(record)
-                resumed += 1
-            else:
-                why = given_up(attempts) if spent else RESTARTED
-                await self.store.save(ended(record, "failed", why))
-                await self.local.requests.drop(record.id)
-                failed += 1
-        if resumed or failed:
-            logger.warning("jobs: after a restart, %d job(s) resumed and %d failed for good", resumed, failed)
+        await self.local.take_over(interrupted, "after a restart")
         self._upkeep_task = asyncio.get_running_loop().create_task(self.upkeep.loop())
 
     async def stop(self, deadline: float) -> None:
@@ -144,7 +122,7 @@ class JobManager:
 
     @store_errors_are_unavailable
     async def find(self, job_id: str, caller: str) -> JobRecord:
-        """The caller's job, current (a dead owner's job shown failed); JobNotFound, or JobGone past retention."""
+        """The caller's job, current; JobNotFound, or JobGone past retention."""
         await self.start()
         local = self.local.jobs.get(job_id)
         record = local.record if local is not None else await self.store.load(job_id)
@@ -153,11 +131,7 @@ class JobManager:
         expires = record.status.expires_at
         if expires is not None and expires < now():
             raise JobGone(f"job {job_id}'s result passed its retention time ({expires.isoformat()})")
-        if local is None and record.stale:
-            stopped = "the front process running this job stopped before it finished; submit it again"
-            record = ended(record, "failed", failure("unavailable", stopped))
-            await self.store.save(record)
-        return record
+        return record  # a dead owner's job: a live replica claims it within a few seconds (jobs/upkeep.py)
 
     @store_errors_are_unavailable
     async def cancel(self, job_id: str, caller: str) -> JobStatus:

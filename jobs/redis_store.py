@@ -1,11 +1,14 @@
 """Jobs in Redis, so that several front replicas answer for any job (AUDIO_STUDIO_JOB_STORE=redis://...).
 
-Keys (prefix `audio-studio:`): `job:<id>` the record (JSON), `job:<id>:cancel` a cancel flag,
+Keys (prefix `audio-studio:`): `job:<id>` the record (JSON), `job:<id>:owner` the replica that runs it (only it
+may save the record: a replica thought dead that finishes late writes nothing), `job:<id>:cancel` a cancel flag,
 `job:<id>:result` a result up to `inline_max_bytes`; larger results are files in the data folder, which
 must then be a volume every replica mounts. Sorted sets `active` and `active:<caller>` hold active job ids
 by heartbeat time, and the hash `active-bytes` their decoded uploads' bytes, for the queue caps, which a
-Lua script checks and reserves in one step (`RESERVE`). Records and results carry Redis expiry times, so
-Redis itself forgets them; the janitor only removes result files.
+Lua script checks and reserves in one step (`RESERVE`). An active job whose heartbeat stopped is claimed by one
+live replica (`CLAIM`: its owner and heartbeat changed in one step), which runs it again from its kept request
+(jobs/requests.py, in the shared data folder). Records and results carry Redis expiry times, so Redis itself
+forgets them; the janitor only removes result files.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ ACTIVE_KEEP_S = 7 * 24 * 3600  # a record of an active job outlives any job; its
 NO_CAP = -1  # RESERVE's max_own when callers share the queue (API keys off)
 
 # The caps' check (jobs/caps.py, `first_full`: the same rule) and the save of a new active job, atomic in Redis.
-# KEYS: active, active:<caller>, active-bytes, job:<id>.
-# ARGV: fresh since (a score), max_active, max_own, max_input_bytes, id, heartbeat, input_bytes, record, ttl.
+# KEYS: active, active:<caller>, active-bytes, job:<id>, job:<id>:owner.
+# ARGV: fresh since (a score), max_active, max_own, max_input_bytes, id, heartbeat, input_bytes, record, ttl, owner.
 RESERVE = """
 local fresh = '(' .. ARGV[1]
 local active = redis.call('ZCOUNT', KEYS[1], fresh, '+inf')
@@ -42,11 +45,52 @@ end
 local bytes = tonumber(ARGV[7])
 if held > 0 and held + bytes > tonumber(ARGV[4]) then return {'bytes', held} end
 redis.call('SET', KEYS[4], ARGV[8], 'EX', ARGV[9])
+redis.call('SET', KEYS[5], ARGV[10], 'EX', ARGV[9])
 redis.call('ZADD', KEYS[1], ARGV[6], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
 redis.call('HSET', KEYS[3], ARGV[5], bytes)
 return false
 """
+
+# A record's save by its owner only (SQLite has one process; here a replica thought dead may still be running).
+# KEYS: job:<id>, job:<id>:owner, active, active:<caller>, active-bytes.
+# ARGV: instance, record, ttl, id, active (1/0), heartbeat, input_bytes. Returns 1 if saved.
+SAVE = """
+local owner = redis.call('GET', KEYS[2])
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
+if ARGV[5] == '1' then
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[4])
+  redis.call('ZADD', KEYS[4], ARGV[6], ARGV[4])
+  redis.call('HSET', KEYS[5], ARGV[4], ARGV[7])
+else
+  redis.call('ZREM', KEYS[3], ARGV[4])
+  redis.call('ZREM', KEYS[4], ARGV[4])
+  redis.call('HDEL', KEYS[5], ARGV[4])
+end
+return 1
+"""
+
+# Active jobs whose heartbeat stopped become this replica's: owner and heartbeat score changed in one step, so two
+# replicas never claim one job. KEYS: active. ARGV: stale before (a score), instance, now (a score), at most, prefix,
+# ttl.
+# Returns the claimed records as they were.
+CLAIM = """
+local claimed = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[4])) do
+  local record = redis.call('GET', ARGV[5] .. 'job:' .. id)
+  if record then
+    redis.call('SET', ARGV[5] .. 'job:' .. id .. ':owner', ARGV[2], 'EX', ARGV[6])
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    table.insert(claimed, record)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return claimed
+"""
+CLAIM_AT_MOST = 16  # per call, so one replica that comes back does not take every orphan at once
 
 
 class RedisStore(JobStore):
@@ -57,6 +101,8 @@ class RedisStore(JobStore):
         self.files = ResultFiles(folder / "results")
         self.inline_max_bytes = inline_max_bytes
         self.reserve_script = self.redis.register_script(RESERVE)
+        self.save_script = self.redis.register_script(SAVE)
+        self.claim_script = self.redis.register_script(CLAIM)
 
     @staticmethod
     def key(*parts: str) -> str:
@@ -66,20 +112,29 @@ class RedisStore(JobStore):
     def ttl(record: JobRecord) -> int:
         return ACTIVE_KEEP_S if record.purge_at is None else max(1, int((record.purge_at - now()).total_seconds()))
 
-    async def save(self, record: JobRecord) -> None:
-        active = [self.key("active"), self.key("active", record.caller)]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.key("job", record.id), record.model_dump_json(), ex=self.ttl(record))
-            for name in active:
-                if record.active:
-                    pipe.zadd(name, {record.id: record.heartbeat_at.timestamp()})
-                else:
-                    pipe.zrem(name, record.id)
-            if record.active:
-                pipe.hset(self.key("active-bytes"), record.id, record.input_bytes)
-            else:
-                pipe.hdel(self.key("active-bytes"), record.id)
-            await pipe.execute()
+    async def save(self, record: JobRecord) -> bool:
+        keys = [
+            self.key("job", record.id),
+            self.key("job", record.id, "owner"),
+            self.key("active"),
+            self.key("active", record.caller),
+            self.key("active-bytes"),
+        ]
+        args = [
+            record.instance,
+            record.model_dump_json(),
+            self.ttl(record),
+            record.id,
+            1 if record.active else 0,
+            record.heartbeat_at.timestamp(),
+            record.input_bytes,
+        ]
+        return bool(await self.save_script(keys=keys, args=args))
+
+    async def claim_stale(self, instance: str, fresh_since: datetime) -> list[JobRecord]:
+        args = [fresh_since.timestamp(), instance, now().timestamp(), CLAIM_AT_MOST, PREFIX, ACTIVE_KEEP_S]
+        claimed = await self.claim_script(keys=[self.key("active")], args=args)
+        return [JobRecord.model_validate_json(raw) for raw in claimed]
 
     async def reserve(self, record: JobRecord, caps: JobCaps, fresh_since: datetime) -> Full | None:
         keys = [self.key("active"), self.key("active", record.caller), self.key("active-bytes")]
@@ -94,7 +149,8 @@ class RedisStore(JobStore):
             record.model_dump_json(),
             self.ttl(record),
         ]
-        full = await self.reserve_script(keys=[*keys, self.key("job", record.id)], args=args)
+        keys += [self.key("job", record.id), self.key("job", record.id, "owner")]
+        full = await self.reserve_script(keys=keys, args=[*args, record.instance])
         return None if full is None else Full(cast(Cap, full[0].decode()), int(full[1]))
 
     async def load(self, job_id: str) -> JobRecord | None:

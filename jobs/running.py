@@ -39,8 +39,17 @@ from jobs.store import JobStore
 from schemas import new_job_id
 
 logger = logging.getLogger("bentoml.audio_studio")
+RESTARTED = failure("unavailable", "the service restarted before this job finished; submit it again")
 # Builds a job's work from its stored request as the synchronous route would: the work, or the route's refusal.
 Build = Callable[[StoredRequest], Awaitable[Work | Answer]]
+
+
+def given_up(attempts: int) -> Failure:
+    return failure(
+        "unavailable",
+        f"the service restarted while this job ran, {attempts} times; it is not run again (submit it again, or "
+        "report it if it keeps happening)",
+    )
 
 
 @dataclass(eq=False)
@@ -49,6 +58,7 @@ class LocalJob:
     task: asyncio.Task[None] | None = None
     work: Work | None = None  # built from its stored request once it holds one of its runner's slots
     dirty: bool = False  # changed since it was last saved
+    taken_over: bool = False  # another replica owns it now (this one was thought dead): it writes nothing more
     saved_at: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -71,9 +81,16 @@ class LocalJob:
 
 class LocalJobs:
     def __init__(
-        self, store: JobStore, slots: dict[str, int], retention_s: int, requests: RequestFolder, build: Build
+        self,
+        store: JobStore,
+        slots: dict[str, int],
+        retention_s: int,
+        requests: RequestFolder,
+        build: Build,
+        max_attempts: int,
     ) -> None:
         self.store = store
+        self.max_attempts = max_attempts
         self.retention_s = retention_s
         self.requests = requests
         self.build = build
@@ -118,6 +135,24 @@ class LocalJobs:
             raise full.refusal(caps, work.input_bytes)
         await self._start(record)
         return status
+
+    async def take_over(self, records: list[JobRecord], when: str) -> None:
+        """Jobs a stopped process had accepted, now this one's: each runs again from its kept request, or fails for
+        good once it has started `max_attempts` times (or has no kept request: accepted before requests were)."""
+        resumed = failed = 0
+        for found in records:
+            record = found.model_copy(update={"instance": self.instance})
+            attempts = record.status.attempt
+            spent = record.status.started_at is not None and attempts >= self.max_attempts
+            if not spent and await self.requests.load(record.id) is not None:
+                await self.resume(record)
+                resumed += 1
+            else:
+                await self.store.save(ended(record, "failed", given_up(attempts) if spent else RESTARTED))
+                await self.requests.drop(record.id)
+                failed += 1
+        if resumed or failed:
+            logger.warning("jobs: %s, %d job(s) resumed and %d failed for good", when, resumed, failed)
 
     async def resume(self, record: JobRecord) -> None:
         """Run again a job a stopped process had accepted: queued anew, owned by this process; a job that had
@@ -170,12 +205,19 @@ class LocalJobs:
                 task.cancel()
             await asyncio.wait(active)
 
-    async def save(self, local: LocalJob) -> None:
+    async def save(self, local: LocalJob) -> bool:
+        """Save the job's record; False if another replica took the job over, which stops it here."""
         async with local.lock:
             local.record.heartbeat_at = now()
             local.saved_at = asyncio.get_running_loop().time()
-            await self.store.save(local.record)
+            if not await self.store.save(local.record):
+                logger.warning("job %s was taken over by another replica; stopping it here", local.id)
+                local.taken_over = True
+                if local.task is not None and local.task is not asyncio.current_task():
+                    local.task.cancel()
+                return False
         await self.changes.made()
+        return True
 
     async def _run(self, local: LocalJob) -> None:
         runner = local.record.runner
@@ -193,7 +235,9 @@ class LocalJobs:
         except asyncio.CancelledError:
             if local.id in self.waiting[runner]:
                 self.waiting[runner].remove(local.id)
-            if not self._stopping:  # its own cancel
+            if local.taken_over:
+                pass  # its new owner runs it
+            elif not self._stopping:  # its own cancel
                 await self._end(local, ended(local.record, "cancelled"))
             elif self._stopped_as is not None:
                 await self._end(local, ended(local.record, "failed", self._stopped_as))
@@ -227,6 +271,6 @@ class LocalJobs:
     async def _end(self, local: LocalJob, record: JobRecord) -> None:
         """Keep and save the job's final record; its request is no longer needed."""
         local.record = record
-        await self.save(local)
-        await self.requests.drop(local.id)
+        if await self.save(local):
+            await self.requests.drop(local.id)
         logger.info("job %s %s", local.id, record.status.state)

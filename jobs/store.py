@@ -33,8 +33,8 @@ class JobStore(ABC):
     errors: tuple[type[Exception], ...] = (OSError,)  # what its operations raise when the store is unreachable
 
     @abstractmethod
-    async def save(self, record: JobRecord) -> None:
-        """Create or replace a record (by its owner)."""
+    async def save(self, record: JobRecord) -> bool:
+        """Create or replace a record by its owner (`record.instance`); False if another process owns it now."""
 
     @abstractmethod
     async def load(self, job_id: str) -> JobRecord | None: ...
@@ -60,6 +60,11 @@ class JobStore(ABC):
     @abstractmethod
     async def expire(self, now: datetime) -> int:
         """Delete results past their retention and records past their purge time; how many went."""
+
+    async def claim_stale(self, instance: str, fresh_since: datetime) -> list[JobRecord]:
+        """Active jobs whose heartbeat is older than `fresh_since` (their process died), now owned by `instance`,
+        for it to run again; none where one process runs every job (it resumes them at start-up instead)."""
+        return []
 
     resumes_jobs: bool = False  # the only process that runs jobs: it resumes at start-up what a stopped one left
 
@@ -148,8 +153,9 @@ class SQLiteStore(JobStore):
             row,
         )
 
-    async def save(self, record: JobRecord) -> None:
+    async def save(self, record: JobRecord) -> bool:
         await self._run(lambda db: self._upsert(db, record))
+        return True
 
     async def reserve(self, record: JobRecord, caps: JobCaps, fresh_since: datetime) -> Full | None:
         def reserve(db: sqlite3.Connection) -> Full | None:

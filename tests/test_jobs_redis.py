@@ -1,5 +1,6 @@
 """The job API with its state in a real Redis, served by two front processes over the same runners (the `remote`
-tree, tests/conftest.py): a job submitted on one front is followed, fetched and cancelled on the other."""
+tree, tests/conftest.py): a job submitted on one front is followed, fetched and cancelled on the other, and
+finished by the other when its front dies."""
 
 from __future__ import annotations
 
@@ -84,3 +85,25 @@ def test_readiness_and_submissions_follow_redis(fronts: tuple[Served, Served], r
     while httpx.get(f"{front}/readyz", timeout=10).status_code != 200:
         assert time.monotonic() < deadline, "/readyz did not recover with Redis back"
         time.sleep(0.5)
+
+
+def test_a_job_whose_front_died_is_finished_by_the_other_front(fronts: tuple[Served, Served]) -> None:
+    """SIGKILL of the front running a job: after its heartbeat goes stale (30 s) the other front claims the job and
+    runs it again from its kept request (attempt 2), to the bytes the synchronous route gives for its seed."""
+    dying, living = fronts
+    for front in fronts:  # after the readiness test's Redis restart, a pooled connection fails once (a 503)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{front.url}/jobs/{'0' * 32}", timeout=30).status_code != 404:
+            assert time.monotonic() < deadline, "the job store did not answer again"
+            time.sleep(0.5)
+    body = {**GENERATE, "steps": 40, "seed": 31}  # seconds on the tiny profile: running when the kill comes
+    job = submit(dying.url, "generate", json=body)
+    wait_until(living.url, job["id"], lambda s: s["state"] == "running")
+    dying.kill()
+    try:
+        final = follow(living.url, job["id"])[-1]
+        assert final["state"] == "succeeded" and final["attempt"] == 2, final
+        expected = httpx.post(f"{living.url}/generate", json=body, timeout=300).content
+        assert result(living.url, job["id"]).content == expected
+    finally:
+        dying.start().wait_ready()

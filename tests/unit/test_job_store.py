@@ -207,21 +207,33 @@ def test_the_manager_refuses_a_job_past_retention_and_another_callers_job(store:
     asyncio.run(scenario())
 
 
-def test_an_active_job_whose_heartbeat_stopped_reads_as_failed(redis: RedisServer, tmp_path: Path) -> None:
-    """Shared store (Redis): other replicas' jobs stay active at start-up; a dead one shows by its heartbeat."""
+def test_a_live_replica_takes_over_the_jobs_of_one_that_died(redis: RedisServer, tmp_path: Path) -> None:
+    """Shared store (Redis): an active job whose heartbeat stopped is claimed by a live replica, which runs it again
+    from its kept request (attempt 2 for one that had started) or fails it for good when none was kept; a job whose
+    owner lives is left alone; and the old owner, if it was only slow, can no longer write the record."""
 
     async def scenario() -> None:
-        store = RedisStore(redis.url, tmp_path / "jobs", inline_max_bytes=0)
-        jobs = manager(store)
-        await store.save(record("orphan", "running", heartbeat_age_s=STALE_S + 5))
-        await store.save(record("alive", "running", heartbeat_age_s=0))
-        orphan = await jobs.find("orphan", "anonymous")
-        assert orphan.status.state == "failed"
-        assert orphan.status.error_status == 503 and "stopped" in orphan.status.error.error  # type: ignore[union-attr]
-        saved = await store.load("orphan")
-        assert saved is not None and saved.status.state == "failed"  # written back: every reader agrees
-        alive = await jobs.find("alive", "anonymous")
-        assert alive.status.state == "running"
+        Redis.from_url(redis.url).flushdb()
+        store, kept = RedisStore(redis.url, tmp_path / "jobs", inline_max_bytes=0), tmp_path / "requests"
+        orphan = record("orphan", "running", heartbeat_age_s=STALE_S + 5)
+        orphan.status = orphan.status.model_copy(update={"started_at": now()})
+        await store.save(orphan)
+        await RequestFolder(kept).keep("orphan", "generate", FakeRequest())
+        await store.save(record("unkept", "queued", heartbeat_age_s=STALE_S + 5))
+        await store.save(record("alive", "running"))
+        runner = FakeRunner()
+        jobs = manager(store, requests_in=kept)
+        await jobs.start()
+        await until(lambda: runner.started == ["orphan"])
+        assert (await jobs.find("orphan", "anonymous")).status.attempt == 2
+        unkept = await final(jobs, "unkept")
+        assert unkept.status.state == "failed" and unkept.status.error_status == 503
+        assert "submit it again" in unkept.status.error.error  # type: ignore[union-attr]
+        assert (await jobs.find("alive", "anonymous")).status.state == "running"
+        assert not await store.save(ended(orphan, "succeeded", retention_s=60))  # the old owner, late
+        runner.release.set()
+        assert (await final(jobs, "orphan")).status.state == "succeeded"
+        assert list(kept.iterdir()) == []
         await store.close()
 
     asyncio.run(scenario())
