@@ -34,10 +34,12 @@ from audio_io import MAX_UPLOAD_BYTES, AudioInputError, decode_upload
 from compat.bentoml_route_metrics import label_as_routes
 from core.caller import ANONYMOUS, CALLER
 from core.errors import error_response, kind_of_status
+from core.quotas import QuotaSettings, open_quotas
+from core.rooms import RunnerRoom
 from core.runner_calls import RunnerUnavailable, call_runner, run_job
 from core.work import Answer, ProgressTarget, Work
 from front.access import AccessGuard, OpenPaths
-from front.admission import Admission, QuotaSettings, RunnerRoom
+from front.admission import Admission
 from front.body_pace import BodyPace
 from front.critique_stream import critique_events, event_stream, wants_stream
 from front.critique_work import Conversation, CritiquePlan, SegmentSettings, critique_problem, decode_clips
@@ -166,7 +168,7 @@ class AudioStudio:
                 SETTINGS.jobs_max_input_mib << 20,
                 SETTINGS.job_max_attempts,
             ),
-            slots={family.name: family.settings.max_batch_size for family in FAMILIES},
+            rooms=RUNNER_ROOMS,
             requests=RequestFolder(SETTINGS.job_data_dir / "requests"),
             build=self._job_work,
         )
@@ -416,11 +418,15 @@ async def stop_jobs(deadline: float) -> None:
         await JOB_ROUTES.manager.stop(deadline)
 
 
+# One room per runner in this front, shared by the routes that queue on it and by its jobs (core/rooms.py).
+RUNNER_ROOMS = {
+    family.name: RunnerRoom(family.name, family.settings.max_batch_size, family.settings.max_queued)
+    for family in FAMILIES
+}
+ROOM_OF_ROUTE = {route: RUNNER_ROOMS[family.name] for family in FAMILIES for route in family.routes}
+JOB_SUBMISSIONS = {f"/jobs/{route}" for route in JOB_REQUESTS}
+
 # The front's middlewares, outermost first (inside BentoML's tracing, metrics and access log).
-ROOM_OF_ROUTE: dict[str, RunnerRoom] = {}  # one room per runner, shared by the routes that queue on it
-for family in FAMILIES:
-    room = RunnerRoom(family.name, family.settings.max_batch_size, family.settings.max_queued)
-    ROOM_OF_ROUTE.update(dict.fromkeys(family.routes, room))
 if SETTINGS.playground:
     AudioStudio.mount_asgi_app(playground_app(), path=PLAYGROUND_PATH, name="playground")
 if SETTINGS.cors_origins:
@@ -458,7 +464,12 @@ AudioStudio.add_asgi_middleware(
 AudioStudio.add_asgi_middleware(
     Admission,
     rooms=ROOM_OF_ROUTE,
-    quotas=QuotaSettings(SETTINGS.key_max_in_flight, SETTINGS.key_rate_per_minute, SETTINGS.key_burst),
+    submissions=JOB_SUBMISSIONS,
+    quotas=open_quotas(
+        SETTINGS.job_store,
+        QuotaSettings(SETTINGS.key_max_in_flight, SETTINGS.key_rate_per_minute, SETTINGS.key_burst),
+        lease_s=REQUEST_TIMEOUT_S,
+    ),
     pace=BodyPace(SETTINGS.body_timeout_s, SETTINGS.body_min_rate_kib_s * 1024),
 )
 AudioStudio.add_asgi_middleware(ModelsRoute)

@@ -153,8 +153,19 @@ class Settings(Checked):
     docs_need_key: bool = knob(False, "With keys on: / and /docs.json need a key.")
     ui_need_key: bool = knob(False, "With keys on: the playground page needs a key.")
     cors_origins: tuple[str, ...] = knob((), "Comma-separated origins allowed cross-origin (CORS is off when empty).")
-    key_max_in_flight: int = knob(8, "Per API key: requests in flight.", low=1, high=10_000)
-    key_rate_per_minute: int = knob(60, "Per API key: requests per minute (a token bucket).", low=1, high=1_000_000)
+    key_max_in_flight: int = knob(
+        8,
+        "Per API key: requests in flight (synchronous requests and job submissions being answered); counted over "
+        "every replica when the job store is Redis.",
+        low=1,
+        high=10_000,
+    )
+    key_rate_per_minute: int = knob(
+        60,
+        "Per API key: requests per minute (a token bucket; job submissions count); over every replica with Redis.",
+        low=1,
+        high=1_000_000,
+    )
     key_burst: int = knob(20, "Per API key: the token bucket's size.", low=1, high=100_000)
     body_timeout_s: float = knob(
         20.0,

@@ -18,6 +18,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from pydantic import BaseModel
 
+from core.rooms import RunnerRoom
 from core.work import Work
 from jobs.caps import JobCaps
 from jobs.errors import JobConflict, JobGone, JobNotFound, StoreUnavailable
@@ -70,13 +71,14 @@ def store_errors_are_unavailable(
 
 class JobManager:
     def __init__(
-        self, store: JobStore, limits: JobLimits, slots: dict[str, int], requests: RequestFolder, build: Build
+        self, store: JobStore, limits: JobLimits, rooms: dict[str, RunnerRoom], requests: RequestFolder, build: Build
     ) -> None:
-        """`slots`: per runner, how many of this process's jobs may run on it at once (its batch). `requests`: where
-        accepted requests are kept; `build`: a stored request as the work its synchronous route would run."""
+        """`rooms`: each runner's room in this process, which a job takes while it runs, as synchronous requests do.
+        `requests`: where accepted requests are kept; `build`: a stored request as the work its synchronous route
+        would run."""
         self.store = store
         self.limits = limits
-        self.local = LocalJobs(store, slots, limits.retention_s, requests, build, limits.max_attempts)
+        self.local = LocalJobs(store, rooms, limits.retention_s, requests, build, limits.max_attempts)
         self.upkeep = Upkeep(self.local)
         self._started: asyncio.Task[None] | None = None
         self._upkeep_task: asyncio.Task[None] | None = None

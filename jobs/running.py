@@ -1,7 +1,8 @@
 """The jobs this front process runs.
 
 A submitted job's request is kept on disk before it is accepted (jobs/requests.py). The job waits in this
-process's queue for one of its runner's slots (as many as the runner's batch), then is built from that request and
+process's queue for a place in its runner's room (core/rooms.py: shared with synchronous requests; jobs hold at
+most a batch of it), then is built from that request and
 runs exactly as its synchronous route would (core/work.py); its answer becomes its result, or its error. A job
 resumed after a restart takes the same path. This process is the only writer of its jobs' records, which it saves
 with a fresh heartbeat (jobs/upkeep.py keeps saving them while they run).
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from core.errors import ErrorResponse
+from core.rooms import RunnerRoom
 from core.runner_calls import RunnerUnavailable
 from core.work import Answer, Reply, Work
 from jobs.caps import JobCaps
@@ -56,7 +58,7 @@ def given_up(attempts: int) -> Failure:
 class LocalJob:
     record: JobRecord
     task: asyncio.Task[None] | None = None
-    work: Work | None = None  # built from its stored request once it holds one of its runner's slots
+    work: Work | None = None  # built from its stored request once it holds a place in its runner's room
     dirty: bool = False  # changed since it was last saved
     taken_over: bool = False  # another replica owns it now (this one was thought dead): it writes nothing more
     saved_at: float = 0.0
@@ -68,7 +70,7 @@ class LocalJob:
 
     @property
     def dispatched(self) -> bool:
-        """Sent on: it holds one of its runner's slots."""
+        """Sent on: it holds a place in its runner's room."""
         return self.work is not None
 
     def update(self, **changes: object) -> None:
@@ -83,7 +85,7 @@ class LocalJobs:
     def __init__(
         self,
         store: JobStore,
-        slots: dict[str, int],
+        rooms: dict[str, RunnerRoom],
         retention_s: int,
         requests: RequestFolder,
         build: Build,
@@ -96,9 +98,9 @@ class LocalJobs:
         self.build = build
         self.instance = uuid.uuid4().hex
         self.jobs: dict[str, LocalJob] = {}
-        self.waiting: dict[str, list[str]] = {runner: [] for runner in slots}
+        self.waiting: dict[str, list[str]] = {runner: [] for runner in rooms}
         self.changes = Changes()
-        self._slots = {runner: asyncio.Semaphore(count) for runner, count in slots.items()}
+        self.rooms = rooms
         self._stopped_as: Failure | None = None  # set by `stop`: how the jobs it stops end (None: resumed later)
         self._stopping = False
 
@@ -222,7 +224,7 @@ class LocalJobs:
     async def _run(self, local: LocalJob) -> None:
         runner = local.record.runner
         try:
-            async with self._slots[runner]:
+            async with self.rooms[runner].job_place():
                 self.waiting[runner].remove(local.id)
                 built = await self._build(local)
                 if isinstance(built, Work):

@@ -21,6 +21,7 @@ from redis import Redis
 from starlette.responses import Response
 
 from audio_io import DecodedAudio
+from core.rooms import RunnerRoom
 from core.work import Work
 from front.critique_work import CritiquePlan, SegmentSettings
 from jobs.errors import JobConflict, JobGone, JobNotFound, JobsBusy
@@ -86,7 +87,11 @@ def manager(
 
     requests = RequestFolder(requests_in or Path(tempfile.mkdtemp(prefix="job-requests-")))
     return JobManager(
-        store, JobLimits(60, max_active, max_active_per_key, max_input_bytes), {RUNNER: 1}, requests, build
+        store,
+        JobLimits(60, max_active, max_active_per_key, max_input_bytes),
+        {RUNNER: RunnerRoom(RUNNER, max_batch_size=1, max_queued=0)},
+        requests,
+        build,
     )
 
 
