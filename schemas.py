@@ -262,6 +262,44 @@ class TransformRequest(DeliveryParams, TransformParams, PublicRequest):
     model: GenerationModel = model_field()
 
 
+class WebhookParams(BaseModel):
+    """What a job submission adds to its route's request: where to send the job's events (docs/webhooks.md)."""
+
+    webhook: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2048,
+        description="An http(s) URL to POST the job's status to on each of `webhook_events`, signed with Standard "
+        "Webhooks headers. Its host must be among the server's AUDIO_STUDIO_WEBHOOK_ALLOWED_HOSTS (webhooks are off "
+        "without them); loopback, link-local and private addresses only when listed by themselves. Redirects are not "
+        "followed.",
+    )
+    webhook_events: list[Literal["start", "progress", "completed"]] = Field(
+        ["completed"],
+        min_length=1,
+        max_length=3,
+        description="Which events are sent: `start` (the job runs), `progress` (at most once every 2 s while it "
+        "runs), `completed` (succeeded, failed or cancelled). In a form: one field, comma-separated.",
+    )
+
+    @field_validator("webhook_events", mode="before")
+    @classmethod
+    def _comma_separated(cls, events: Any) -> Any:
+        """A form sends each field once: its events come as one comma-separated value."""
+        return [event.strip() for event in events.split(",")] if isinstance(events, str) else events
+
+
+WEBHOOK_FIELDS = frozenset(WebhookParams.model_fields)
+
+
+class GenerateJobRequest(WebhookParams, GenerateRequest):
+    """POST /jobs/generate and /jobs/generate/json: /generate's request, and a webhook."""
+
+
+class TransformJobRequest(WebhookParams, TransformRequest):
+    """POST /jobs/transform and /jobs/transform/json (multipart/form-data): /transform's request, and a webhook."""
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -474,6 +512,10 @@ class CritiqueRequest(CritiqueParams, PublicRequest):
     def uploads(self) -> list[tuple[Literal["audio", "reference"], Path]]:
         """The uploaded clips in model order: performance first, then reference."""
         return [("audio", path) for path in self.audio] + [("reference", path) for path in self.reference]
+
+
+class CritiqueJobRequest(WebhookParams, CritiqueRequest):
+    """POST /jobs/critique (multipart/form-data): /critique's request, and a webhook."""
 
 
 class ChatTurn(BaseModel):

@@ -71,6 +71,7 @@ from jobs.openapi import document_jobs
 from jobs.records import JobStatus
 from jobs.requests import RequestFolder, StoredRequest
 from jobs.routes import JobRoutes, accepted, refusal_response
+from jobs.webhooks import webhook_settings
 from models.allocator import keep_freed_http_buffers
 from registry import AUDIOLDM, AUDIOLDM2, FAMILIES, MUSIC_FLAMINGO, Family
 from runners.audioldm import AudioLDMRunner
@@ -81,9 +82,12 @@ from schemas import (
     MAX_SEED,
     MAX_TRANSFORM_SECONDS,
     MIN_TRANSFORM_SECONDS,
+    WEBHOOK_FIELDS,
+    CritiqueJobRequest,
     CritiqueRequest,
     CritiqueResponse,
     DeliveryParams,
+    GenerateJobRequest,
     GenerateRequest,
     GenerateResponse,
     GenerationJob,
@@ -91,6 +95,7 @@ from schemas import (
     RankBy,
     RunnerLimits,
     TransformJob,
+    TransformJobRequest,
     TransformRequest,
     samples_to_bytes,
 )
@@ -100,20 +105,20 @@ from telemetry import span, tracing_config
 logger = logging.getLogger("bentoml.audio_studio")
 
 AudioFile = Annotated[Path, ContentType("audio/wav")]
-# Seed, format and compression: the front's business, not the runner's.
-DELIVERY_FIELDS = frozenset(DeliveryParams.model_fields)
+# Seed, format and compression, and a job's webhook: the front's business, not the runner's.
+DELIVERY_FIELDS = frozenset(DeliveryParams.model_fields) | WEBHOOK_FIELDS
 
 compat.install_all()  # library patches (compat/), installed once per process even where a runner module did it first
 STREAM_IN_A_JOB = "a job is not streamed: its events (GET /jobs/{id}/events) carry the text so far"
 JOB_ROUTES = JobRoutes()  # /jobs/{job_id}...: status, events, result, cancel (the manager is set at start-up)
 # The submission routes (/jobs/<route>) and the request each takes: a kept request is read back as its route's.
-JobRequest = GenerateRequest | TransformRequest | CritiqueRequest
+JobRequest = GenerateJobRequest | TransformJobRequest | CritiqueJobRequest
 JOB_REQUESTS: dict[str, type[JobRequest]] = {
-    "generate": GenerateRequest,
-    "generate/json": GenerateRequest,
-    "transform": TransformRequest,
-    "transform/json": TransformRequest,
-    "critique": CritiqueRequest,
+    "generate": GenerateJobRequest,
+    "generate/json": GenerateJobRequest,
+    "transform": TransformJobRequest,
+    "transform/json": TransformJobRequest,
+    "critique": CritiqueJobRequest,
 }
 
 
@@ -171,6 +176,7 @@ class AudioStudio:
             rooms=RUNNER_ROOMS,
             requests=RequestFolder(SETTINGS.job_data_dir / "requests"),
             build=self._job_work,
+            webhooks=webhook_settings(SETTINGS),
         )
         JOB_ROUTES.manager = self.jobs
         logger.info(
@@ -262,27 +268,27 @@ class AudioStudio:
     # ---- the same work as jobs (jobs/): 202 at once, then status, events, result, cancel under /jobs/{id} ----
 
     @bentoml.api(route="/jobs/generate")
-    async def submit_generate(self, request: GenerateRequest, /, ctx: bentoml.Context) -> JobStatus:
+    async def submit_generate(self, request: GenerateJobRequest, /, ctx: bentoml.Context) -> JobStatus:
         """Submit /generate's request as a job; 202 with the job's status. Its result is /generate's audio file."""
         return await self._submit("generate", request, ctx)
 
     @bentoml.api(route="/jobs/generate/json")
-    async def submit_generate_json(self, request: GenerateRequest, /, ctx: bentoml.Context) -> JobStatus:
+    async def submit_generate_json(self, request: GenerateJobRequest, /, ctx: bentoml.Context) -> JobStatus:
         """Submit /generate/json's request as a job; its result is /generate/json's JSON (every waveform)."""
         return await self._submit("generate/json", request, ctx)
 
     @bentoml.api(route="/jobs/transform")
-    async def submit_transform(self, request: TransformRequest, /, ctx: bentoml.Context) -> JobStatus:
+    async def submit_transform(self, request: TransformJobRequest, /, ctx: bentoml.Context) -> JobStatus:
         """Submit /transform's request as a job (multipart/form-data); its result is /transform's audio file."""
         return await self._submit("transform", request, ctx)
 
     @bentoml.api(route="/jobs/transform/json")
-    async def submit_transform_json(self, request: TransformRequest, /, ctx: bentoml.Context) -> JobStatus:
+    async def submit_transform_json(self, request: TransformJobRequest, /, ctx: bentoml.Context) -> JobStatus:
         """Submit /transform/json's request as a job (multipart/form-data); its result is /transform/json's JSON."""
         return await self._submit("transform/json", request, ctx)
 
     @bentoml.api(route="/jobs/critique")
-    async def submit_critique(self, request: CritiqueRequest, /, ctx: bentoml.Context) -> JobStatus:
+    async def submit_critique(self, request: CritiqueJobRequest, /, ctx: bentoml.Context) -> JobStatus:
         """Submit /critique's request as a job (multipart/form-data); its result is /critique's JSON."""
         if request.stream:
             return with_status(error_response("invalid_input", STREAM_IN_A_JOB, field="stream"), ctx)
@@ -301,7 +307,8 @@ class AudioStudio:
             else:
                 caller = ctx.request.scope.get(CALLER, ANONYMOUS)
                 count_per_key = SETTINGS.api_keys_file is not None
-                status = await self.jobs.submit(work, request, route, caller, count_per_key=count_per_key)
+                webhook = None if request.webhook is None else (request.webhook, request.webhook_events)
+                status = await self.jobs.submit(work, request, route, caller, count_per_key, webhook)
                 response = accepted(status)
         except RunnerUnavailable as error:
             response = error_response("unavailable", str(error))

@@ -202,6 +202,24 @@ class Settings(Checked):
         low=1,
         high=100,
     )
+    webhook_allowed_hosts: tuple[str, ...] = knob(
+        (),
+        "Jobs' webhooks: comma-separated hosts they may be sent to (`hooks.example.com`, `*.example.com` for its "
+        "subdomains, `*` for any public host); loopback, link-local and private addresses only when listed by "
+        "themselves. Webhooks are off when empty.",
+    )
+    webhook_secrets_file: Path | None = knob(
+        None,
+        "Jobs' webhooks: the signing secrets, one `<API key name> whsec_<base64>` per line, `*` for every caller "
+        "without one (docs/webhooks.md). A job's webhook is refused without a secret for its caller.",
+    )
+    webhook_retry_s: float = knob(
+        3600.0,
+        "Jobs' webhooks: how long an event is retried (backoff from 1 s, doubling, at most 5 min) before it is "
+        "given up.",
+        low=1.0,
+        high=7 * 86_400.0,
+    )
     jobs_max_active: int = knob(256, "Jobs: queued or running at once, in all.", low=1, high=1_000_000)
     jobs_max_active_per_key: int = knob(32, "Jobs: queued or running at once, per API key.", low=1, high=1_000_000)
     jobs_max_input_mib: int = knob(

@@ -11,6 +11,7 @@ from core.errors import ErrorKind
 class JobRefusal(Exception):
     kind: ClassVar[ErrorKind]
     retry_after_s: int | None = None  # when the caller may try again, if the refusal knows better than its kind
+    field: str | None = None  # the request's field at fault, if one is
 
 
 class JobNotFound(JobRefusal):
@@ -45,3 +46,10 @@ class StoreUnavailable(JobRefusal):
     """The job store cannot be reached: retry later."""
 
     kind = "unavailable"
+
+
+class WebhookRefused(JobRefusal):
+    """The submission's webhook may not be used: not allowed, a private address, or no signing secret."""
+
+    kind = "invalid_input"
+    field = "webhook"

@@ -21,13 +21,15 @@ from pydantic import BaseModel
 from core.rooms import RunnerRoom
 from core.work import Work
 from jobs.caps import JobCaps
-from jobs.errors import JobConflict, JobGone, JobNotFound, StoreUnavailable
+from jobs.deliveries import Deliverer, Outbox
+from jobs.errors import JobConflict, JobGone, JobNotFound, StoreUnavailable, WebhookRefused
 from jobs.events import statuses
-from jobs.records import JobRecord, JobStatus, now
+from jobs.records import JobRecord, JobStatus, WebhookEvent, now
 from jobs.requests import RequestFolder
 from jobs.running import RESTARTED, Build, LocalJobs
 from jobs.store import JobStore
 from jobs.upkeep import Upkeep
+from jobs.webhooks import WebhookSettings
 
 logger = logging.getLogger("bentoml.audio_studio")
 P = ParamSpec("P")
@@ -71,15 +73,31 @@ def store_errors_are_unavailable(
 
 class JobManager:
     def __init__(
-        self, store: JobStore, limits: JobLimits, rooms: dict[str, RunnerRoom], requests: RequestFolder, build: Build
+        self,
+        store: JobStore,
+        limits: JobLimits,
+        rooms: dict[str, RunnerRoom],
+        requests: RequestFolder,
+        build: Build,
+        webhooks: WebhookSettings | None = None,
     ) -> None:
         """`rooms`: each runner's room in this process, which a job takes while it runs, as synchronous requests do.
         `requests`: where accepted requests are kept; `build`: a stored request as the work its synchronous route
-        would run."""
+        would run. `webhooks`: where and how job events are sent (None: webhooks are off); their deliveries are kept
+        in the data folder beside the requests."""
         self.store = store
         self.limits = limits
         self.local = LocalJobs(store, rooms, limits.retention_s, requests, build, limits.max_attempts)
         self.upkeep = Upkeep(self.local)
+        self.webhooks = webhooks
+        self.deliverer: Deliverer | None = None
+        if webhooks is not None:
+            outbox = Outbox(requests.folder.parent / "webhooks", self.local.instance)
+            self.deliverer = Deliverer(
+                outbox, webhooks.destinations, webhooks.secrets, webhooks.retry_s, self.local.show_attempt
+            )
+            self.local.send_event = self.deliverer.add
+        self._deliveries_task: asyncio.Task[None] | None = None
         self._started: asyncio.Task[None] | None = None
         self._upkeep_task: asyncio.Task[None] | None = None
 
@@ -101,24 +119,42 @@ class JobManager:
                 await self.local.requests.drop(job_id)
         await self.local.take_over(interrupted, "after a restart")
         self._upkeep_task = asyncio.get_running_loop().create_task(self.upkeep.loop())
+        if self.deliverer is not None:  # the one SQLite process resumes every delivery left at once
+            resume_all = self.store.resumes_jobs
+            self._deliveries_task = asyncio.get_running_loop().create_task(self.deliverer.loop(resume_all))
 
     async def stop(self, deadline: float) -> None:
         """The service is shutting down: this process's jobs may end until `deadline` (the loop's clock); those
         still active then are stopped (their runners told) and resumed at the next start where the store resumes
         jobs, else failed as a restart would have left them."""
         await self.local.stop(deadline, None if self.store.resumes_jobs else RESTARTED)
-        if self._upkeep_task is not None:
-            self._upkeep_task.cancel()
+        for task in (self._upkeep_task, self._deliveries_task):
+            if task is not None:
+                task.cancel()
 
     @store_errors_are_unavailable
-    async def submit(self, work: Work, request: BaseModel, route: str, caller: str, count_per_key: bool) -> JobStatus:
+    async def submit(
+        self,
+        work: Work,
+        request: BaseModel,
+        route: str,
+        caller: str,
+        count_per_key: bool,
+        webhook: tuple[str, list[WebhookEvent]] | None = None,
+    ) -> JobStatus:
         """Queue the caller's job: `request` as `route` accepted it (its seed fixed), checked as `work` (JobsBusy over
-        a cap; `count_per_key`: callers have their own cap)."""
+        a cap; `count_per_key`: callers have their own cap), its events sent to `webhook` (URL and events;
+        WebhookRefused if it may not be)."""
+        subscription = None
+        if webhook is not None:
+            if self.webhooks is None:
+                raise WebhookRefused("webhook: webhooks are off on this server (no AUDIO_STUDIO_WEBHOOK_ALLOWED_HOSTS)")
+            subscription = await self.webhooks.subscription(caller, *webhook)
         await self.start()
         limits = self.limits
         per_key = limits.max_active_per_key if count_per_key else None
         caps = JobCaps(limits.max_active, per_key, limits.max_input_bytes)
-        status = await self.local.add(work, request, route, caller, caps)
+        status = await self.local.add(work, request, route, caller, caps, subscription)
         logger.info("job %s (%s) queued for %s", status.id, work.kind, caller)
         return status
 

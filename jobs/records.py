@@ -53,6 +53,35 @@ class JobLinks(BaseModel):
     cancel: str
 
 
+WebhookEvent = Literal["start", "progress", "completed"]
+WEBHOOK_ATTEMPTS_SHOWN = 20
+
+
+class WebhookAttempt(BaseModel):
+    """One try to deliver one event."""
+
+    event: WebhookEvent
+    webhook_id: str = Field(description="The `webhook-id` header: the same on every try of one event.")
+    attempt: int = Field(ge=1, description="Which try of this event.")
+    at: datetime
+    status_code: int | None = Field(None, description="The receiver's HTTP status; absent when none came.")
+    error: str | None = Field(None, description="Why no answer came (refused destination, timeout, connection).")
+    delivered: bool = Field(description="A 2xx answer: the event is delivered.")
+    next_attempt_at: datetime | None = Field(
+        None, description="When it is tried again; absent once delivered or given up."
+    )
+
+
+class JobWebhook(BaseModel):
+    """Where the job's events go, and how their deliveries went."""
+
+    url: str
+    events: list[WebhookEvent]
+    attempts: list[WebhookAttempt] = Field(
+        [], description=f"The latest {WEBHOOK_ATTEMPTS_SHOWN} delivery attempts, oldest first."
+    )
+
+
 class JobStatus(BaseModel):
     """A job as GET /jobs/{job_id} shows it (also the body of the 202 that accepts it)."""
 
@@ -73,6 +102,7 @@ class JobStatus(BaseModel):
     expires_at: datetime | None = Field(None, description="After this the result is gone (410).")
     error: ErrorResponse | None = Field(None, description="Why it failed: the synchronous API's error body.")
     error_status: int | None = Field(None, description="The HTTP status the synchronous API would have answered.")
+    webhook: JobWebhook | None = Field(None, description="The job's webhook, when it names one (docs/webhooks.md).")
     links: JobLinks
 
 

@@ -27,7 +27,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def refusal_response(refusal: JobRefusal) -> JSONResponse:
-    return error_response(refusal.kind, str(refusal), retry_after_s=refusal.retry_after_s)
+    return error_response(refusal.kind, str(refusal), field=refusal.field, retry_after_s=refusal.retry_after_s)
 
 
 def accepted(status: JobStatus) -> JSONResponse:

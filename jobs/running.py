@@ -25,11 +25,16 @@ from core.work import Answer, Reply, Work
 from jobs.caps import JobCaps
 from jobs.events import Changes
 from jobs.records import (
+    FINAL,
+    WEBHOOK_ATTEMPTS_SHOWN,
     Failure,
     JobProgress,
     JobRecord,
     JobStatus,
+    JobWebhook,
     ResultInfo,
+    WebhookAttempt,
+    WebhookEvent,
     ended,
     failure,
     fresh_since,
@@ -44,6 +49,9 @@ logger = logging.getLogger("bentoml.audio_studio")
 RESTARTED = failure("unavailable", "the service restarted before this job finished; submit it again")
 # Builds a job's work from its stored request as the synchronous route would: the work, or the route's refusal.
 Build = Callable[[StoredRequest], Awaitable[Work | Answer]]
+PROGRESS_EVERY_S = 2.0  # a webhook's progress events, at most this often
+# Sends a job's webhook event: job id, caller, URL, event, the status it carries (jobs/deliveries.py).
+SendEvent = Callable[[str, str, str, WebhookEvent, JobStatus], Awaitable[None]]
 
 
 def given_up(attempts: int) -> Failure:
@@ -63,6 +71,9 @@ class LocalJob:
     taken_over: bool = False  # another replica owns it now (this one was thought dead): it writes nothing more
     saved_at: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    events: list[tuple[WebhookEvent, JobStatus]] = field(default_factory=list)  # for its webhook, once saved
+    progress_sent: tuple[float, JobProgress | None] = (-PROGRESS_EVERY_S, None)  # when, and what, last sent
+    completed_sent: bool = False
 
     @property
     def id(self) -> str:
@@ -77,8 +88,27 @@ class LocalJob:
         """Change the job's public status (saved at the next tick, if it changed)."""
         status = self.record.status.model_copy(update=changes)
         if status != self.record.status:
+            if status.state == "running" != self.record.status.state:
+                self.events.append(("start", status))
             self.record.status = status
             self.dirty = True
+
+    def webhook_events(self, clock: float) -> list[tuple[WebhookEvent, JobStatus]]:
+        """The events its webhook is due, as the job's saved status stands: a start, progress at most every
+        PROGRESS_EVERY_S while it runs, its completion once; the others it is not subscribed to are dropped."""
+        hook, status = self.record.status.webhook, self.record.status
+        events, self.events = self.events, []
+        if hook is None:
+            return []
+        if status.state in FINAL and not self.completed_sent:
+            self.completed_sent = True
+            events.append(("completed", status))
+        sent_at, sent = self.progress_sent
+        due = status.state == "running" and status.progress != sent and clock - sent_at >= PROGRESS_EVERY_S
+        if due and "progress" in hook.events:
+            self.progress_sent = (clock, status.progress)
+            events.append(("progress", status))
+        return [(event, at) for event, at in events if event in hook.events]
 
 
 class LocalJobs:
@@ -101,10 +131,14 @@ class LocalJobs:
         self.waiting: dict[str, list[str]] = {runner: [] for runner in rooms}
         self.changes = Changes()
         self.rooms = rooms
+        self.send_event: SendEvent | None = None  # set when webhooks are on (jobs/manager.py)
+        self._attempts_lock = asyncio.Lock()  # attempts shown in stored records: one read-change-write at a time
         self._stopped_as: Failure | None = None  # set by `stop`: how the jobs it stops end (None: resumed later)
         self._stopping = False
 
-    async def add(self, work: Work, request: BaseModel, route: str, caller: str, caps: JobCaps) -> JobStatus:
+    async def add(
+        self, work: Work, request: BaseModel, route: str, caller: str, caps: JobCaps, webhook: JobWebhook | None = None
+    ) -> JobStatus:
         """Queue the caller's job: `request`, accepted by `route` (its seed fixed), checked as `work`. Its request is
         kept first, then its record saved if the caps have room for it, in one step with their check (JobsBusy if
         not): a store that cannot take it leaves nothing behind. `work` itself is not kept."""
@@ -116,6 +150,7 @@ class LocalJobs:
             progress=JobProgress(phase="queued", queue_position=len(self.waiting[work.runner]) + 1),
             seed=work.seed,
             created_at=stamp,
+            webhook=webhook,
             links=links(job_id),
         )
         record = JobRecord(
@@ -218,8 +253,25 @@ class LocalJobs:
                 if local.task is not None and local.task is not asyncio.current_task():
                     local.task.cancel()
                 return False
+            if self.send_event is not None and local.record.status.webhook is not None:
+                for event, status in local.webhook_events(asyncio.get_running_loop().time()):
+                    await self.send_event(local.id, local.record.caller, local.record.status.webhook.url, event, status)
         await self.changes.made()
         return True
+
+    async def show_attempt(self, job_id: str, attempt: WebhookAttempt) -> None:
+        """A webhook attempt's outcome, into the job's status: saved with the job while this process runs it, else
+        into its stored record."""
+        local = self.jobs.get(job_id)
+        if local is not None:
+            local.update(webhook=with_attempt(local.record.status, attempt))
+            await self.save(local)
+            return
+        async with self._attempts_lock:
+            record = await self.store.load(job_id)
+            if record is not None and record.status.webhook is not None:
+                status = record.status.model_copy(update={"webhook": with_attempt(record.status, attempt)})
+                await self.store.save(record.model_copy(update={"status": status}))
 
     async def _run(self, local: LocalJob) -> None:
         runner = local.record.runner
@@ -276,3 +328,9 @@ class LocalJobs:
         if await self.save(local):
             await self.requests.drop(local.id)
         logger.info("job %s %s", local.id, record.status.state)
+
+
+def with_attempt(status: JobStatus, attempt: WebhookAttempt) -> JobWebhook:
+    assert status.webhook is not None
+    attempts = [*status.webhook.attempts, attempt][-WEBHOOK_ATTEMPTS_SHOWN:]
+    return status.webhook.model_copy(update={"attempts": attempts})
