@@ -88,7 +88,7 @@ class LocalJob:
         """Change the job's public status (saved at the next tick, if it changed)."""
         status = self.record.status.model_copy(update=changes)
         if status != self.record.status:
-            if status.state == "running" != self.record.status.state:
+            if status.webhook is not None and status.state == "running" != self.record.status.state:
                 self.events.append(("start", status))
             self.record.status = status
             self.dirty = True

@@ -145,6 +145,9 @@ def webhook_settings(settings: Settings) -> WebhookSettings | None:
     if not settings.webhook_allowed_hosts:
         return None
     hosts = tuple(host.lower().rstrip(".") for host in settings.webhook_allowed_hosts)
+    if settings.webhook_secrets_file is None:
+        logger.warning("webhooks: no AUDIO_STUDIO_WEBHOOK_SECRETS_FILE, so every job's webhook is refused")
+    logger.info("webhooks: on, to %s", ", ".join(hosts))
     return WebhookSettings(Destinations(hosts), Secrets(settings.webhook_secrets_file), settings.webhook_retry_s)
 
 

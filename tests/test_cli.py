@@ -391,13 +391,14 @@ def test_progress_lines_then_no_wait_and_jobs_wait_write_the_same_bytes(server: 
     """Without a terminal: a line with the steps at most every 2 s. A job submitted with --no-wait (first, so that
     it runs beside the synchronous one) and fetched with `jobs wait` is the same file; the server options work before
     the command too."""
-    args = ("generate", "rain", "--duration", "20", "--steps", "30", "--seed", "4")
+    # 60 steps: seconds of denoising, room for three lines at one per 2 s
+    args = ("generate", "rain", "--duration", "20", "--steps", "60", "--seed", "4")
     submitted = cli(tmp_path, "--url", server, *args, "--no-wait")
     assert submitted.returncode == 0 and re.fullmatch(r"[0-9a-f]+\n", submitted.stdout), submitted.stderr
     job_id = submitted.stdout.strip()
     plain = cli(tmp_path, *args, "-o", "plain.wav", AUDIO_STUDIO_URL=server)
     assert plain.returncode == 0, plain.stderr
-    steps = re.findall(r"^generating: denoising (\d+)/30 (\d+)%$", plain.stderr, re.M)
+    steps = re.findall(r"^generating: denoising (\d+)/60 (\d+)%$", plain.stderr, re.M)
     assert len(steps) >= 3 and [int(done) for done, _ in steps] == sorted(int(done) for done, _ in steps), plain.stderr
     status = cli(tmp_path, "--url", server, "jobs", "status", job_id)
     assert status.stdout.startswith(f"{job_id}  generate  "), status.stderr
