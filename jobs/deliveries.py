@@ -141,21 +141,19 @@ class Deliverer:
 
     async def loop(self, resume_all: bool) -> None:
         """Send what is due, for ever; claim orphaned deliveries (all of them at once if `resume_all`)."""
-        touched_at = claimed_at = 0.0
+        upkept_at = 0.0
         first = True
         while True:
             clock = time.monotonic()
             try:
-                if clock - claimed_at > TOUCH_EVERY_S:
-                    claimed_at = clock
+                if clock - upkept_at > TOUCH_EVERY_S:  # one pass: claim orphans, then renew this process's files
+                    upkept_at = clock
                     orphans = await asyncio.to_thread(self.outbox.claim, 0.0 if first and resume_all else STALE_S)
                     first = False
                     for delivery in orphans:
                         self.due[delivery.id] = delivery
                     if orphans:
                         logger.info("webhooks: %d delivery(ies) resumed", len(orphans))
-                if clock - touched_at > TOUCH_EVERY_S:
-                    touched_at = clock
                     await asyncio.to_thread(self.outbox.touch_own)
                 self._send_due()
             except Exception:
