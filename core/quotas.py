@@ -22,10 +22,11 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from core.redis_client import connect
+
 logger = logging.getLogger("bentoml.audio_studio")
 
 QUOTA_STORE_DOWN_RETRY_S = 5
-REDIS_TIMEOUT_S = 2  # a Redis that does not answer refuses requests soon, not at the client's timeout
 Reason = Literal["key_in_flight", "key_rate", "quota_store_down"]
 
 
@@ -161,7 +162,7 @@ class RedisKeyQuotas:
     def client(self) -> tuple[Redis, AsyncScript]:
         """The client and the ENTER script, made on first use in the process and event loop that serves requests."""
         if self._client is None:
-            redis = Redis.from_url(self.url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+            redis = connect(self.url)
             self._client = redis, redis.register_script(ENTER)
         return self._client
 

@@ -18,9 +18,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import cast
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from core.redis_client import connect
 from jobs.caps import Cap, Full, JobCaps
 from jobs.records import JobRecord, now
 from jobs.store import CHUNK_BYTES, JobStore, ResultFiles
@@ -97,7 +97,7 @@ class RedisStore(JobStore):
     errors = (OSError, RedisError)
 
     def __init__(self, url: str, folder: Path, inline_max_bytes: int) -> None:
-        self.redis = Redis.from_url(url)
+        self.redis = connect(url)
         self.files = ResultFiles(folder / "results")
         self.inline_max_bytes = inline_max_bytes
         self.reserve_script = self.redis.register_script(RESERVE)

@@ -262,7 +262,8 @@ def test_replicas_share_a_keys_quota_in_redis(redis_server: RedisServer) -> None
 
 
 def test_quotas_refuse_while_redis_is_down(tmp_path: Path) -> None:
-    """No Redis, no admission for a keyed request: a 503-worthy refusal within the client's timeout, never a pass."""
+    """No Redis, no admission for a keyed request: a 503-worthy refusal within the client's timeout, never a pass;
+    once Redis is back (restarted unseen too), the next request is let in."""
     server = RedisServer(tmp_path).start()
     quotas = RedisKeyQuotas(server.url, QuotaSettings(max_in_flight=2, rate_per_minute=60, burst=4), lease_s=60)
 
@@ -275,6 +276,9 @@ def test_quotas_refuse_while_redis_is_down(tmp_path: Path) -> None:
         refused = await enter()
         assert refused is not None and refused.reason == "quota_store_down"
         assert "unavailable" in refused.message and refused.retry_after_s >= 1
+        server.start()
+        assert await enter() is None
+        server.stop()  # a restart no call saw: the pooled connection is stale, the next call reconnects
         server.start()
         assert await enter() is None
 

@@ -182,6 +182,27 @@ def test_a_record_and_its_result_come_back_as_saved(store: JobStore) -> None:
     asyncio.run(scenario())
 
 
+def test_the_redis_store_works_on_after_a_restart_no_call_saw(tmp_path: Path) -> None:
+    """A Redis restart leaves the pool's connections closed: the next call reconnects, it does not fail."""
+    server = RedisServer(tmp_path).start()
+    store = RedisStore(server.url, tmp_path / "jobs", inline_max_bytes=0)
+
+    async def scenario() -> None:
+        await store.save(record("before"))
+        server.stop()
+        server.start()  # without persistence: the record is gone, the connection is stale
+        assert await store.load("before") is None
+        saved = record("after")
+        await store.save(saved)
+        assert await store.load("after") == saved
+        await store.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()
+
+
 def test_expiry_deletes_results_past_their_retention_and_keeps_the_others(store: JobStore) -> None:
     async def scenario() -> None:
         past, future = succeeded("past", retention_s=0), succeeded("future", retention_s=3600)
