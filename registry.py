@@ -24,7 +24,7 @@ from settings import (
     read_fields,
 )
 
-Feature = Literal["generate", "transform", "long_form", "clap_ranking", "critique"]
+Feature = Literal["generate", "transform", "edit", "long_form", "clap_ranking", "critique"]
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,17 @@ AUDIOLDM2 = Family(
     title="AudioLDM2",
     checkpoints=("cvssp/audioldm2", "cvssp/audioldm2-large", "cvssp/audioldm2-music"),
     settings_class=DiffusionSettings,
-    features=frozenset({"generate", "transform", "long_form", "clap_ranking"}),
+    features=frozenset({"generate", "transform", "edit", "long_form", "clap_ranking"}),
     sample_rate=16_000,
-    routes=("/generate", "/generate/json", "/transform", "/transform/json", "/v1/audio/generate"),
+    routes=(
+        "/generate",
+        "/generate/json",
+        "/transform",
+        "/transform/json",
+        "/edit",
+        "/edit/json",
+        "/v1/audio/generate",
+    ),
 )
 AUDIOLDM = Family(
     name="audioldm",

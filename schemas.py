@@ -262,6 +262,163 @@ class TransformRequest(DeliveryParams, TransformParams, PublicRequest):
     model: GenerationModel = model_field()
 
 
+class EditMode(str, enum.Enum):
+    INPAINT = "inpaint"  # regenerate start_s..end_s, keep the rest
+    EXTEND = "extend"  # add `seconds` of audio at `side`
+
+
+class ExtendSide(str, enum.Enum):
+    START = "start"
+    END = "end"
+
+
+MAX_BLEND_SECONDS = 2.0
+MAX_REPAINT_JUMPS = 4
+MIN_EXTEND_SECONDS = 0.1
+
+
+class EditSpan(BaseModel):
+    """Where the audio was edited, in the output's time."""
+
+    start_s: float = Field(description="Start of the regenerated range, seconds into the output.")
+    end_s: float = Field(description="End of the regenerated range, seconds into the output.")
+    duration: float = Field(description="Length of the output in seconds.")
+
+    def total_samples(self, sample_rate: int) -> int:
+        return round(self.duration * sample_rate)
+
+
+def _mode_field(mode: EditMode, name: str, value: Any, info: ValidationInfo) -> Any:
+    """`name` is required with `mode` and refused with the other mode (where it would mean nothing)."""
+    chosen = info.data.get("mode")
+    if chosen is None:  # the mode itself was refused
+        return value
+    if chosen is mode and value is None and name != "side":
+        raise ValueError(f"{name} is required with mode={mode.value}")
+    if chosen is not mode and value is not None:
+        raise ValueError(f"{name} is for mode={mode.value}, not mode={chosen.value}")
+    return value
+
+
+class EditParams(DiffusionParams):
+    """What shapes one edit of a clip (shared by the public request and the runner job)."""
+
+    mode: EditMode = Field(
+        description="`inpaint`: regenerate the range start_s..end_s under the prompt and keep the rest. `extend`: add "
+        "`seconds` of audio continuing the clip at `side`."
+    )
+    start_s: float | None = Field(
+        None,
+        ge=0.0,
+        le=MAX_AUDIO_SECONDS,
+        validate_default=True,
+        description="inpaint: where the range starts, seconds into the clip (0 to its length).",
+    )
+    end_s: float | None = Field(
+        None,
+        gt=0.0,
+        le=MAX_AUDIO_SECONDS,
+        validate_default=True,
+        description="inpaint: where the range ends, seconds into the clip, after start_s and at most the clip's "
+        "length. A range over the whole clip is a transform (POST /transform, strength 1).",
+    )
+    seconds: float | None = Field(
+        None,
+        ge=MIN_EXTEND_SECONDS,
+        le=MAX_AUDIO_SECONDS,
+        validate_default=True,
+        description=f"extend: seconds of audio to add, {MIN_EXTEND_SECONDS:g} up to what brings the output to "
+        f"{MAX_AUDIO_SECONDS:g} s.",
+    )
+    side: ExtendSide | None = Field(
+        None, validate_default=True, description="extend: `end` (the default) or `start` of the clip."
+    )
+    blend_s: float = Field(
+        0.25,
+        ge=0.0,
+        le=MAX_BLEND_SECONDS,
+        description=f"Seconds, 0 to {MAX_BLEND_SECONDS:g}, over which each boundary of the range crossfades from the "
+        "kept audio into the new, so the seams cannot be heard. The ramps lie in the kept audio: the range itself is "
+        "regenerated whole.",
+    )
+    repaint_jumps: int = Field(
+        0,
+        ge=0,
+        le=MAX_REPAINT_JUMPS,
+        description=f"RePaint's resampling, 0 to {MAX_REPAINT_JUMPS}: each denoising step but the last runs 1 + "
+        "repaint_jumps times, noised back in between, so the new audio agrees better with the kept audio at the "
+        "seams. Costs that many times the steps.",
+    )
+    num_waveforms: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="Candidates to generate, 1 to 4. With more than one they are ranked best first by CLAP score.",
+    )
+
+    @field_validator("start_s")
+    @classmethod
+    def _start_s(cls, value: float | None, info: ValidationInfo) -> float | None:
+        return _mode_field(EditMode.INPAINT, "start_s", value, info)
+
+    @field_validator("end_s")
+    @classmethod
+    def _end_s(cls, value: float | None, info: ValidationInfo) -> float | None:
+        value = _mode_field(EditMode.INPAINT, "end_s", value, info)
+        start = info.data.get("start_s")
+        if value is not None and start is not None and value <= start:
+            raise ValueError(f"end_s must be after start_s ({start:g} s): the range is empty")
+        return value
+
+    @field_validator("seconds")
+    @classmethod
+    def _seconds(cls, value: float | None, info: ValidationInfo) -> float | None:
+        return _mode_field(EditMode.EXTEND, "seconds", value, info)
+
+    @field_validator("side")
+    @classmethod
+    def _side(cls, value: ExtendSide | None, info: ValidationInfo) -> ExtendSide | None:
+        return _mode_field(EditMode.EXTEND, "side", value, info)
+
+    def problem(self, clip_samples: int, sample_rate: int) -> tuple[str, str] | None:
+        """What the clip's length makes wrong with this edit: (field, message), or None."""
+        clip_s = clip_samples / sample_rate
+        if self.mode is EditMode.INPAINT:
+            assert self.start_s is not None and self.end_s is not None
+            if self.end_s > clip_s:
+                return "end_s", f"end_s must be at most the clip's length, {clip_s:.3f} s"
+            if self.start_s <= 0.0 and self.end_s >= clip_s:
+                return "end_s", "the range covers the whole clip: regenerate it with POST /transform (strength 1)"
+            return None
+        assert self.seconds is not None
+        if clip_s + self.seconds > MAX_AUDIO_SECONDS:
+            return "seconds", f"the clip ({clip_s:.3f} s) and seconds together must be at most {MAX_AUDIO_SECONDS:g} s"
+        return None
+
+    def span(self, clip_samples: int, sample_rate: int) -> EditSpan:
+        """The regenerated range and the output's length, in the output's time."""
+        clip_s = clip_samples / sample_rate
+        if self.mode is EditMode.INPAINT:
+            assert self.start_s is not None and self.end_s is not None
+            return EditSpan(start_s=self.start_s, end_s=self.end_s, duration=clip_s)
+        assert self.seconds is not None
+        added = round(self.seconds * sample_rate)
+        duration = (clip_samples + added) / sample_rate
+        if self.side is ExtendSide.START:
+            return EditSpan(start_s=0.0, end_s=added / sample_rate, duration=duration)
+        return EditSpan(start_s=clip_s, end_s=duration, duration=duration)
+
+
+class EditRequest(DeliveryParams, EditParams, PublicRequest):
+    """POST /edit and /edit/json (multipart/form-data): AudioLDM2 only."""
+
+    audio: Path = Field(
+        description=f"The clip to edit: WAV, FLAC, MP3 or OGG, {MIN_TRANSFORM_SECONDS:g} to "
+        f"{MAX_TRANSFORM_SECONDS:g} s, any sample rate and channel count (down-mixed to mono, resampled to 16 kHz). "
+        "The output keeps its sample rate (16 kHz) and its length, plus `seconds` with `extend`."
+    )
+
+
 class WebhookParams(BaseModel):
     """What a job submission adds to its route's request: where to send the job's events (docs/webhooks.md)."""
 
@@ -300,6 +457,10 @@ class TransformJobRequest(WebhookParams, TransformRequest):
     """POST /jobs/transform and /jobs/transform/json (multipart/form-data): /transform's request, and a webhook."""
 
 
+class EditJobRequest(WebhookParams, EditRequest):
+    """POST /jobs/edit and /jobs/edit/json (multipart/form-data): /edit's request, and a webhook."""
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -324,6 +485,19 @@ class GenerationJob(GenerationParams, RunnerJob):
 
 class TransformJob(TransformParams, RunnerJob):
     """One transform as the AudioLDM2 runner receives it: decoded 16 kHz mono samples and a fixed seed."""
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    seed: int = Field(ge=0, le=MAX_SEED)
+    samples_f32le: bytes = Field(description="Input clip: mono float32 little-endian samples at 16 kHz.")
+
+    @property
+    def samples(self) -> np.ndarray:
+        return samples_from_bytes(self.samples_f32le)
+
+
+class EditJob(EditParams, RunnerJob):
+    """One edit as the AudioLDM2 runner receives it: the decoded 16 kHz mono clip and a fixed seed."""
 
     model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
@@ -402,7 +576,7 @@ class Timings(RunnerTimings):
 
 
 class GenerateResponse(BaseModel):
-    """POST /generate/json and /transform/json."""
+    """POST /generate/json, /transform/json and /edit/json."""
 
     format: AudioFormat
     sample_rate: int
@@ -410,6 +584,7 @@ class GenerateResponse(BaseModel):
     waveforms: list[GeneratedWaveform] = Field(description="Best first when ranked.")
     provenance: Provenance
     timings: Timings
+    edited: EditSpan | None = Field(None, description="/edit: the regenerated range and the output's length.")
 
 
 # ---- critique (Music Flamingo) -------------------------------------------------

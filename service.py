@@ -30,7 +30,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 
 import compat
-from audio_io import MAX_UPLOAD_BYTES, AudioInputError, decode_upload
+from audio_io import MAX_UPLOAD_BYTES, AudioInputError, DecodedAudio, decode_upload
 from compat.bentoml_route_metrics import label_as_routes
 from core.caller import ANONYMOUS, CALLER
 from core.errors import error_response, kind_of_status
@@ -87,6 +87,10 @@ from schemas import (
     CritiqueRequest,
     CritiqueResponse,
     DeliveryParams,
+    EditJob,
+    EditJobRequest,
+    EditRequest,
+    EditSpan,
     GenerateJobRequest,
     GenerateRequest,
     GenerateResponse,
@@ -112,12 +116,14 @@ compat.install_all()  # library patches (compat/), installed once per process ev
 STREAM_IN_A_JOB = "a job is not streamed: its events (GET /jobs/{id}/events) carry the text so far"
 JOB_ROUTES = JobRoutes()  # /jobs/{job_id}...: status, events, result, cancel (the manager is set at start-up)
 # The submission routes (/jobs/<route>) and the request each takes: a kept request is read back as its route's.
-JobRequest = GenerateJobRequest | TransformJobRequest | CritiqueJobRequest
+JobRequest = GenerateJobRequest | TransformJobRequest | EditJobRequest | CritiqueJobRequest
 JOB_REQUESTS: dict[str, type[JobRequest]] = {
     "generate": GenerateJobRequest,
     "generate/json": GenerateJobRequest,
     "transform": TransformJobRequest,
     "transform/json": TransformJobRequest,
+    "edit": EditJobRequest,
+    "edit/json": EditJobRequest,
     "critique": CritiqueJobRequest,
 }
 
@@ -214,6 +220,20 @@ class AudioStudio:
         """Re-synthesise an uploaded clip toward a prompt; JSON with the audio base64-encoded and metadata."""
         return await run(self._transformation(request, as_json=True))
 
+    @bentoml.api(route="/edit")
+    @answers_503_when_a_runner_is_down
+    async def edit(self, request: EditRequest, /) -> AudioFile:
+        """Edit an uploaded clip (multipart/form-data): regenerate a time range (`inpaint`) or add audio at either
+        end (`extend`), keeping the rest. The response is the audio file; the regenerated range, in the output's
+        time, is in X-Edit-Start / X-Edit-End (seconds)."""
+        return await run(self._edit(request, as_json=False))
+
+    @bentoml.api(route="/edit/json")
+    @answers_503_when_a_runner_is_down
+    async def edit_json(self, request: EditRequest, /) -> GenerateResponse:
+        """Edit an uploaded clip; JSON with the audio base64-encoded, the regenerated range (`edited`) and metadata."""
+        return await run(self._edit(request, as_json=True))
+
     @bentoml.api(route="/critique")
     async def critique(self, request: CritiqueRequest, /, ctx: bentoml.Context) -> CritiqueResponse:
         """Listen to a recording (and optionally a reference) and answer in text: teaching feedback,
@@ -287,6 +307,16 @@ class AudioStudio:
         """Submit /transform/json's request as a job (multipart/form-data); its result is /transform/json's JSON."""
         return await self._submit("transform/json", request, ctx)
 
+    @bentoml.api(route="/jobs/edit")
+    async def submit_edit(self, request: EditJobRequest, /, ctx: bentoml.Context) -> JobStatus:
+        """Submit /edit's request as a job (multipart/form-data); its result is /edit's audio file."""
+        return await self._submit("edit", request, ctx)
+
+    @bentoml.api(route="/jobs/edit/json")
+    async def submit_edit_json(self, request: EditJobRequest, /, ctx: bentoml.Context) -> JobStatus:
+        """Submit /edit/json's request as a job (multipart/form-data); its result is /edit/json's JSON."""
+        return await self._submit("edit/json", request, ctx)
+
     @bentoml.api(route="/jobs/critique")
     async def submit_critique(self, request: CritiqueJobRequest, /, ctx: bentoml.Context) -> JobStatus:
         """Submit /critique's request as a job (multipart/form-data); its result is /critique's JSON."""
@@ -322,6 +352,8 @@ class AudioStudio:
             return self._generation(request, as_json=route.endswith("/json"))
         if isinstance(request, TransformRequest):
             return self._transformation(request, as_json=route.endswith("/json"))
+        if isinstance(request, EditRequest):
+            return self._edit(request, as_json=route.endswith("/json"))
         return self._critique_work(request)
 
     async def _job_work(self, stored: StoredRequest) -> Work | JSONResponse:
@@ -351,11 +383,39 @@ class AudioStudio:
         refusal = family_refusal(request.model.value, "transform", 0.0, "audio")
         if refusal is not None:
             return refusal
+        clip = await self._clip(request.audio)
+        if isinstance(clip, JSONResponse):
+            return clip
+        job = TransformJob(
+            **request.model_dump(exclude={*DELIVERY_FIELDS, "audio", "model"}),
+            seed=draw_seed(request),
+            samples_f32le=samples_to_bytes(clip.samples),
+        )
+        return self._diffusion_work(FAMILY_OF[request.model.value], "transform", job, request, as_json)
+
+    async def _edit(self, request: EditRequest, as_json: bool) -> Work | JSONResponse:
+        clip = await self._clip(request.audio)
+        if isinstance(clip, JSONResponse):
+            return clip
+        problem = request.problem(len(clip.samples), AUDIOLDM2_SAMPLE_RATE)
+        if problem is not None:
+            return error_response("invalid_input", problem[1], field=problem[0])
+        job = EditJob(
+            **request.model_dump(exclude={*DELIVERY_FIELDS, "audio"}),
+            seed=draw_seed(request),
+            samples_f32le=samples_to_bytes(clip.samples),
+        )
+        edited = request.span(len(clip.samples), AUDIOLDM2_SAMPLE_RATE)
+        return self._diffusion_work(AUDIOLDM2, "edit", job, request, as_json, edited)
+
+    @staticmethod
+    async def _clip(upload: Path) -> DecodedAudio | JSONResponse:
+        """An AudioLDM2 input clip (transform, edit): decoded to 16 kHz mono within the transform's limits."""
         try:
             with span("front.decode_uploads", clips=1) as decoding:
                 clip = await anyio.to_thread.run_sync(
                     lambda: decode_upload(
-                        request.audio,
+                        upload,
                         "audio",
                         AUDIOLDM2_SAMPLE_RATE,
                         MAX_TRANSFORM_SECONDS,
@@ -366,17 +426,18 @@ class AudioStudio:
                 decoding.set_attribute("audio_seconds", clip.seconds)
         except AudioInputError as error:
             return upload_error(error)
-        job = TransformJob(
-            **request.model_dump(exclude={*DELIVERY_FIELDS, "audio", "model"}),
-            seed=draw_seed(request),
-            samples_f32le=samples_to_bytes(clip.samples),
-        )
-        return self._diffusion_work(FAMILY_OF[request.model.value], "transform", job, request, as_json)
+        return clip
 
     def _diffusion_work(
-        self, family: Family, kind: str, job: GenerationJob | TransformJob, delivery: DeliveryParams, as_json: bool
+        self,
+        family: Family,
+        kind: str,
+        job: GenerationJob | TransformJob | EditJob,
+        delivery: DeliveryParams,
+        as_json: bool,
+        edited: EditSpan | None = None,
     ) -> Work:
-        """`kind` (generate or transform) on the runner of `family`, answered as audio or JSON."""
+        """`kind` (generate, transform or edit) on the runner of `family`, answered as audio or JSON."""
         runner = getattr(self, family.name).to_async  # each generation family's dependency is named after it
         started = time.perf_counter()
         return Work(
@@ -386,9 +447,9 @@ class AudioStudio:
             submit=getattr(runner, kind),
             cancel=runner.cancel,
             progress=runner.progress,
-            render=lambda outcome: audio_answer(outcome, delivery, as_json, started),
+            render=lambda outcome: audio_answer(outcome, delivery, as_json, started, edited),
             seed=job.seed,
-            input_bytes=len(job.samples_f32le) if isinstance(job, TransformJob) else 0,
+            input_bytes=0 if isinstance(job, GenerationJob) else len(job.samples_f32le),
         )
 
     async def _critique_work(

@@ -113,6 +113,12 @@ GENERATE_EXAMPLE = {
     "format": "wav",
 }
 TRANSFORM_EXAMPLE = {"prompt": "a jazz drum kit played with brushes", "strength": 0.6, "seed": 7, "format": "wav"}
+INPAINT_EXAMPLE = {"mode": "inpaint", "start_s": 3.5, "end_s": 6, "prompt": "a clean snare hit", "seed": 7}
+EXTEND_EXAMPLE = {"mode": "extend", "seconds": 20, "side": "end", "prompt": "the groove goes on", "seed": 7}
+EDIT_EXAMPLES = {
+    "inpaint": {"summary": "Regenerate 3.5-6 s of the `audio` file part", "value": INPAINT_EXAMPLE},
+    "extend": {"summary": "Add 20 s after the `audio` file part", "value": EXTEND_EXAMPLE},
+}
 EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
     "/generate": {"generate": {"summary": "Five seconds, best of two candidates", "value": GENERATE_EXAMPLE}},
     "/generate/json": {"generate": {"summary": "Five seconds, both candidates back", "value": GENERATE_EXAMPLE}},
@@ -120,6 +126,8 @@ EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
     "/transform/json": {
         "transform": {"summary": "Text fields beside the `audio` file part", "value": TRANSFORM_EXAMPLE}
     },
+    "/edit": EDIT_EXAMPLES,
+    "/edit/json": EDIT_EXAMPLES,
     "/critique": {
         "question": {"summary": "A question alone, no upload", "value": {"prompt": "What makes a good vibrato?"}},
         "feedback": {
@@ -171,6 +179,8 @@ FILE_HEADERS = (
         False,
         "GeneratedWaveform.critic_score",
     ),
+    ("X-Edit-Start", "/edit: where the regenerated range starts, seconds into the output.", False, "EditSpan.start_s"),
+    ("X-Edit-End", "/edit: where the regenerated range ends, seconds into the output.", False, "EditSpan.end_s"),
 )
 
 

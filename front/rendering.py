@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from audio_io import encode_audio
 from core.errors import error_response
 from core.runner_calls import RunnerUnavailable
-from schemas import DeliveryParams, GeneratedWaveform, GenerateResponse, GenerationOutcome, JobError, Timings
+from schemas import DeliveryParams, EditSpan, GeneratedWaveform, GenerateResponse, GenerationOutcome, JobError, Timings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,17 +30,21 @@ def job_error_response(error: JobError) -> JSONResponse:
 
 
 def audio_answer(
-    outcome: GenerationOutcome, delivery: DeliveryParams, as_json: bool, started: float
+    outcome: GenerationOutcome,
+    delivery: DeliveryParams,
+    as_json: bool,
+    started: float,
+    edited: EditSpan | None = None,
 ) -> Response | GenerateResponse:
-    """The audio file or its JSON form, or the runner's per-job error as the error answer."""
+    """The audio file or its JSON form (with an edit's range), or the runner's per-job error as the error answer."""
     if outcome.error is not None:
         return job_error_response(outcome.error)
     if as_json:
-        return audio_json_response(outcome, delivery, time.perf_counter() - started)
-    return audio_file_response(outcome, delivery)
+        return audio_json_response(outcome, delivery, time.perf_counter() - started, edited)
+    return audio_file_response(outcome, delivery, edited)
 
 
-def audio_file_response(outcome: GenerationOutcome, delivery: DeliveryParams) -> Response:
+def audio_file_response(outcome: GenerationOutcome, delivery: DeliveryParams, edited: EditSpan | None) -> Response:
     """The best-ranked waveform as a file; provenance in headers."""
     audio_format = delivery.format
     best = outcome.waveforms[0]
@@ -55,11 +59,15 @@ def audio_file_response(outcome: GenerationOutcome, delivery: DeliveryParams) ->
         headers["X-Clap-Score"] = f"{best.clap_score:.6f}"
     if best.critic_score is not None:
         headers["X-Critic-Score"] = str(best.critic_score)
+    if edited is not None:
+        headers["X-Edit-Start"], headers["X-Edit-End"] = f"{edited.start_s:.6f}", f"{edited.end_s:.6f}"
     body = encode_audio(best.samples, outcome.sample_rate, audio_format, delivery.compression)
     return Response(body, media_type=audio_format.media_type, headers=headers)
 
 
-def audio_json_response(outcome: GenerationOutcome, delivery: DeliveryParams, total_s: float) -> GenerateResponse:
+def audio_json_response(
+    outcome: GenerationOutcome, delivery: DeliveryParams, total_s: float, edited: EditSpan | None
+) -> GenerateResponse:
     assert outcome.timings is not None
     return GenerateResponse(
         format=delivery.format,
@@ -79,6 +87,7 @@ def audio_json_response(outcome: GenerationOutcome, delivery: DeliveryParams, to
         ],
         provenance=outcome.provenance,
         timings=Timings(**outcome.timings.model_dump(), total_s=total_s),
+        edited=edited,
     )
 
 

@@ -19,6 +19,8 @@ SUBMISSIONS = {
     "/jobs/generate/json": "/generate/json",
     "/jobs/transform": "/transform",
     "/jobs/transform/json": "/transform/json",
+    "/jobs/edit": "/edit",
+    "/jobs/edit/json": "/edit/json",
     "/jobs/critique": "/critique",
 }
 JOB_ID = {
@@ -123,8 +125,8 @@ def document_jobs(doc: dict[str, Any], schemas: dict[str, Any], keyed: bool) -> 
         "/jobs/{job_id}/result": {
             "get": operation_of(
                 "job_result",
-                "What the synchronous route would have answered: the audio file (generate, transform, with its "
-                "`X-` provenance headers), or the JSON (generate/json, transform/json, critique).",
+                "What the synchronous route would have answered: the audio file (generate, transform, edit, with its "
+                "`X-` provenance headers), or the JSON (generate/json, transform/json, edit/json, critique).",
                 {
                     "200": {"description": "The result.", "content": result_content},
                     "409": error(

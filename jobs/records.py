@@ -11,7 +11,7 @@ from core.errors import STATUS_OF_KIND, ErrorKind, ErrorResponse
 from schemas import ProgressPhase, ProgressUnit
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JobKind = Literal["generate", "transform", "critique"]
+JobKind = Literal["generate", "transform", "edit", "critique"]
 ACTIVE: frozenset[str] = frozenset({"queued", "running"})
 FINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 STALE_S = 30.0  # an active job whose heartbeat is older belongs to a process that died
@@ -25,7 +25,7 @@ def now() -> datetime:
 
 class JobProgress(BaseModel):
     phase: ProgressPhase = Field(
-        description="queued; encoding, denoising, decoding, ranking (generate, transform); prefill, decoding "
+        description="queued; encoding, denoising, decoding, ranking (generate, transform, edit); prefill, decoding "
         "(critique); finished"
     )
     unit: ProgressUnit | None = Field(None, description="What `done` and `total` count.")

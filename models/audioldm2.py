@@ -32,12 +32,13 @@ from transformers.audio_utils import mel_filter_bank
 from compat.diffusers_language_model import load_language_model
 from models.allocator import returning_freed_memory
 from models.batched_steps import Schedule, Update, coefficient_rows, step
+from models.editing import Keep, Layout, written_frames
 from models.memory import Placement, bitsandbytes_options, quantize_linear_weights
 from models.multidiffusion import Fusion, Windows, split
 from models.phases import phase
 from models.pieces import Pieces, Work, within
 from models.tiled_vae import decode_tiled, encode_tiled, vocode_chunked, vocoder_pieces
-from schemas import DiffusionParams, GenerationJob, Scheduler, TransformJob
+from schemas import DiffusionParams, EditJob, GenerationJob, Scheduler, TransformJob
 
 # AudioLDM2's mel features (its training STFT): 1024-point FFT and window, hop 160 at
 # 16 kHz, Slaney mel filters over 0-8 kHz, natural log of magnitudes clamped at 1e-5.
@@ -158,6 +159,7 @@ class Denoising:
     step: int = 0
     fusion: Fusion | None = None  # with several windows
     previous: torch.Tensor | None = None  # DPM-Solver++: the last step's data prediction
+    keep: Keep | None = None  # an edit: the clip's frames it keeps (models/editing.py)
 
     @property
     def timesteps(self) -> tuple[int, ...]:
@@ -205,7 +207,7 @@ def first_step(steps: int, strength: float) -> int:
     return steps - min(int(steps * strength), steps)
 
 
-def waveform_seeds(job: GenerationJob) -> list[int]:
+def waveform_seeds(job: GenerationJob | EditJob) -> list[int]:
     return [job.seed + k for k in range(job.num_waveforms)]
 
 
@@ -267,6 +269,7 @@ class AudioLDM2Engine:
             ).T
         ).float()
         self.single_latent_mel_frames = self.mel_frames(single_latent_max_s)
+        self.latent_frame_samples = round(self.sample_rate / self.mel_frames_per_second) * pipe.vae_scale_factor
         for name in SCHEDULERS:  # a scheduler config the batched steps do not compute fails here, not per job
             Schedule.of(self.make_scheduler(name, 2))
 
@@ -449,6 +452,8 @@ class AudioLDM2Engine:
         news = latents.split(rows) if len(jobs) > 1 else (latents,)
         datas = (None,) * len(jobs) if data is None else data.split(rows) if len(jobs) > 1 else (data,)
         for job, new, datum in zip(jobs, news, datas, strict=True):
+            if job.keep is not None:
+                new, datum = job.keep.after_step(job.step, new, datum)
             job.latents, job.previous = new, datum
             job.step += 1
 
@@ -514,6 +519,21 @@ class AudioLDM2Engine:
 
         total = sum(row.total for row in tiles) + len(rows) * vocoder_pieces(mel_frames)
         return Pieces(within(returning_freed_memory, work()), total)
+
+    def decode_edit(self, job: Denoising, keep: Keep) -> Pieces[torch.Tensor]:
+        """An edit's output: the clip's round trip (as `decode` gives a transform of strength 0), with the edited
+        crop of the canvas decoded and crossfaded in by the mask (models/editing.py)."""
+        crop = keep.layout.crop(keep.host_mask, self.sample_rate)
+        round_trip = self.decode(keep.clip_latents, keep.layout.clip_samples)
+        edited = self.decode(job.latents[:, :, crop[0] : crop[1]], (crop[1] - crop[0]) * keep.layout.frame_samples)
+
+        def work() -> Work[torch.Tensor]:
+            kept = yield from round_trip.work
+            yield
+            new = yield from edited.work
+            return keep.layout.assemble(kept, new, crop, keep.host_mask)
+
+        return Pieces(work(), round_trip.total + edited.total)
 
     @torch.no_grad()
     def clap_scores(self, prompt: str, waveforms: torch.Tensor) -> list[float]:
@@ -626,6 +646,34 @@ class AudioLDM2Engine:
 
         return Pieces(work(), encoding.total if encoding else 1)
 
+    def start_edit(self, job: EditJob) -> Pieces[Denoising]:
+        """Encode the clip once, as a transform does, and lay it on the edit's canvas; start from noise where the
+        mask writes and from the clip noised to the first step's level elsewhere (models/editing.py). Only the
+        windows that overlap the written frames are denoised."""
+        samples = job.samples
+        clip_mel_frames = self.mel_frames(len(samples) / self.sample_rate)
+        clip_frames = clip_mel_frames // self.pipe.vae_scale_factor
+        encoding = self.encode_audio(samples, clip_mel_frames)
+        span = job.span(len(samples), self.sample_rate)
+        layout = Layout.of(span, len(samples), self.sample_rate, self.latent_frame_samples, clip_frames)
+        mask = layout.mask(job.blend_s, self.sample_rate)
+        mel_frames = layout.frames * self.pipe.vae_scale_factor
+
+        def work() -> Work[Denoising]:
+            with phase("encode_audio", latent_frames=clip_frames, pieces=encoding.total):
+                clip_latents = yield from encoding.work
+            scheduler = self.make_scheduler(job.scheduler, job.steps)
+            noise = self.initial_noise(waveform_seeds(job), mel_frames)
+            keep = Keep.of(layout, clip_latents, noise, mask, scheduler, job.repaint_jumps, job.seed)
+            windows = replace(self.windows(mel_frames), only=written_frames(mask))
+            latents = keep.start(noise * scheduler.init_noise_sigma)
+            samples_out = layout.total_samples
+            return self._start(
+                job, latents, keep.schedule, mel_frames, job.num_waveforms, samples_out, windows=windows, keep=keep
+            )
+
+        return Pieces(work(), encoding.total)
+
     def _start(
         self,
         job: DiffusionParams,
@@ -634,6 +682,8 @@ class AudioLDM2Engine:
         mel_frames: int,
         waveforms: int,
         samples: int,
+        windows: Windows | None = None,
+        keep: Keep | None = None,
     ) -> Denoising:
         guidance = uses_guidance(job.guidance_scale)
         cond = Conditioning(latents.new_empty(0), latents.new_empty(0), latents.new_empty(0))
@@ -643,9 +693,11 @@ class AudioLDM2Engine:
         scales = None
         if guidance:
             scales = torch.full((waveforms, 1, 1, 1), job.guidance_scale, device=self.device, dtype=self.dtype)
-        windows = self.windows(mel_frames)
-        fusion = Fusion(latents, windows) if len(windows) > 1 else None
-        return Denoising(latents, cond, scales, schedule, windows, [samples] * waveforms, job.prompt, fusion=fusion)
+        windows = windows or self.windows(mel_frames)
+        fusion = Fusion(latents, windows) if windows.fused else None
+        return Denoising(
+            latents, cond, scales, schedule, windows, [samples] * waveforms, job.prompt, fusion=fusion, keep=keep
+        )
 
     def finish(self, job: Denoising) -> Pieces[JobAudio]:
         """Decode a denoised job's waveforms, cut to length, and rank them by CLAP when there are several: in the
@@ -653,7 +705,7 @@ class AudioLDM2Engine:
         if self._last_plan is not None and any(part is job for part, _ in self._last_plan.parts):
             self._last_plan = None  # holds its jobs' latents and conditioning
         length = max(job.lengths)
-        decoding = self.decode(job.latents, length)
+        decoding = self.decode(job.latents, length) if job.keep is None else self.decode_edit(job, job.keep)
 
         def work() -> Work[JobAudio]:
             with phase("decode", rows=job.latents.shape[0], samples=length, pieces=decoding.total):

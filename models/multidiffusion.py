@@ -21,11 +21,14 @@ EDGE_WEIGHT = 1e-3
 
 @dataclass(frozen=True)
 class Windows:
-    """Windows of `size` frames over a latent of `frames` frames, `overlap` frames shared by neighbours."""
+    """Windows of `size` frames over a latent of `frames` frames, `overlap` frames shared by neighbours; with
+    `only` (an edit's written frames, first and one past the last), just the windows that overlap them: the other
+    windows' predictions would land on frames the edit replaces with the kept clip anyway."""
 
     frames: int
     size: int
     overlap: int
+    only: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.overlap < self.size <= self.frames:
@@ -38,7 +41,16 @@ class Windows:
             return [0]
         count = math.ceil((self.frames - self.size) / (self.size - self.overlap)) + 1
         span = self.frames - self.size
-        return [round(i * span / (count - 1)) for i in range(count)]
+        starts = [round(i * span / (count - 1)) for i in range(count)]
+        if self.only is None:
+            return starts
+        first, last = self.only
+        return [start for start in starts if start < last and start + self.size > first]
+
+    @property
+    def fused(self) -> bool:
+        """Smaller than the latent: its windows' predictions are fused (a single window is the latent itself)."""
+        return self.size < self.frames
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -75,6 +87,8 @@ class Fusion:
         self.norm = torch.zeros(like.shape[2], device=like.device, dtype=like.dtype).view(1, 1, -1, 1)
         for start in windows.starts:
             self.norm[:, :, start : start + windows.size].add_(self.weights)
+        if windows.only is not None:  # frames no window covers: a prediction of 0, not 0 / 0
+            self.norm = torch.where(self.norm > 0, self.norm, torch.ones_like(self.norm))
         self.received = 0
 
     def add(self, predictions: torch.Tensor) -> None:

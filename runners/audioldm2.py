@@ -28,6 +28,7 @@ from runners.step_scheduler import StepScheduler
 from schemas import (
     AUDIOLDM2_SAMPLE_RATE,
     DiffusionParams,
+    EditJob,
     GenerationJob,
     GenerationOutcome,
     RunnerProgress,
@@ -36,7 +37,7 @@ from schemas import (
 )
 from settings import SETTINGS
 
-J = TypeVar("J", GenerationJob, TransformJob)
+J = TypeVar("J", GenerationJob, TransformJob, EditJob)
 
 compat.install_all()  # library patches (compat/), e.g. batches that overlap (compat/bentoml_dispatcher.py)
 
@@ -85,6 +86,16 @@ class AudioLDM2Runner:
     async def transform(self, jobs: list[TransformJob]) -> list[GenerationOutcome]:
         runs = await self._run(jobs, self.engine.start_transform)
         return [self._outcome(job, [job.seed], run) for job, run in zip(jobs, runs, strict=True)]
+
+    @bentoml.api(
+        batchable=SETTINGS.batching,
+        max_batch_size=AUDIOLDM2.settings.max_batch_size,
+        max_latency_ms=AUDIOLDM2.settings.max_latency_ms,
+    )
+    @concurrent_batches
+    async def edit(self, jobs: list[EditJob]) -> list[GenerationOutcome]:
+        runs = await self._run(jobs, self.engine.start_edit)
+        return [self._outcome(job, waveform_seeds(job), run) for job, run in zip(jobs, runs, strict=True)]
 
     @bentoml.api
     async def cancel(self, job_ids: list[str]) -> None:

@@ -16,7 +16,7 @@ from runners.cancellation import CancelledJobs
 from runners.model_thread import ModelThread
 from runners.progress import ProgressBoard
 from runners.step_scheduler import Start, StepScheduler
-from schemas import GenerationJob, RunnerJob, TransformJob
+from schemas import EditJob, GenerationJob, RunnerJob, TransformJob
 
 
 class InProcessScheduler:
@@ -33,6 +33,9 @@ class InProcessScheduler:
 
     def transform(self, jobs: Sequence[TransformJob]) -> list[GroupRun[JobAudio]]:
         return self.run(jobs, self.engine.start_transform)  # type: ignore[arg-type]
+
+    def edit(self, jobs: Sequence[EditJob]) -> list[GroupRun[JobAudio]]:
+        return self.run(jobs, self.engine.start_edit)  # type: ignore[arg-type]
 
     def run(self, jobs: Sequence[RunnerJob], start: Start) -> list[GroupRun[JobAudio]]:
         """`jobs` as one intake batch (they share passes as a runner batch does); each job's answer, in order."""

@@ -32,9 +32,9 @@ from tests.audio_files import audio_file
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 ERROR_STATUSES = {"400", "408", "413", "415", "500", "503"}
-FILE_ROUTES = {"/generate", "/transform"}
+FILE_ROUTES = {"/generate", "/transform", "/edit"}
 AUDIO_MEDIA_TYPES = {"audio/wav", "audio/flac", "audio/mpeg", "audio/ogg"}
-FILE_HEADERS = {"X-Seed", "X-Model-Id", "X-Profile", "X-Sample-Rate", "X-Clap-Score", "X-Critic-Score"}
+FILE_HEADERS = {"X-Seed", "X-Model-Id", "X-Profile", "X-Sample-Rate", "X-Clap-Score", "X-Critic-Score", "X-Edit-Start"}
 QUICK = {"steps": 3, "duration": 1}
 CLIENT_PACKAGE = "audio_studio_client"
 # openapi-python-client only knows JSON, text and octet-stream bodies: audio responses are read as bytes.
@@ -115,7 +115,15 @@ def test_the_openai_routes_declare_openais_error_shape_and_their_stream(document
 
 def test_every_post_route_declares_its_errors_and_media_types(document: dict[str, Any]) -> None:
     operations = {p: op for p, op in post_operations(document).items() if not p.startswith(("/jobs/", "/v1/"))}
-    assert set(operations) == {"/generate", "/generate/json", "/transform", "/transform/json", "/critique"}
+    assert set(operations) == {
+        "/generate",
+        "/generate/json",
+        "/transform",
+        "/transform/json",
+        "/edit",
+        "/edit/json",
+        "/critique",
+    }
     for path, operation in operations.items():
         responses = operation["responses"]
         assert set(responses) == {"200", *ERROR_STATUSES}, path  # no 404: the route exists
@@ -140,7 +148,7 @@ def test_every_post_route_declares_its_errors_and_media_types(document: dict[str
         else:
             assert set(ok["content"]) == {"application/json"}, path
         body_types = set(operation["requestBody"]["content"])
-        form = path.startswith(("/transform", "/critique"))
+        form = path.startswith(("/transform", "/edit", "/critique"))
         assert body_types == {"multipart/form-data" if form else "application/json"}, path
         assert ("upload" in responses["415"]["description"]) is form, path
     error = document["components"]["schemas"]["ErrorResponse"]
@@ -150,7 +158,7 @@ def test_every_post_route_declares_its_errors_and_media_types(document: dict[str
 
 def test_job_routes_are_documented(document: dict[str, Any]) -> None:
     paths = document["paths"]
-    for api in ("generate", "generate/json", "transform", "transform/json", "critique"):
+    for api in ("generate", "generate/json", "transform", "transform/json", "edit", "edit/json", "critique"):
         submit, synchronous = paths[f"/jobs/{api}"]["post"], paths[f"/{api}"]["post"]
         assert submit["requestBody"] == synchronous["requestBody"]  # the same body, the same validation
         assert set(submit["responses"]) == {"202", "429", *ERROR_STATUSES}
