@@ -316,7 +316,7 @@ class EditParams(DiffusionParams):
     )
     end_s: float | None = Field(
         None,
-        gt=0.0,
+        ge=0.0,
         le=MAX_AUDIO_SECONDS,
         validate_default=True,
         description="inpaint: where the range ends, seconds into the clip, after start_s and at most the clip's "

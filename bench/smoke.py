@@ -33,6 +33,7 @@ SMOKE: dict[str, list[str]] = {
         *("--retries", "0", "--quiet-wait-s", "0", "--configs", "plain,keys+tracing"),
     ],
     "critique_path.py": ["--requests", "3"],
+    "edit.py": ["--smoke"],
     # Two warm-up requests leave the Music Flamingo runner short of its plateau (+9-10% RSS at 6572922 and now, against
     # the full run's 10%): the smoke allows what tests/test_edge_load.py allows a short run.
     "edge_load.py": ["--requests", "40", "--concurrency", "8", "--warmup", "2", "--memory-tolerance", "0.25"],

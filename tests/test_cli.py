@@ -202,6 +202,25 @@ def test_transform_keeps_the_input_length(server: str, tmp_path: Path) -> None:
     assert "transforming: done in" in done.stderr
 
 
+def test_edit_inpaints_a_range_or_extends_the_clip(server: str, tmp_path: Path) -> None:
+    (tmp_path / "loop.wav").write_bytes(audio_file("wav", 3.0))
+    quick = ("--steps", "2", "--seed", "5")
+    inpainted = cli(tmp_path, "edit", "loop.wav", "--inpaint", "1-2", "a clean snare", *quick, "-o", "fixed.wav",
+                    AUDIO_STUDIO_URL=server)  # fmt: skip
+    assert inpainted.returncode == 0, inpainted.stderr
+    assert seeds_and_scores(inpainted.stdout) == [("fixed.wav", 5, None)]
+    assert audio_of(tmp_path / "fixed.wav") == 3 * RATE
+    assert "editing: done in" in inpainted.stderr and "edited 1-2 s" in inpainted.stderr
+    extended = cli(tmp_path, "edit", "loop.wav", "--extend", "2", "--side", "start", "more", *quick, "-o", "long.wav",
+                   AUDIO_STUDIO_URL=server)  # fmt: skip
+    assert extended.returncode == 0, extended.stderr
+    assert audio_of(tmp_path / "long.wav") == 5 * RATE and "edited 0-2 s" in extended.stderr
+    bad = cli(tmp_path, "edit", "loop.wav", "--inpaint", "2", "x", AUDIO_STUDIO_URL=server)
+    assert bad.returncode == 2 and "must be START-END in seconds" in bad.stderr, bad.stderr
+    past = cli(tmp_path, "edit", "loop.wav", "--inpaint", "2-9", "x", AUDIO_STUDIO_URL=server)
+    assert past.returncode == 2 and "end_s" in past.stderr and "3.000 s" in past.stderr, past.stderr
+
+
 def test_critique_prints_the_text_or_the_whole_json(server: str, tmp_path: Path) -> None:
     (tmp_path / "take3.mp3").write_bytes(audio_file("mp3", 2.0))
     (tmp_path / "ref.flac").write_bytes(audio_file("flac", 2.0, hz=330))

@@ -89,7 +89,9 @@ def test_generate_plays_a_wav_of_the_requested_length(browser: Browser, server: 
     screenshot(page, "generate")
 
 
-def upload_and_submit(browser: Browser, base: str, folder: Path, panel: str, seconds: float, knobs: dict) -> Page:
+def upload_and_submit(
+    browser: Browser, base: str, folder: Path, panel: str, seconds: float, knobs: dict, submit: bool = True
+) -> Page:
     """A fresh page; a WAV of `seconds` chosen in the panel's first file field, advanced knobs set, submitted."""
     clip = folder / "take.wav"
     clip.write_bytes(audio_file("wav", seconds))
@@ -98,7 +100,8 @@ def upload_and_submit(browser: Browser, base: str, folder: Path, panel: str, sec
     page.click(f"#{panel} summary")
     for selector, value in knobs.items():
         page.fill(selector, value)
-    page.click(f"#{panel} button[type=submit]")
+    if submit:
+        page.click(f"#{panel} button[type=submit]")
     return page
 
 
@@ -108,6 +111,35 @@ def test_transform_an_uploaded_file(browser: Browser, server: str, tmp_path: Pat
     assert page.get_attribute("#transform audio.before", "src")  # the upload, to compare by ear
     assert len(fetch_audio(page, "#transform audio.after")) == 3 * 16_000
     screenshot(page, "transform")
+
+
+def test_edit_inpaints_a_range_dragged_on_the_waveform_then_extends_the_clip(
+    browser: Browser, server: str, tmp_path: Path
+) -> None:
+    page = upload_and_submit(browser, server, tmp_path, "edit", 4.0, {"#e-steps": "3"}, submit=False)
+    waveform = page.locator("#edit canvas.waveform")
+    waveform.wait_for()  # drawn once the upload is decoded
+    box = waveform.bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.25, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+    page.mouse.up()
+    assert (float(page.input_value("#e-start")), float(page.input_value("#e-end"))) == pytest.approx(
+        (1.0, 2.0), abs=0.02
+    )
+    page.click("#edit button[type=submit]")
+    page.wait_for_selector("#edit audio.after[src]")
+    assert len(fetch_audio(page, "#edit audio.after")) == 4 * 16_000
+    assert page.inner_text("#edit .edited").startswith("Regenerated 1.0")
+    screenshot(page, "edit")
+    page.select_option("#e-mode", "extend")
+    assert page.is_disabled("#e-start") and page.is_hidden("#e-start")
+    page.fill("#e-seconds", "1.5")
+    page.click("#edit button[type=submit]")
+    page.locator("#edit .edited", has_text="Regenerated 4.00-5.50 s of 5.50 s.").wait_for()
+    assert len(fetch_audio(page, "#edit audio.after")) == int(5.5 * 16_000)
 
 
 def test_critique_an_uploaded_file_shows_text(browser: Browser, server: str, tmp_path: Path) -> None:

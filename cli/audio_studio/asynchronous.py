@@ -248,6 +248,11 @@ class AsyncClient:
             "/transform/json" if candidates else "/transform", {"prompt": prompt, **fields}, audio=audio
         )
 
+    async def submit_edit(self, audio: Upload, prompt: str, *, candidates: bool = False, **fields: Any) -> AsyncJob:
+        """Start an edit: `mode="inpaint"` with `start_s` and `end_s`, or `mode="extend"` with `seconds` (and `side`);
+        the other fields are /edit's (blend_s, repaint_jumps, steps, seed, format, ...: `/docs.json`)."""
+        return await self._submit("/edit/json" if candidates else "/edit", {"prompt": prompt, **fields}, audio=audio)
+
     async def submit_critique(
         self, audio: Upload | None = None, *, reference: Upload | None = None, **fields: Any
     ) -> AsyncJob:
@@ -292,6 +297,17 @@ class AsyncClient:
         if not job:
             return Audio.from_response(await self._send("/transform", {"prompt": prompt, **fields}, {"audio": audio}))
         result = await self._run(await self.submit_transform(audio, prompt, **fields), on_progress)
+        assert isinstance(result, Audio)
+        return result
+
+    async def edit(
+        self, audio: Upload, prompt: str, *, job: bool = True, on_progress: OnProgress | None = None, **fields: Any
+    ) -> Audio:
+        """A clip with a range regenerated (`mode="inpaint"`, `start_s`, `end_s`) or extended (`mode="extend"`,
+        `seconds`, `side`); `Audio.edited` is the regenerated range in the output's time."""
+        if not job:
+            return Audio.from_response(await self._send("/edit", {"prompt": prompt, **fields}, {"audio": audio}))
+        result = await self._run(await self.submit_edit(audio, prompt, **fields), on_progress)
         assert isinstance(result, Audio)
         return result
 

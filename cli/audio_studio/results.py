@@ -54,7 +54,7 @@ class Progress:
 @dataclass(frozen=True)
 class JobStatus:
     id: str
-    kind: str  # generate, transform, critique
+    kind: str  # generate, transform, edit, critique
     state: str  # queued, running, succeeded, failed, cancelled
     progress: Progress
     seed: int | None
@@ -90,6 +90,7 @@ class Audio:
     seed: int | None
     clap_score: float | None = None
     critic_score: float | None = None
+    edited: tuple[float, float] | None = None  # an edit's regenerated range, seconds into this audio
 
     @property
     def format(self) -> str:
@@ -102,25 +103,31 @@ class Audio:
 
     @classmethod
     def from_response(cls, response: httpx.Response) -> Audio:
-        """A file answer (/generate, /transform, a job's result): the audio, its seed and scores in `X-` headers."""
+        """A file answer (/generate, /transform, /edit, a job's result): the audio, its seed, scores and edited
+        range in `X-` headers."""
         headers = response.headers
+        start, end = _float(headers.get("x-edit-start")), _float(headers.get("x-edit-end"))
         return cls(
             data=response.content, media_type=headers.get("content-type", "audio/wav"),
             seed=int(headers["x-seed"]) if headers.get("x-seed") else None,
             clap_score=_float(headers.get("x-clap-score")), critic_score=_float(headers.get("x-critic-score")),
+            edited=(start, end) if start is not None and end is not None else None,
         )  # fmt: skip
 
     @classmethod
     def candidates(cls, body: dict[str, Any]) -> list[Audio]:
         """A `/json` answer: every waveform, best first when ranked."""
         media_type = next((m for m, f in FORMAT_OF_MEDIA_TYPE.items() if f == body.get("format")), "audio/wav")
-        return [cls.of_waveform(waveform, media_type) for waveform in body["waveforms"]]
+        span = body.get("edited")
+        edited = (span["start_s"], span["end_s"]) if span else None
+        return [cls.of_waveform(waveform, media_type, edited) for waveform in body["waveforms"]]
 
     @classmethod
-    def of_waveform(cls, waveform: dict[str, Any], media_type: str) -> Audio:
+    def of_waveform(cls, waveform: dict[str, Any], media_type: str, edited: tuple[float, float] | None = None) -> Audio:
         return cls(
             data=base64.b64decode(waveform["audio_base64"]), media_type=media_type, seed=waveform.get("seed"),
             clap_score=_float(waveform.get("clap_score")), critic_score=_float(waveform.get("critic_score")),
+            edited=edited,
         )  # fmt: skip
 
 

@@ -142,6 +142,9 @@ class Client:
     def submit_transform(self, audio: Upload, prompt: str, *, candidates: bool = False, **fields: Any) -> Job:
         return self._job(self._client.submit_transform(audio, prompt, candidates=candidates, **fields))
 
+    def submit_edit(self, audio: Upload, prompt: str, *, candidates: bool = False, **fields: Any) -> Job:
+        return self._job(self._client.submit_edit(audio, prompt, candidates=candidates, **fields))
+
     def submit_critique(self, audio: Upload | None = None, *, reference: Upload | None = None, **fields: Any) -> Job:
         return self._job(self._client.submit_critique(audio, reference=reference, **fields))
 
@@ -157,6 +160,11 @@ class Client:
         self, audio: Upload, prompt: str, *, job: bool = True, on_progress: OnProgress | None = None, **fields: Any
     ) -> Audio:
         return self._loop.run(self._client.transform(audio, prompt, job=job, on_progress=on_progress, **fields))
+
+    def edit(
+        self, audio: Upload, prompt: str, *, job: bool = True, on_progress: OnProgress | None = None, **fields: Any
+    ) -> Audio:
+        return self._loop.run(self._client.edit(audio, prompt, job=job, on_progress=on_progress, **fields))
 
     def critique(
         self,

@@ -162,6 +162,47 @@ def transform(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def inpaint_range(text: str) -> tuple[float, float]:
+    """`3.5-6` as (3.5, 6.0); the server checks the range against the clip."""
+    start, sep, end = text.partition("-")
+    try:
+        if not sep:
+            raise ValueError(text)
+        return float(start), float(end)
+    except ValueError:
+        raise CliError(f"--inpaint {text!r} must be START-END in seconds, e.g. 3.5-6", EXIT_BAD_INPUT) from None
+
+
+def edit(client: Client, args: argparse.Namespace) -> int:
+    source = check_input(args.audio, "audio")
+    fmt = resolve_format(args.format, args.output)
+    check_output(args.output)
+    if args.inpaint is not None:
+        start_s, end_s = inpaint_range(args.inpaint)
+        mode = fields(mode="inpaint", start_s=start_s, end_s=end_s)
+    else:
+        mode = fields(mode="extend", seconds=args.extend, side=args.side)
+    request = fields(
+        **mode,
+        blend_s=args.blend,
+        repaint_jumps=args.repaint_jumps,
+        negative_prompt=args.negative_prompt,
+        steps=args.steps,
+        scheduler=args.scheduler,
+        guidance_scale=args.guidance_scale,
+        seed=args.seed,
+        format=fmt,
+        compression=args.compression,
+    )
+    result = finish(client.submit_edit(source, args.prompt, **request), "editing", args.no_wait)
+    if result is not None:
+        assert isinstance(result, Audio)
+        save_audio(result, args.output, "-".join(p for p in (slug(source.stem) or "audio", slug(args.prompt)) if p))
+        if result.edited is not None:
+            print(f"edited {result.edited[0]:g}-{result.edited[1]:g} s", file=sys.stderr)
+    return EXIT_OK
+
+
 def critique(client: Client, args: argparse.Namespace) -> int:
     """Prose streams to stdout as it is written; `--structured`, `--json` and `--no-wait` run as a job."""
     clips = {name: check_input(path, name) for name, path in (("audio", args.audio), ("reference", args.reference))

@@ -26,6 +26,18 @@ RANGES: dict[str, dict[str, Range]] = {
         "seed": SEEDS,
         "compression": COMPRESSION,
     },
+    "EditRequest": {
+        "steps": STEPS,
+        "guidance_scale": GUIDANCE,
+        "start_s": (0.0, 600.0, None),
+        "end_s": (0.0, 600.0, None),
+        "seconds": (0.1, 600.0, None),
+        "blend_s": (0.0, 2.0, 0.25),
+        "repaint_jumps": (0, 4, 0),
+        "num_waveforms": (1, 4, 1),
+        "seed": SEEDS,
+        "compression": COMPRESSION,
+    },
     "CritiqueRequest": {
         "max_new_tokens": (1, 2048, 512),
         "temperature": (0.01, 2.0, 0.7),

@@ -61,11 +61,13 @@ def no_wait(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-wait", action="store_true", help="submit as a job, print its id and return")
 
 
-def diffusion_options(parser: argparse.ArgumentParser, request: str) -> None:
-    """Knobs /generate and /transform share. Unset options are not sent: the server's defaults apply."""
-    parser.add_argument(
-        "--model", metavar="FAMILY", help="audioldm2 (default) or another family the server runs (see `models`)"
-    )
+def diffusion_options(parser: argparse.ArgumentParser, request: str, model: bool = True) -> None:
+    """Knobs /generate, /transform and /edit share (/edit is AudioLDM2's alone: no --model). Unset options are not
+    sent: the server's defaults apply."""
+    if model:
+        parser.add_argument(
+            "--model", metavar="FAMILY", help="audioldm2 (default) or another family the server runs (see `models`)"
+        )
     parser.add_argument("--steps", type=int, metavar="N", help=f"denoising steps, {span(request, 'steps')}")
     parser.add_argument("--scheduler", metavar="NAME", help="dpmpp (default) or ddim (wants ~200 steps)")
     parser.add_argument(
@@ -93,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="audio-studio",
-        description="Generate, transform and critique audio with an audio-studio server.",
+        description="Generate, transform, edit and critique audio with an audio-studio server.",
         epilog=EPILOG,
         formatter_class=formatter,
         parents=[server_options(after_command=False)],
@@ -132,6 +134,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diffusion_options(tra, "TransformRequest")
     tra.set_defaults(run=commands.transform)
+
+    edi = sub.add_parser(
+        "edit", help="regenerate a range of a clip, or extend it",
+        description="Edit a clip: regenerate a time range under a prompt (--inpaint START-END) or add audio at its end "
+        "or start (--extend SECONDS); the rest of the clip is kept.", **common,
+    )  # fmt: skip
+    edi.add_argument("audio", type=Path, help="WAV, FLAC, MP3 or OGG clip (its longest: see `models`)")
+    edi.add_argument("prompt", help="what the new audio should sound like")
+    mode = edi.add_mutually_exclusive_group(required=True)
+    mode.add_argument(
+        "--inpaint", metavar="START-END", help="seconds into the clip, e.g. 3.5-6: that range is regenerated"
+    )
+    mode.add_argument(
+        "--extend", type=float, metavar="SECONDS", help=f"seconds to add, {span('EditRequest', 'seconds')} in all"
+    )
+    edi.add_argument("--side", choices=("end", "start"), help="where --extend adds audio (server default end)")
+    edi.add_argument(
+        "--blend", type=float, metavar="SECONDS",
+        help=f"crossfade at each boundary, {span('EditRequest', 'blend_s')}",
+    )  # fmt: skip
+    edi.add_argument(
+        "--repaint-jumps", type=int, metavar="N",
+        help=f"RePaint resampling, {span('EditRequest', 'repaint_jumps')}: better seams, N + 1 times the steps",
+    )  # fmt: skip
+    diffusion_options(edi, "EditRequest", model=False)
+    edi.set_defaults(run=commands.edit)
 
     cri = sub.add_parser(
         "critique", help="audio (and text) to text",

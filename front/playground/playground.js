@@ -50,6 +50,7 @@ function jsonBody(form) {
 function formBody(form) {
   const body = new FormData();
   for (const control of form.querySelectorAll("input[name], textarea[name], select[name]")) {
+    if (control.disabled) continue; // another mode's field: the service refuses what a mode does not take
     if (control.type === "file") {
       const file = control.files[0] || control.recorded;
       if (file) body.append(control.name, file, file.name || "recording.wav");
@@ -158,6 +159,13 @@ function transformed(panel, answer) {
   panel.querySelector(".after").src = URL.createObjectURL(wavBlob(answer.waveforms[0].audio_base64));
 }
 
+function edited(panel, answer) {
+  panel.querySelector(".after").src = URL.createObjectURL(wavBlob(answer.waveforms[0].audio_base64));
+  const span = answer.edited;
+  panel.querySelector(".edited").textContent =
+    `Regenerated ${span.start_s.toFixed(2)}-${span.end_s.toFixed(2)} s of ${span.duration.toFixed(2)} s.`;
+}
+
 function critiqued(panel, answer) {
   const clips = answer.audio_seconds.map((u) => `${u.field}: ${u.seconds.toFixed(1)} s${u.truncated ? " (cut)" : ""}`);
   const segments = answer.segments.map((s) => `${s.start_s.toFixed(0)}-${s.end_s.toFixed(0)} s`);
@@ -191,7 +199,82 @@ function structuredView(critique) {
   return view;
 }
 
-const SHOW = { generate: generated, transform: transformed, critique: critiqued };
+const SHOW = { generate: generated, transform: transformed, edit: edited, critique: critiqued };
+
+// ---- the edit panel: its mode's fields, and a range chosen on the clip's waveform ----------
+
+function setUpEdit(panel) {
+  const mode = panel.querySelector('[name="mode"]');
+  const showMode = () => {
+    for (const group of panel.querySelectorAll("[data-mode]")) {
+      group.hidden = group.dataset.mode !== mode.value;
+      group.querySelectorAll("input, select").forEach((control) => (control.disabled = group.hidden));
+    }
+  };
+  mode.addEventListener("change", showMode);
+  showMode();
+
+  const canvas = panel.querySelector(".waveform");
+  const start = panel.querySelector('[name="start_s"]');
+  const end = panel.querySelector('[name="end_s"]');
+  let peaks = null; // per canvas column: the clip's [min, max]
+  let seconds = 0;
+  const draw = () => {
+    const context = canvas.getContext("2d");
+    const { width, height } = canvas;
+    context.clearRect(0, 0, width, height);
+    const from = (Number(start.value) / seconds) * width;
+    const to = (Number(end.value) / seconds) * width;
+    if (mode.value === "inpaint" && to > from) {
+      context.fillStyle = "rgba(59, 91, 219, 0.25)";
+      context.fillRect(from, 0, to - from, height);
+    }
+    context.fillStyle = "#1b1b1b";
+    peaks.forEach(([low, high], x) => context.fillRect(x, (1 - high) * height / 2, 1, Math.max(1, (high - low) * height / 2)));
+  };
+  const loaded = async (file) => {
+    const decoded = await new AudioContext().decodeAudioData(await file.arrayBuffer()).catch(() => null);
+    if (!decoded) return;
+    const samples = decoded.getChannelData(0);
+    const per = Math.max(1, Math.floor(samples.length / canvas.width));
+    peaks = Array.from({ length: canvas.width }, (_, x) => {
+      let [low, high] = [0, 0];
+      for (const sample of samples.subarray(x * per, (x + 1) * per)) {
+        low = Math.min(low, sample);
+        high = Math.max(high, sample);
+      }
+      return [low, high];
+    });
+    seconds = decoded.duration;
+    canvas.hidden = false;
+    draw();
+  };
+  const input = panel.querySelector('input[name="audio"]');
+  input.addEventListener("change", () => input.files[0] && loaded(input.files[0]));
+  panel.querySelector(".before").addEventListener("loadeddata", () => input.recorded && loaded(input.recorded));
+  [start, end, mode].forEach((control) => control.addEventListener("input", () => peaks && draw()));
+
+  const at = (event) => {
+    const box = canvas.getBoundingClientRect();
+    const fraction = Math.min(1, Math.max(0, (event.clientX - box.left) / box.width));
+    return Math.round(fraction * seconds * 100) / 100;
+  };
+  let anchor = null;
+  canvas.addEventListener("pointerdown", (event) => {
+    if (!peaks) return;
+    mode.value = "inpaint";
+    showMode();
+    anchor = at(event);
+    canvas.setPointerCapture(event.pointerId);
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (anchor === null) return;
+    const here = at(event);
+    [start.value, end.value] = [Math.min(anchor, here), Math.max(anchor, here)];
+    draw();
+  });
+  canvas.addEventListener("pointerup", () => (anchor = null));
+}
 
 // ---- recording: the browser records compressed audio, the service takes WAV ----------------
 
@@ -283,3 +366,5 @@ function setUpPanel(panel) {
 setUpKey();
 document.querySelectorAll("main section").forEach(setUpPanel);
 setUpRecording(document.getElementById("transform"));
+setUpRecording(document.getElementById("edit"));
+setUpEdit(document.getElementById("edit"));
