@@ -1,8 +1,8 @@
 """Property-based fuzzing of the served contract (GET /docs.json, OpenAPI 3.1.0) with schemathesis.
 
 Every operation the document lists is fuzzed against a real `bentoml serve` (the `server` fixture, tiny
-profile): POST /generate, /generate/json, /transform, /transform/json, /critique and GET /healthz, /livez,
-/readyz, /metrics. Each response must pass schemathesis' `not_a_server_error` (no 5xx),
+profile): every route, the job and OpenAI routes included, e.g. POST /generate, /transform, /edit, /critique
+and GET /healthz, /readyz, /metrics. Each response must pass schemathesis' `not_a_server_error` (no 5xx),
 `status_code_conformance`, `content_type_conformance`, `response_headers_conformance` and
 `response_schema_conformance`: every answer, the 400s and 415s included, is one the contract declares.
 
@@ -13,19 +13,21 @@ cases) and the `stateful` phase are off. A GET without parameters has one input.
 command that reproduces it (capped values included: the body is capped before it is sent).
 
 Cost: in-range values of the knobs that set the model's work are capped before sending (COST_CAPS: steps 2,
-duration 2, num_waveforms 2, max_new_tokens 4; an absent steps, duration or max_new_tokens is sent as its cap,
-since the defaults cost seconds); one valid generate at 500 steps, 600 s and 4 waveforms takes hours on CPU.
-Out-of-range values are sent as generated, so validation is fuzzed over the whole range.
+duration 2, num_waveforms 2, max_new_tokens 4, an edit's seconds 2 and repaint_jumps 1; an absent steps,
+duration or max_new_tokens is sent as its cap, since the defaults cost seconds); one valid generate at 500
+steps, 600 s and 4 waveforms takes hours on CPU. Out-of-range values are sent as generated, so validation is
+fuzzed over the whole range.
 File fields get schemathesis' bytes (answered 415) or, when Hypothesis picks it, a real 1.5 s WAV, so the
 200 answers of /transform (and of /critique with audio, when drawn) are checked too.
 
-Measured on the 2-core development machine (tiny profile, CPU, another test run sharing it), SEED 20251130,
-MAX_EXAMPLES 20: `pytest tests/test_fuzz.py` takes 60-75 s by pytest's clock and 80-100 s wall-clock
-(interpreter and imports, the server start of about 25 s, 15-25 s of requests, the server stop). 115
-requests, the same on every run and with CI=true (Hypothesis' CI profile): /generate and /generate/json 22
-each (200 x14, 400 x8), /transform 22 (200 x5, 400 x9, 415 x8), /transform/json 22 (200 x4, 400 x9, 415 x9),
-/critique 23 (200 x3, 400 x20), each GET 1 (200). No failures; nor with seed 7, 80 examples per operation and
-the coverage phase on (964 requests, about 5 minutes). The test prints the statuses it saw per operation.
+Measured on the 2-core development machine (tiny profile, CPU, nothing else running), SEED 20251130,
+MAX_EXAMPLES 10: `pytest -s tests/test_fuzz.py` takes 46.5 s by pytest's clock and 53 s wall-clock (the server
+start of about 25 s, the requests, the server stop). 262 requests over 30 operations, e.g. /generate 12 (200 x7,
+400 x5), /transform 12 (200 x1, 400 x9, 415 x2), /edit 13 (400 x11, 415 x2), /critique 13 (200 x2, 400 x11),
+each GET without parameters 1 (200). No failures. At 20 examples per operation the suite spent about twice
+as long here for no finding; with seed 7, 80 examples per operation and the coverage phase on (before the
+job, OpenAI and edit routes): 964 requests, about 5 minutes, no failures. The test prints the statuses it saw
+per operation.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from schemas import MAX_AUDIO_SECONDS
 from tests.audio_files import audio_file
 
 SEED = 20251130
-MAX_EXAMPLES = 20
+MAX_EXAMPLES = 10
 REQUEST_TIMEOUT_S = 60  # a hang is a finding, not a stuck CI job
 CHECKS = [
     not_a_server_error,
@@ -65,6 +67,8 @@ OPERATIONS = {
     "POST /generate/json",
     "POST /transform",
     "POST /transform/json",
+    "POST /edit",
+    "POST /edit/json",
     "POST /critique",
     "GET /healthz",
     "GET /livez",
@@ -75,6 +79,8 @@ OPERATIONS = {
     "POST /jobs/generate/json",
     "POST /jobs/transform/json",
     "POST /jobs/transform",
+    "POST /jobs/edit",
+    "POST /jobs/edit/json",
     "POST /jobs/critique",
     "GET /jobs/{job_id}",
     "DELETE /jobs/{job_id}",
@@ -98,6 +104,8 @@ COST_CAPS: dict[str, tuple[float, float]] = {
     "max_completion_tokens": (2048, 4),
     "num_inference_steps": (500, 2),
     "audio_length": (MAX_AUDIO_SECONDS, 2.0),
+    "seconds": (MAX_AUDIO_SECONDS, 2.0),
+    "repaint_jumps": (4, 1),
 }
 DEFAULT_ABOVE_CAP = ("steps", "duration", "max_new_tokens", "max_tokens", "num_inference_steps", "audio_length")
 KNOBS = {
@@ -105,11 +113,15 @@ KNOBS = {
     "/generate/json": ("steps", "duration", "num_waveforms"),
     "/transform": ("steps",),
     "/transform/json": ("steps",),
+    "/edit": ("steps", "seconds", "num_waveforms", "repaint_jumps"),
+    "/edit/json": ("steps", "seconds", "num_waveforms", "repaint_jumps"),
     "/critique": ("max_new_tokens",),
     "/jobs/generate": ("steps", "duration", "num_waveforms"),
     "/jobs/generate/json": ("steps", "duration", "num_waveforms"),
     "/jobs/transform/json": ("steps",),
     "/jobs/transform": ("steps",),
+    "/jobs/edit": ("steps", "seconds", "num_waveforms", "repaint_jumps"),
+    "/jobs/edit/json": ("steps", "seconds", "num_waveforms", "repaint_jumps"),
     "/jobs/critique": ("max_new_tokens",),
     "/v1/chat/completions": ("max_tokens", "max_completion_tokens"),
     "/v1/audio/generate": ("num_inference_steps", "audio_length"),
