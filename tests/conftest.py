@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -247,6 +248,41 @@ def shared_server(
     try:
         yield served.wait_ready()
     finally:
+        served.stop()
+
+
+RESTARTABLE_GRACE_S = 3  # the restartable server's shutdown grace
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()  # the restartable server's, for every caller
+
+
+@pytest.fixture(scope="session")
+def restartable(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One server for the tests that kill, restart, freeze or fill it (tests/test_faults.py, test_jobs.py,
+    test_webhooks.py): one start instead of one per module. AudioLDM2 takes two jobs at a time and the job API
+    four; results are kept for a day, longer than any restart on a slow machine (expiry itself is checked against
+    the store's clock in tests/unit/test_job_store.py, never by racing a restart); a 3 s shutdown grace; webhooks
+    may go to 127.0.0.1 (listed by itself) and any public host, signed with WEBHOOK_SECRET; no playground page,
+    as production deployments that do not want it set."""
+    folder = tmp_path_factory.mktemp("restartable")
+    (folder / "webhook-secrets").write_text(f"# every caller\n* {WEBHOOK_SECRET}\n")
+    env = {
+        **serve_env,
+        "AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE": "2",
+        "AUDIO_STUDIO_JOBS_MAX_ACTIVE": "4",
+        "AUDIO_STUDIO_JOB_RETENTION_S": "86400",
+        "AUDIO_STUDIO_PLAYGROUND": "false",
+        "AUDIO_STUDIO_SHUTDOWN_GRACE_S": str(RESTARTABLE_GRACE_S),
+        "AUDIO_STUDIO_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1,*",
+        "AUDIO_STUDIO_WEBHOOK_SECRETS_FILE": str(folder / "webhook-secrets"),
+        "AUDIO_STUDIO_WEBHOOK_RETRY_S": "300",
+    }
+    served = Served("service:AudioStudio", env, folder / "serve.log").start()
+    try:
+        yield served.wait_ready()
+    finally:
+        for worker in psutil.Process(served.process.pid).children(recursive=True) if served.process else ():
+            with contextlib.suppress(psutil.Error):
+                worker.resume()  # a frozen worker cannot act on SIGTERM
         served.stop()
 
 

@@ -1,5 +1,5 @@
-"""Faults around a real `bentoml serve` of its own (tiny profile): clients that leave, runners killed or frozen,
-shutdown with work in flight, and servers sharing a BentoML home."""
+"""Faults around a real `bentoml serve` that tests may break (the `restartable` server, tiny profile): clients
+that leave, runners killed or frozen, shutdown with work in flight, and servers sharing a BentoML home."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,75 +15,62 @@ import psutil
 import pytest
 
 from front.edge import READINESS_TIMEOUT_S
-from tests.conftest import Served
+from tests.conftest import RESTARTABLE_GRACE_S, Served
 from tests.metrics import cancelled_jobs
 
 TIMEOUT = 120
-SHUTDOWN_GRACE_S = 3
 LONG = {"prompt": "a long render", "duration": 30, "steps": 60, "scheduler": "ddim"}
 SHORT = {"prompt": "short", "duration": 1, "steps": 2}
 
 
-@pytest.fixture(scope="module")
-def served(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    env = {**serve_env, "AUDIO_STUDIO_SHUTDOWN_GRACE_S": str(SHUTDOWN_GRACE_S)}
-    process = Served("service:AudioStudio", env, tmp_path_factory.mktemp("faults") / "serve.log").start()
-    try:
-        yield process.wait_ready()
-    finally:
-        for worker in workers(process).values():  # a frozen worker cannot act on SIGTERM
-            worker.resume()
-        process.stop()
-
-
-def workers(served: Served) -> dict[str, psutil.Process]:
+def workers(restartable: Served) -> dict[str, psutil.Process]:
     """The server's worker processes by service name (front `audio-studio`, and each runner)."""
-    assert served.process is not None
+    assert restartable.process is not None
     found = {}
-    for child in psutil.Process(served.process.pid).children(recursive=True):
+    for child in psutil.Process(restartable.process.pid).children(recursive=True):
         match = re.search(r"--service-name (\S+)", " ".join(child.cmdline()))
         if match:
             found[match.group(1)] = child
     return found
 
 
-def test_a_client_that_disconnects_has_its_work_dropped(served: Served) -> None:
-    before = cancelled_jobs(served.url)
+def test_a_client_that_disconnects_has_its_work_dropped(restartable: Served) -> None:
+    before = cancelled_jobs(restartable.url)
     for seed in (1, 2, 3):  # each would take the model for many seconds
         with pytest.raises(httpx.TimeoutException):
-            httpx.post(f"{served.url}/generate", json={**LONG, "seed": seed}, timeout=0.5)
+            httpx.post(f"{restartable.url}/generate", json={**LONG, "seed": seed}, timeout=0.5)
     deadline = time.monotonic() + 60
-    while cancelled_jobs(served.url) < before + 3 and time.monotonic() < deadline:
+    while cancelled_jobs(restartable.url) < before + 3 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert cancelled_jobs(served.url) == before + 3  # dropped while queued or stopped mid-denoising
-    assert httpx.post(f"{served.url}/generate", json=SHORT, timeout=TIMEOUT).status_code == 200
+    assert cancelled_jobs(restartable.url) == before + 3  # dropped while queued or stopped mid-denoising
+    assert httpx.post(f"{restartable.url}/generate", json=SHORT, timeout=TIMEOUT).status_code == 200
 
 
-def test_critiques_whose_client_left_are_dropped_too(served: Served) -> None:
-    before = cancelled_jobs(served.url)
+def test_critiques_whose_client_left_are_dropped_too(restartable: Served) -> None:
+    before = cancelled_jobs(restartable.url)
     with pytest.raises(httpx.TimeoutException):
-        httpx.post(f"{served.url}/critique", data={"prompt": "x", "max_new_tokens": "2048"}, timeout=0.3)
+        httpx.post(f"{restartable.url}/critique", data={"prompt": "x", "max_new_tokens": "2048"}, timeout=0.3)
     deadline = time.monotonic() + 60
-    while cancelled_jobs(served.url) < before + 1 and time.monotonic() < deadline:
+    while cancelled_jobs(restartable.url) < before + 1 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert cancelled_jobs(served.url) == before + 1
+    assert cancelled_jobs(restartable.url) == before + 1
 
 
-def test_a_bad_request_logs_one_line(served: Served) -> None:
+def test_a_bad_request_logs_one_line(restartable: Served) -> None:
     marker = "duration-999-marker"
-    response = httpx.post(f"{served.url}/generate", json={"prompt": marker, "duration": 999}, timeout=TIMEOUT)
+    response = httpx.post(f"{restartable.url}/generate", json={"prompt": marker, "duration": 999}, timeout=TIMEOUT)
     assert response.status_code == 400
     time.sleep(0.5)
-    log = served.log_tail()
+    log = restartable.log_tail()
     assert "POST /generate: invalid request (duration)" in log
     assert "Traceback" not in log and "[ERROR]" not in log
 
 
-def test_a_runner_killed_under_load_costs_retries_or_503s_never_500s(served: Served) -> None:
-    runner = workers(served)["audioldm2-runner"]
+def test_a_runner_killed_under_load_costs_retries_or_503s_never_500s(restartable: Served) -> None:
+    runner = workers(restartable)["audioldm2-runner"]
 
     def generate(seed: int) -> httpx.Response:
-        return httpx.post(f"{served.url}/generate", json={**SHORT, "steps": 8, "seed": seed}, timeout=TIMEOUT)
+        return httpx.post(f"{restartable.url}/generate", json={**SHORT, "steps": 8, "seed": seed}, timeout=TIMEOUT)
 
     with ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(generate, seed) for seed in range(16)]
@@ -101,7 +87,7 @@ def test_a_runner_killed_under_load_costs_retries_or_503s_never_500s(served: Ser
     print(f"runner killed under load: statuses {statuses}; recovered in {time.monotonic() - killed_at:.1f} s")
 
 
-def test_separate_servers_keep_separate_metrics(served: Served, server: str) -> None:
+def test_separate_servers_keep_separate_metrics(restartable: Served, server: str) -> None:
     """Both servers share one BENTOML_HOME; each counts only its own requests."""
 
     def critiques(url: str) -> float:
@@ -111,39 +97,38 @@ def test_separate_servers_keep_separate_metrics(served: Served, server: str) -> 
 
     before = critiques(server)
     for _ in range(3):
-        httpx.post(f"{served.url}/critique", data={"prompt": "x", "max_new_tokens": "1"}, timeout=TIMEOUT)
-    assert critiques(served.url) >= 3
+        httpx.post(f"{restartable.url}/critique", data={"prompt": "x", "max_new_tokens": "1"}, timeout=TIMEOUT)
+    assert critiques(restartable.url) >= 3
     assert critiques(server) == before
 
 
-def test_a_frozen_runner_fails_readiness_in_bounded_time_and_shutdown_completes(served: Served) -> None:
+def test_a_frozen_runner_fails_readiness_in_bounded_time_and_shutdown_completes(restartable: Served) -> None:
     """Late in this module: it ends the front worker, which BentoML respawns."""
-    found = workers(served)
+    found = workers(restartable)
     runner, front = found["music-flamingo-runner"], found["audio-studio"]
     runner.suspend()
     try:
         started = time.monotonic()
-        ready = httpx.get(f"{served.url}/readyz", timeout=READINESS_TIMEOUT_S + 10)
+        ready = httpx.get(f"{restartable.url}/readyz", timeout=READINESS_TIMEOUT_S + 10)
         assert ready.status_code == 503 and "readiness" in ready.text
         print(f"/readyz with a frozen runner: 503 in {time.monotonic() - started:.2f} s")
         with ThreadPoolExecutor(1) as pool:
             stuck = pool.submit(
-                httpx.post, f"{served.url}/critique", data={"prompt": "x", "max_new_tokens": "2"}, timeout=TIMEOUT
+                httpx.post, f"{restartable.url}/critique", data={"prompt": "x", "max_new_tokens": "2"}, timeout=TIMEOUT
             )
             time.sleep(1.0)
             assert not stuck.done()
             terminated = time.monotonic()
             os.kill(front.pid, signal.SIGTERM)
-            front.wait(timeout=SHUTDOWN_GRACE_S + 20)
-            print(
-                f"front worker exited {time.monotonic() - terminated:.1f} s after SIGTERM (grace {SHUTDOWN_GRACE_S} s)"
-            )
+            front.wait(timeout=RESTARTABLE_GRACE_S + 20)
+            exited = time.monotonic() - terminated
+            print(f"front worker exited {exited:.1f} s after SIGTERM (grace {RESTARTABLE_GRACE_S} s)")
             answer = stuck.result(timeout=30)
         assert answer.status_code == 503 and answer.json()["kind"] == "unavailable" and answer.headers["retry-after"]
     finally:
         runner.resume()
-    served.wait_ready()  # BentoML respawns the front; the module's server is stopped once it serves again
+    restartable.wait_ready()  # BentoML respawns the front; the next tests on this server wait for it to serve
 
 
-def test_every_log_line_is_free_of_upload_paths(served: Served) -> None:
-    assert not re.search(r"bentoml-request-\S*upload", Path(served.log_path).read_text())
+def test_every_log_line_is_free_of_upload_paths(restartable: Served) -> None:
+    assert not re.search(r"bentoml-request-\S*upload", Path(restartable.log_path).read_text())

@@ -9,16 +9,14 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 import soundfile
 
-from tests.conftest import Secured, Served
+from tests.conftest import RESTARTABLE_GRACE_S, Secured, Served
 from tests.jobs_client import (
     assert_progress_moves_forward,
     events,
@@ -33,7 +31,6 @@ from tests.metrics import cancelled_jobs
 RATE = 16_000
 GENERATE = {"prompt": "rain on a tin roof", "duration": 10, "seed": 5, "steps": 8}
 LONG = {"prompt": "a slowly evolving drone", "duration": 20, "steps": 500}  # a minute or more on the tiny profile
-SHUTDOWN_GRACE_S = 3  # the jobs server's
 
 
 def wav(seconds: float, hz: float = 440.0) -> bytes:
@@ -184,30 +181,11 @@ def test_concurrent_submissions_get_exactly_the_keys_cap(secured: Secured) -> No
         wait_until(base, job["id"], lambda s: s["state"] == "cancelled", headers=race)
 
 
-# ---- on a server of its own: two job slots, a cap of four, restarts ----------------
+# ---- on the restartable server (tests/conftest.py): two job slots, a cap of four, restarts ----------------
 
 
-@pytest.fixture(scope="module")
-def jobs_server(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    env = {
-        **serve_env,
-        "AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE": "2",  # two jobs at a time on the runner, the rest wait
-        "AUDIO_STUDIO_JOBS_MAX_ACTIVE": "4",
-        # Longer than any restart on a slow machine: expiry itself is checked against the store's clock in
-        # tests/unit/test_job_store.py, never by racing a server's restart.
-        "AUDIO_STUDIO_JOB_RETENTION_S": "86400",
-        "AUDIO_STUDIO_PLAYGROUND": "false",  # as production deployments that do not want the page set it
-        "AUDIO_STUDIO_SHUTDOWN_GRACE_S": str(SHUTDOWN_GRACE_S),
-    }
-    served = Served("service:AudioStudio", env, tmp_path_factory.mktemp("jobs") / "serve.log").start()
-    try:
-        yield served.wait_ready()
-    finally:
-        served.stop()
-
-
-def test_cancelled_jobs_stop_and_the_runner_moves_on(jobs_server: Served) -> None:
-    base = jobs_server.url
+def test_cancelled_jobs_stop_and_the_runner_moves_on(restartable: Served) -> None:
+    base = restartable.url
     running = [submit(base, "generate", json={**LONG, "seed": seed}) for seed in (1, 2)]
     queued = submit(base, "generate", json={**LONG, "seed": 3})
     for job in running:
@@ -233,8 +211,8 @@ def test_cancelled_jobs_stop_and_the_runner_moves_on(jobs_server: Served) -> Non
     assert follow(base, quick["id"])[-1]["state"] == "succeeded"
 
 
-def test_the_job_queue_cap_answers_429_with_retry_after(jobs_server: Served) -> None:
-    base = jobs_server.url
+def test_the_job_queue_cap_answers_429_with_retry_after(restartable: Served) -> None:
+    base = restartable.url
     jobs = [submit(base, "generate", json={**LONG, "seed": seed}) for seed in range(4)]
     refused = httpx.post(f"{base}/jobs/generate", json=LONG, timeout=30)
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
@@ -245,11 +223,11 @@ def test_the_job_queue_cap_answers_429_with_retry_after(jobs_server: Served) -> 
         wait_until(base, job["id"], lambda s: s["state"] == "cancelled")
 
 
-def test_a_crash_loses_no_accepted_job_each_runs_again_to_its_synchronous_answer(jobs_server: Served) -> None:
+def test_a_crash_loses_no_accepted_job_each_runs_again_to_its_synchronous_answer(restartable: Served) -> None:
     """SIGKILL of the whole server with one job running and three accepted behind it (a generate, a transform and a
     critique with uploads): after the restart all four succeed from their kept requests, each with the answer the
     synchronous route gives for its seed, and a finished job's result is still there."""
-    base = jobs_server.url
+    base = restartable.url
     finished = submit(base, "generate", json={**GENERATE, "duration": 2, "steps": 2})
     assert follow(base, finished["id"])[-1]["state"] == "succeeded"
     expected = result(base, finished["id"]).content
@@ -266,8 +244,8 @@ def test_a_crash_loses_no_accepted_job_each_runs_again_to_its_synchronous_answer
     wait_until(base, running["id"], lambda s: s["state"] == "running")
     jobs = [running, *(submit(base, api, **body) for api, body in sent[1:])]
 
-    jobs_server.kill()
-    jobs_server.start().wait_ready()
+    restartable.kill()
+    restartable.start().wait_ready()
 
     assert result(base, finished["id"]).content == expected
     for job, (api, body) in zip(jobs, sent, strict=True):
@@ -285,41 +263,41 @@ def test_a_crash_loses_no_accepted_job_each_runs_again_to_its_synchronous_answer
     assert status(base, running["id"])["attempt"] == 2  # it had started: this is its second run
 
 
-def test_sigterm_drains_within_the_grace_and_a_stopped_job_runs_again_after_the_restart(jobs_server: Served) -> None:
+def test_sigterm_drains_within_the_grace_and_a_stopped_job_runs_again_after_the_restart(restartable: Served) -> None:
     """SIGTERM with a job and a long request running: a request sent after it is answered 503 (not left in the
     socket's backlog), the request and the job are stopped when the grace ends and their runner with them, the whole
     server exits long before the work would have finished (minutes), and the job runs again once the server is back."""
-    base = jobs_server.url
+    base = restartable.url
     job = submit(base, "generate", json={**LONG, "seed": 11})
     wait_until(base, job["id"], lambda s: s["state"] == "running")
-    assert jobs_server.process is not None
+    assert restartable.process is not None
     with ThreadPoolExecutor(1) as pool:
         in_flight = pool.submit(httpx.post, f"{base}/generate", json={**LONG, "seed": 12}, timeout=300)
         time.sleep(0.5)
-        os.killpg(jobs_server.process.pid, signal.SIGTERM)
+        os.killpg(restartable.process.pid, signal.SIGTERM)
         time.sleep(0.5)
         late = httpx.post(f"{base}/generate", json=GENERATE, timeout=30)
         assert late.status_code == 503 and late.json()["kind"] == "unavailable", late.text
-        jobs_server.process.wait(timeout=SHUTDOWN_GRACE_S + 30)  # bounded: the work alone would take minutes
+        restartable.process.wait(timeout=RESTARTABLE_GRACE_S + 30)  # bounded: the work alone would take minutes
         stopped = in_flight.result(timeout=30)
     assert stopped.status_code == 503 and stopped.json()["kind"] == "unavailable", stopped.text
 
-    jobs_server.start().wait_ready()
+    restartable.start().wait_ready()
     again = status(base, job["id"])  # accepted, so run again (minutes: stopped here)
     assert again["state"] in ("queued", "running") and again["attempt"] == 2, again
     httpx.delete(f"{base}/jobs/{job['id']}", timeout=30)
     assert wait_until(base, job["id"], lambda s: s["state"] == "cancelled")["attempt"] == 2
 
 
-def test_the_playground_page_is_off_by_its_setting(jobs_server: Served) -> None:
-    assert httpx.get(f"{jobs_server.url}/ui/", timeout=30).status_code == 404
+def test_the_playground_page_is_off_by_its_setting(restartable: Served) -> None:
+    assert httpx.get(f"{restartable.url}/ui/", timeout=30).status_code == 404
 
 
-def test_results_are_files_in_the_data_folder(jobs_server: Served) -> None:
+def test_results_are_files_in_the_data_folder(restartable: Served) -> None:
     """What /result answers is the file the job left in the data folder, and its record is in the SQLite file."""
-    folder = Path(jobs_server.env["AUDIO_STUDIO_JOB_DATA_DIR"])
-    job = submit(jobs_server.url, "generate", json={**GENERATE, "duration": 2, "steps": 2, "seed": 11})
-    assert follow(jobs_server.url, job["id"])[-1]["state"] == "succeeded"
-    assert (folder / "results" / job["id"]).read_bytes() == result(jobs_server.url, job["id"]).content
+    folder = Path(restartable.env["AUDIO_STUDIO_JOB_DATA_DIR"])
+    job = submit(restartable.url, "generate", json={**GENERATE, "duration": 2, "steps": 2, "seed": 11})
+    assert follow(restartable.url, job["id"])[-1]["state"] == "succeeded"
+    assert (folder / "results" / job["id"]).read_bytes() == result(restartable.url, job["id"]).content
     with sqlite3.connect(folder / "jobs.sqlite3") as db:
         assert db.execute("SELECT state FROM jobs WHERE id = ?", (job["id"],)).fetchone() == ("succeeded",)

@@ -4,10 +4,8 @@ destinations that are not allowed, and still delivered after a restart between a
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +15,12 @@ import httpx
 import pytest
 
 from tests.audio_files import audio_file
-from tests.conftest import Served
+from tests.conftest import WEBHOOK_SECRET, Served
 from tests.jobs_client import FINAL, status, submit, wait_until
 from tests.test_jobs import GENERATE, LONG
 from tests.unit.test_webhooks import documented_verify
 from tests.webhook_receiver import WebhookReceiver
 
-SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 QUICK = {**GENERATE, "duration": 2, "steps": 2}
 
 
@@ -31,25 +28,6 @@ QUICK = {**GENERATE, "duration": 2, "steps": 2}
 def receiver() -> Iterator[WebhookReceiver]:
     with WebhookReceiver() as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def hooked(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """A server whose webhooks may go to 127.0.0.1 (listed by itself) and any public host, signed with SECRET."""
-    folder = tmp_path_factory.mktemp("webhooks")
-    (folder / "webhook-secrets").write_text(f"# every caller\n* {SECRET}\n")
-    env = {
-        **serve_env,
-        "AUDIO_STUDIO_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1,*",
-        "AUDIO_STUDIO_WEBHOOK_SECRETS_FILE": str(folder / "webhook-secrets"),
-        "AUDIO_STUDIO_WEBHOOK_RETRY_S": "300",
-        "AUDIO_STUDIO_PLAYGROUND": "false",
-    }
-    served = Served("service:AudioStudio", env, folder / "serve.log").start()
-    try:
-        yield served.wait_ready()
-    finally:
-        served.stop()
 
 
 def hooked_job(base: str, hook: str, events: list[str] | None = None, **body: Any) -> dict[str, Any]:
@@ -63,28 +41,30 @@ def attempts_shown(base: str, job_id: str, count: int) -> list[dict[str, Any]]:
 
 
 def test_the_completed_event_is_the_signed_status_and_its_delivery_is_shown(
-    hooked: Served, receiver: WebhookReceiver
+    restartable: Served, receiver: WebhookReceiver
 ) -> None:
-    job = hooked_job(hooked.url, f"{receiver.url}/done")
+    job = hooked_job(restartable.url, f"{receiver.url}/done")
     assert job["webhook"] == {"url": f"{receiver.url}/done", "events": ["completed"], "attempts": []}
     (event,) = receiver.wait_for("/done", 1)
-    assert documented_verify()(SECRET, event.headers, event.body)
+    assert documented_verify()(WEBHOOK_SECRET, event.headers, event.body)
     assert event.headers["audio-studio-event"] == "completed" and event.headers["content-type"] == "application/json"
     sent = json.loads(event.body)
     assert sent["id"] == job["id"] and sent["state"] == "succeeded"
-    (attempt,) = attempts_shown(hooked.url, job["id"], 1)
+    (attempt,) = attempts_shown(restartable.url, job["id"], 1)
     assert attempt["delivered"] and attempt["status_code"] == 200 and attempt["attempt"] == 1
     assert attempt["webhook_id"] == event.headers["webhook-id"] and attempt["next_attempt_at"] is None
 
 
-def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_try(hooked: Served, receiver: WebhookReceiver) -> None:
+def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_try(
+    restartable: Served, receiver: WebhookReceiver
+) -> None:
     receiver.answers["/flaky"] = [500, 500]
-    job = hooked_job(hooked.url, f"{receiver.url}/flaky")
+    job = hooked_job(restartable.url, f"{receiver.url}/flaky")
     tries = receiver.wait_for("/flaky", 3)
     assert len({t.headers["webhook-id"] for t in tries}) == 1  # one event, tried three times
     assert tries[1].at - tries[0].at >= 0.9 and tries[2].at - tries[1].at >= 1.9  # backoff: 1 s, then 2 s
-    assert all(documented_verify()(SECRET, t.headers, t.body) for t in tries)
-    shown = attempts_shown(hooked.url, job["id"], 3)
+    assert all(documented_verify()(WEBHOOK_SECRET, t.headers, t.body) for t in tries)
+    shown = attempts_shown(restartable.url, job["id"], 3)
     assert [(a["attempt"], a["status_code"], a["delivered"]) for a in shown] == [
         (1, 500, False),
         (2, 500, False),
@@ -95,11 +75,11 @@ def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_try(hooked: Ser
     assert len(receiver.at("/flaky")) == 3  # delivered: never sent again
 
 
-def test_start_progress_at_most_every_2_s_and_completion(hooked: Served, receiver: WebhookReceiver) -> None:
-    job = hooked_job(hooked.url, f"{receiver.url}/all", ["progress", "start", "completed"], **LONG)
+def test_start_progress_at_most_every_2_s_and_completion(restartable: Served, receiver: WebhookReceiver) -> None:
+    job = hooked_job(restartable.url, f"{receiver.url}/all", ["progress", "start", "completed"], **LONG)
     assert job["webhook"]["events"] == ["start", "progress", "completed"]
     receiver.wait_for("/all", 5)  # a start and four progress events at least
-    assert httpx.delete(f"{hooked.url}/jobs/{job['id']}", timeout=30).status_code == 202
+    assert httpx.delete(f"{restartable.url}/jobs/{job['id']}", timeout=30).status_code == 202
     deadline = time.monotonic() + 60
     while not any(r.headers["audio-studio-event"] == "completed" for r in receiver.at("/all")):
         assert time.monotonic() < deadline, "no completed event"
@@ -126,14 +106,14 @@ def test_start_progress_at_most_every_2_s_and_completion(hooked: Served, receive
         ("file:///etc/passwd", "http:// or https://"),
     ],
 )
-def test_a_destination_that_is_not_allowed_is_a_400_naming_webhook(hooked: Served, hook: str, why: str) -> None:
-    answer = httpx.post(f"{hooked.url}/jobs/generate", json={**QUICK, "webhook": hook}, timeout=30)
+def test_a_destination_that_is_not_allowed_is_a_400_naming_webhook(restartable: Served, hook: str, why: str) -> None:
+    answer = httpx.post(f"{restartable.url}/jobs/generate", json={**QUICK, "webhook": hook}, timeout=30)
     assert answer.status_code == 400, answer.text
     assert answer.json()["detail"][0]["loc"] == ["webhook"] and why in answer.json()["error"]
 
 
 def test_webhook_fields_in_a_form_and_webhooks_off_without_allowed_hosts(
-    hooked: Served, receiver: WebhookReceiver, server: str, tmp_path: Path
+    restartable: Served, receiver: WebhookReceiver, server: str, tmp_path: Path
 ) -> None:
     clip = {"audio": ("clip.wav", audio_file("wav", 2.0), "audio/wav")}
     form = {
@@ -142,7 +122,7 @@ def test_webhook_fields_in_a_form_and_webhooks_off_without_allowed_hosts(
         "webhook": f"{receiver.url}/form",
         "webhook_events": "start, completed",
     }
-    answer = httpx.post(f"{hooked.url}/jobs/transform", data=form, files=clip, timeout=60)
+    answer = httpx.post(f"{restartable.url}/jobs/transform", data=form, files=clip, timeout=60)
     assert answer.status_code == 202, answer.text
     assert answer.json()["webhook"]["events"] == ["start", "completed"]
     assert json.loads(receiver.wait_for("/form", 1)[-1].body)["kind"] == "transform"
@@ -151,18 +131,18 @@ def test_webhook_fields_in_a_form_and_webhooks_off_without_allowed_hosts(
     assert httpx.post(f"{server}/generate", json={**QUICK, "webhook": "x"}, timeout=30).status_code == 400
 
 
-def test_a_restart_between_attempts_still_delivers(hooked: Served, receiver: WebhookReceiver) -> None:
+def test_a_restart_between_attempts_still_delivers(restartable: Served, receiver: WebhookReceiver) -> None:
     receiver.answers["/later"] = [503] * 100
-    job = hooked_job(hooked.url, f"{receiver.url}/later")
+    job = hooked_job(restartable.url, f"{receiver.url}/later")
     first = receiver.wait_for("/later", 1)[0]
-    hooked.stop()
+    restartable.stop()
     receiver.answers["/later"] = []  # the receiver is back: the next try is taken
-    hooked.start().wait_ready()
+    restartable.start().wait_ready()
     deadline = time.monotonic() + 60
-    while not (shown := status(hooked.url, job["id"])["webhook"]["attempts"]) or not shown[-1]["delivered"]:
+    while not (shown := status(restartable.url, job["id"])["webhook"]["attempts"]) or not shown[-1]["delivered"]:
         assert time.monotonic() < deadline, shown
         time.sleep(0.2)
     tries = receiver.at("/later")
     assert {t.headers["webhook-id"] for t in tries} == {first.headers["webhook-id"]}
     assert shown[-1]["status_code"] == 200 and shown[-1]["attempt"] == len(tries) >= 2
-    assert status(hooked.url, job["id"])["state"] in FINAL
+    assert status(restartable.url, job["id"])["state"] in FINAL
