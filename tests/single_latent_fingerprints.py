@@ -2,7 +2,7 @@
 from today's engine run as the runner serves it (its step scheduler, runners/audioldm2_in_process.py) and from
 the engine as it was before long-form generation (commit 4109732, read from git, its own batch loop).
 
-tests/unit/test_long_form.py runs this module in a fresh process (so nothing an earlier test left in the process,
+tests/test_long_form_engine.py runs this module in a fresh process (so nothing an earlier test left in the process,
 thread pools or allocator state, can change the last bits) and compares the two. The cases: 2 s with two ranked
 waveforms, 10 s DDIM without guidance, 30 s (the longest single latent) and a 3 s transform. Both engines run on
 the same tiny model in the same process: the tiny tokenizers are trained when the models are built, and are not

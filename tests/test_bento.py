@@ -50,7 +50,7 @@ def test_the_bento_serves_the_front_service_with_every_api(bento: Path) -> None:
     names = {service["name"] for service in manifest["services"]}
     assert names == {"audio-studio", "audioldm2-runner", "audioldm-runner", "music-flamingo-runner"}  # tiny: all
     assert manifest["models"] == []  # tiny profile: nothing from the hub
-    synchronous = {"/generate", "/generate/json", "/transform", "/transform/json", "/critique"}
+    synchronous = {"/generate", "/generate/json", "/transform", "/transform/json", "/edit", "/edit/json", "/critique"}
     openai = {"/v1/chat/completions", "/v1/audio/generate"}
     assert routes == synchronous | {f"/jobs{route}" for route in synchronous} | openai
 
