@@ -483,8 +483,8 @@ class GenerationJob(GenerationParams, RunnerJob):
     seed: int = Field(ge=0, le=MAX_SEED)
 
 
-class TransformJob(TransformParams, RunnerJob):
-    """One transform as the AudioLDM2 runner receives it: decoded 16 kHz mono samples and a fixed seed."""
+class ClipJob(RunnerJob):
+    """A runner job on an uploaded clip: its decoded 16 kHz mono samples and a fixed seed."""
 
     model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
@@ -496,17 +496,12 @@ class TransformJob(TransformParams, RunnerJob):
         return samples_from_bytes(self.samples_f32le)
 
 
-class EditJob(EditParams, RunnerJob):
-    """One edit as the AudioLDM2 runner receives it: the decoded 16 kHz mono clip and a fixed seed."""
+class TransformJob(TransformParams, ClipJob):
+    """One transform as the AudioLDM2 runner receives it."""
 
-    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
-    seed: int = Field(ge=0, le=MAX_SEED)
-    samples_f32le: bytes = Field(description="Input clip: mono float32 little-endian samples at 16 kHz.")
-
-    @property
-    def samples(self) -> np.ndarray:
-        return samples_from_bytes(self.samples_f32le)
+class EditJob(EditParams, ClipJob):
+    """One edit as the AudioLDM2 runner receives it."""
 
 
 class RunnerWaveform(BaseModel):

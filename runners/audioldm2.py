@@ -48,6 +48,14 @@ def load_engine(checkpoint: Checkpoint) -> tuple[AudioLDM2Engine, ModelThread]:
     return thread.call(lambda: AudioLDM2Engine(load_placed_pipeline(str(checkpoint.path), placement))), thread
 
 
+# Every model API's intake: BentoML's adaptive batcher, sized by the registry's settings.
+BATCHED = {
+    "batchable": SETTINGS.batching,
+    "max_batch_size": AUDIOLDM2.settings.max_batch_size,
+    "max_latency_ms": AUDIOLDM2.settings.max_latency_ms,
+}
+
+
 @bentoml.service(name="audioldm2-runner", **RUNNER_CONFIG)
 class AudioLDM2Runner:
     weights = declare_weights(SETTINGS, AUDIOLDM2.settings.checkpoint)
@@ -67,31 +75,19 @@ class AudioLDM2Runner:
     def __is_ready__(self) -> bool:
         return hasattr(self, "engine")
 
-    @bentoml.api(
-        batchable=SETTINGS.batching,
-        max_batch_size=AUDIOLDM2.settings.max_batch_size,
-        max_latency_ms=AUDIOLDM2.settings.max_latency_ms,
-    )
+    @bentoml.api(**BATCHED)
     @concurrent_batches
     async def generate(self, jobs: list[GenerationJob]) -> list[GenerationOutcome]:
         runs = await self._run(jobs, self.engine.start_generation)
         return [self._outcome(job, waveform_seeds(job), run) for job, run in zip(jobs, runs, strict=True)]
 
-    @bentoml.api(
-        batchable=SETTINGS.batching,
-        max_batch_size=AUDIOLDM2.settings.max_batch_size,
-        max_latency_ms=AUDIOLDM2.settings.max_latency_ms,
-    )
+    @bentoml.api(**BATCHED)
     @concurrent_batches
     async def transform(self, jobs: list[TransformJob]) -> list[GenerationOutcome]:
         runs = await self._run(jobs, self.engine.start_transform)
         return [self._outcome(job, [job.seed], run) for job, run in zip(jobs, runs, strict=True)]
 
-    @bentoml.api(
-        batchable=SETTINGS.batching,
-        max_batch_size=AUDIOLDM2.settings.max_batch_size,
-        max_latency_ms=AUDIOLDM2.settings.max_latency_ms,
-    )
+    @bentoml.api(**BATCHED)
     @concurrent_batches
     async def edit(self, jobs: list[EditJob]) -> list[GenerationOutcome]:
         runs = await self._run(jobs, self.engine.start_edit)

@@ -115,22 +115,30 @@ def save_audio(result: Audio | list[Audio], output: Path | None, stem: str) -> N
         write(path, audio)
 
 
-def generate(client: Client, args: argparse.Namespace) -> int:
-    fmt = resolve_format(args.format, args.output)
-    check_output(args.output, args.n)
-    request = fields(
+def diffusion_fields(args: argparse.Namespace, fmt: str | None, **specific: Any) -> dict[str, Any]:
+    """The options `diffusion_options` (main.py) adds, and a command's own, as the request's fields."""
+    return fields(
+        **specific,
         negative_prompt=args.negative_prompt,
-        duration=args.duration,
         steps=args.steps,
         scheduler=args.scheduler,
         guidance_scale=args.guidance_scale,
-        num_waveforms=args.n,
-        rank_by=args.rank_by,
-        model=args.model,
+        model=getattr(args, "model", None),  # /edit takes none: AudioLDM2's alone
         seed=args.seed,
         format=fmt,
         compression=args.compression,
     )
+
+
+def input_and_prompt(source: Path, prompt: str) -> str:
+    """A default output name's stem: the input's stem first, so it can never be the input file itself."""
+    return "-".join(p for p in (slug(source.stem) or "audio", slug(prompt)) if p)
+
+
+def generate(client: Client, args: argparse.Namespace) -> int:
+    fmt = resolve_format(args.format, args.output)
+    check_output(args.output, args.n)
+    request = diffusion_fields(args, fmt, duration=args.duration, num_waveforms=args.n, rank_by=args.rank_by)
     job = client.submit_generate(args.prompt, candidates=args.n > 1, **request)
     result = finish(job, "generating", args.no_wait)
     if result is not None:
@@ -143,22 +151,11 @@ def transform(client: Client, args: argparse.Namespace) -> int:
     source = check_input(args.audio, "audio")
     fmt = resolve_format(args.format, args.output)
     check_output(args.output)
-    request = fields(
-        negative_prompt=args.negative_prompt,
-        strength=args.strength,
-        steps=args.steps,
-        scheduler=args.scheduler,
-        guidance_scale=args.guidance_scale,
-        model=args.model,
-        seed=args.seed,
-        format=fmt,
-        compression=args.compression,
-    )
+    request = diffusion_fields(args, fmt, strength=args.strength)
     result = finish(client.submit_transform(source, args.prompt, **request), "transforming", args.no_wait)
     if result is not None:
         assert isinstance(result, Audio)
-        # The input's stem first, so a default name can never be the input file itself.
-        save_audio(result, args.output, "-".join(p for p in (slug(source.stem) or "audio", slug(args.prompt)) if p))
+        save_audio(result, args.output, input_and_prompt(source, args.prompt))
     return EXIT_OK
 
 
@@ -182,22 +179,11 @@ def edit(client: Client, args: argparse.Namespace) -> int:
         mode = fields(mode="inpaint", start_s=start_s, end_s=end_s)
     else:
         mode = fields(mode="extend", seconds=args.extend, side=args.side)
-    request = fields(
-        **mode,
-        blend_s=args.blend,
-        repaint_jumps=args.repaint_jumps,
-        negative_prompt=args.negative_prompt,
-        steps=args.steps,
-        scheduler=args.scheduler,
-        guidance_scale=args.guidance_scale,
-        seed=args.seed,
-        format=fmt,
-        compression=args.compression,
-    )
+    request = diffusion_fields(args, fmt, **mode, blend_s=args.blend, repaint_jumps=args.repaint_jumps)
     result = finish(client.submit_edit(source, args.prompt, **request), "editing", args.no_wait)
     if result is not None:
         assert isinstance(result, Audio)
-        save_audio(result, args.output, "-".join(p for p in (slug(source.stem) or "audio", slug(args.prompt)) if p))
+        save_audio(result, args.output, input_and_prompt(source, args.prompt))
         if result.edited is not None:
             print(f"edited {result.edited[0]:g}-{result.edited[1]:g} s", file=sys.stderr)
     return EXIT_OK
