@@ -288,16 +288,15 @@ class EditSpan(BaseModel):
         return round(self.duration * sample_rate)
 
 
-def _mode_field(mode: EditMode, name: str, value: Any, info: ValidationInfo) -> Any:
-    """`name` is required with `mode` and refused with the other mode (where it would mean nothing)."""
-    chosen = info.data.get("mode")
-    if chosen is None:  # the mode itself was refused
-        return value
-    if chosen is mode and value is None and name != "side":
-        raise ValueError(f"{name} is required with mode={mode.value}")
-    if chosen is not mode and value is not None:
-        raise ValueError(f"{name} is for mode={mode.value}, not mode={chosen.value}")
-    return value
+# Each mode's own fields: refused with the other mode (where they would mean nothing), required with theirs unless
+# they have a default there (side: end).
+MODE_OF_FIELD = {
+    "start_s": EditMode.INPAINT,
+    "end_s": EditMode.INPAINT,
+    "seconds": EditMode.EXTEND,
+    "side": EditMode.EXTEND,
+}
+DEFAULTED_IN_MODE = frozenset({"side"})
 
 
 class EditParams(DiffusionParams):
@@ -356,29 +355,27 @@ class EditParams(DiffusionParams):
         description="Candidates to generate, 1 to 4. With more than one they are ranked best first by CLAP score.",
     )
 
-    @field_validator("start_s")
+    @field_validator(*MODE_OF_FIELD)
     @classmethod
-    def _start_s(cls, value: float | None, info: ValidationInfo) -> float | None:
-        return _mode_field(EditMode.INPAINT, "start_s", value, info)
+    def _field_of_the_mode(cls, value: Any, info: ValidationInfo) -> Any:
+        name, chosen = info.field_name, info.data.get("mode")
+        assert name is not None
+        mode = MODE_OF_FIELD[name]
+        if chosen is None:  # the mode itself was refused
+            return value
+        if chosen is mode and value is None and name not in DEFAULTED_IN_MODE:
+            raise ValueError(f"{name} is required with mode={mode.value}")
+        if chosen is not mode and value is not None:
+            raise ValueError(f"{name} is for mode={mode.value}, not mode={chosen.value}")
+        return value
 
     @field_validator("end_s")
     @classmethod
-    def _end_s(cls, value: float | None, info: ValidationInfo) -> float | None:
-        value = _mode_field(EditMode.INPAINT, "end_s", value, info)
+    def _range_not_empty(cls, value: float | None, info: ValidationInfo) -> float | None:
         start = info.data.get("start_s")
         if value is not None and start is not None and value <= start:
             raise ValueError(f"end_s must be after start_s ({start:g} s): the range is empty")
         return value
-
-    @field_validator("seconds")
-    @classmethod
-    def _seconds(cls, value: float | None, info: ValidationInfo) -> float | None:
-        return _mode_field(EditMode.EXTEND, "seconds", value, info)
-
-    @field_validator("side")
-    @classmethod
-    def _side(cls, value: ExtendSide | None, info: ValidationInfo) -> ExtendSide | None:
-        return _mode_field(EditMode.EXTEND, "side", value, info)
 
     def problem(self, clip_samples: int, sample_rate: int) -> tuple[str, str] | None:
         """What the clip's length makes wrong with this edit: (field, message), or None."""

@@ -52,6 +52,7 @@ class Layout:
     @classmethod
     def of(cls, span: EditSpan, clip_samples: int, sample_rate: int, frame_samples: int, clip_frames: int) -> Layout:
         total = span.total_samples(sample_rate)
+        # An extension at the start: the output is longer than the clip and its regenerated span begins it.
         added_before = total - clip_samples if span.start_s == 0.0 and total > clip_samples else 0
         clip_frame = math.ceil(added_before / frame_samples)
         lead = clip_frame * frame_samples - added_before
@@ -169,7 +170,7 @@ class Keep:
         step = self.origin[entry]
         last = entry + 1 == len(self.origin)
         kept = self.known if last else self.noised(step + 1)
-        latents = self.blend(latents, kept.to(latents.dtype))
+        latents = self.blend(latents, kept)
         if last or self.origin[entry + 1] != step:
             self.kept_previous = previous
             return latents, previous
