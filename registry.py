@@ -13,6 +13,7 @@ from typing import Literal, get_type_hints
 
 from settings import (
     SETTINGS,
+    AudioLDM2Settings,
     Checked,
     DiffusionSettings,
     MusicFlamingoSettings,
@@ -70,7 +71,7 @@ AUDIOLDM2 = Family(
     name="audioldm2",
     title="AudioLDM2",
     checkpoints=("cvssp/audioldm2", "cvssp/audioldm2-large", "cvssp/audioldm2-music"),
-    settings_class=DiffusionSettings,
+    settings_class=AudioLDM2Settings,
     features=frozenset({"generate", "transform", "edit", "long_form", "clap_ranking"}),
     sample_rate=16_000,
     routes=(

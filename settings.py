@@ -38,6 +38,7 @@ Offload = Literal["none", "model", "sequential"]
 Attention = Literal["sdpa", "eager", "flash_attention_2"]
 Quantization = Literal["none", "int8", "bnb-int8", "nf4"]  # int8: torchao; bnb-int8, nf4: bitsandbytes
 Decoding = Literal["dynamic", "static", "compiled"]  # Music Flamingo's KV cache: grown per token, or preallocated
+UNetCompile = Literal["none", "default", "reduce-overhead", "max-autotune"]  # torch.compile's modes for AudioLDM2
 
 
 def knob(default: Any, doc: str, *, low: float | None = None, high: float | None = None, shown: str = "") -> Any:
@@ -147,6 +148,11 @@ class Settings(Checked):
     )
     model_threads: int = knob(
         0, "CPU threads of each runner's model thread (0: torch's default, one per core).", low=0, high=1024
+    )
+    compile_cache_dir: Path = knob(
+        lambda: _cache_home() / "audio-studio" / "compile",
+        "Compiled models' kernels (TORCHINDUCTOR_CACHE_DIR): kept across restarts, a volume in Kubernetes.",
+        shown="~/.cache/audio-studio/compile",
     )
     api_keys_file: Path | None = knob(None, "API keys (sha256 digests, one per line); keys are off unless it is set.")
     metrics_need_key: bool = knob(True, "With keys on: /metrics needs a key.")
@@ -285,6 +291,17 @@ class DiffusionSettings(RunnerSettings):
 
     offload: Offload = knob("none", "Offload to CPU memory: model (whole components) or sequential (layers).")
     attention_slicing: bool = knob(False, "Attention in slices: less memory, slower.")
+
+
+@dataclass(frozen=True)
+class AudioLDM2Settings(DiffusionSettings):
+    """The AudioLDM2 runner."""
+
+    compile: UNetCompile = knob(
+        "none",
+        "torch.compile the UNet at start-up for every pass shape (no request waits for it): default, "
+        "reduce-overhead (CUDA graphs; CUDA) or max-autotune; none runs it eagerly.",
+    )
 
 
 @dataclass(frozen=True)

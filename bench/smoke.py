@@ -32,6 +32,7 @@ SMOKE: dict[str, list[str]] = {
         *("--quick", "--warmup", "1", "--generate", "2", "--critique", "2", "--front-only", "5"),
         *("--retries", "0", "--quiet-wait-s", "0", "--configs", "plain,keys+tracing"),
     ],
+    "compile.py": ["--smoke"],
     "critique_path.py": ["--requests", "3"],
     "edit.py": ["--smoke"],
     # Two warm-up requests leave the Music Flamingo runner short of its plateau (+9-10% RSS at 6572922 and now, against

@@ -34,6 +34,7 @@ MODULES = (
     "compat.bentoml_mime_type",
     "compat.uvicorn_request_context",
     "compat.diffusers_language_model",
+    "compat.diffusers_unet_logging",
     "compat.transformers_many_clips",
 )
 _installed = False

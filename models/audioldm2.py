@@ -32,6 +32,7 @@ from transformers.audio_utils import mel_filter_bank
 from compat.diffusers_language_model import load_language_model
 from models.allocator import returning_freed_memory
 from models.batched_steps import Schedule, Update, coefficient_rows, step
+from models.compiled_unet import CompiledUNet, row_buckets
 from models.editing import Keep, Layout, written_frames
 from models.memory import Placement, bitsandbytes_options, quantize_linear_weights
 from models.multidiffusion import Fusion, Windows, split
@@ -39,6 +40,7 @@ from models.phases import phase
 from models.pieces import Pieces, Work, within
 from models.tiled_vae import decode_tiled, encode_tiled, vocode_chunked, vocoder_pieces
 from schemas import DiffusionParams, EditJob, GenerationJob, Scheduler, TransformJob
+from settings import UNetCompile
 
 # AudioLDM2's mel features (its training STFT): 1024-point FFT and window, hop 160 at
 # 16 kHz, Slaney mel filters over 0-8 kHz, natural log of magnitudes clamped at 1e-5.
@@ -244,13 +246,19 @@ class AudioLDM2Engine:
         single_latent_max_s: float = SINGLE_LATENT_MAX_S,
         window_overlap: float = WINDOW_OVERLAP,
         max_rows: int = MAX_UNET_ROWS,
+        compile: UNetCompile = "none",
+        compile_backend: str = "inductor",
     ) -> None:
+        """`compile`: run the UNet under torch.compile, on row buckets (models/compiled_unet.py); `warm_up` then
+        compiles every shape before the first job."""
         self.pipe = pipe
         self.device = pipe._execution_device
         self.unet_row_multiple = CPU_UNET_ROW_MULTIPLE if self.device.type == "cpu" else 1
         self.window_frames: int = pipe.unet.config.sample_size  # the native length, in latent frames
         self.window_overlap = int(self.window_frames * window_overlap)
         self.max_rows = max_rows
+        self.compiled = None if compile == "none" else CompiledUNet(pipe.unet, compile, compile_backend)
+        self.row_buckets = row_buckets(self.unet_row_multiple, max_rows) if self.compiled else ()
         self._last_plan: PassPlan | None = None
         self.dtype = pipe.unet.dtype
         vocoder = pipe.vocoder.config
@@ -458,8 +466,10 @@ class AudioLDM2Engine:
             job.step += 1
 
     def unet_rows(self, rows: int) -> int:
-        """The rows the UNet runs for `rows`: the row multiple that keeps each row's result fixed."""
-        return math.ceil(rows / self.unet_row_multiple) * self.unet_row_multiple
+        """The rows the UNet runs for `rows`: the row multiple that keeps each row's result fixed, or the bucket
+        that holds them when the UNet is compiled."""
+        bucket = next((b for b in self.row_buckets if b >= rows), None)
+        return bucket or math.ceil(rows / self.unet_row_multiple) * self.unet_row_multiple
 
     def unet(
         self,
@@ -472,14 +482,30 @@ class AudioLDM2Engine:
         """The UNet on any number of rows, padded to the row multiple that keeps each row's result fixed."""
         rows = sample.shape[0]
         padded = self.unet_rows(rows)
-        return self.pipe.unet(
-            pad_rows(sample, padded),
-            pad_rows(timesteps, padded),
-            encoder_hidden_states=pad_rows(generated, padded),
-            encoder_hidden_states_1=pad_rows(embeds, padded),
-            encoder_attention_mask_1=pad_rows(mask, padded),
-            return_dict=False,
-        )[0][:rows]
+        conditioning = {
+            "encoder_hidden_states": pad_rows(generated, padded),
+            "encoder_hidden_states_1": pad_rows(embeds, padded),
+            "encoder_attention_mask_1": pad_rows(mask, padded),
+        }
+        sample, timesteps = pad_rows(sample, padded), pad_rows(timesteps, padded)
+        if self.compiled is not None:
+            return self.compiled(sample, timesteps, **conditioning)[:rows]
+        return self.pipe.unet(sample, timesteps, return_dict=False, **conditioning)[0][:rows]
+
+    @torch.no_grad()
+    def warm_up(self) -> float:
+        """Compile the UNet for every row bucket and both kinds of length; the seconds it took (0 when eager)."""
+        if self.compiled is None:
+            return 0.0
+        cond = self.stack([self.encode("", "", guidance=False)], [1])  # T5 tokens padded as every pass's are
+        channels, bins = self.pipe.unet.config.in_channels, self.mel_bins // self.pipe.vae_scale_factor
+
+        def run(rows: int, frames: int) -> None:
+            sample = torch.zeros(rows, channels, frames, bins, device=self.device, dtype=self.dtype)
+            timesteps = torch.tensor([1] * rows).to(self.device)  # int64, as a pass's host timesteps are
+            self.unet(sample, timesteps, cond.prompt_embeds, cond.attention_mask, cond.generated_embeds)
+
+        return self.compiled.warm_up(run, self.row_buckets, self.window_frames)
 
     # ---- decode -----------------------------------------------------------------
 

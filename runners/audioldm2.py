@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -13,6 +14,7 @@ import torch
 import compat
 from compat.bentoml_dispatcher import concurrent_batches
 from models.audioldm2 import AudioLDM2Engine, Denoising, JobAudio, load_placed_pipeline, waveform_seeds
+from models.compiled_unet import check_compile, use_cache_folder
 from models.pieces import Pieces
 from models.profiles import Checkpoint, audioldm2_checkpoint, declare_weights
 from registry import AUDIOLDM2
@@ -35,17 +37,36 @@ from schemas import (
     RunnerWaveform,
     TransformJob,
 )
-from settings import SETTINGS
+from settings import SETTINGS, AudioLDM2Settings
 
 J = TypeVar("J", GenerationJob, TransformJob, EditJob)
+logger = logging.getLogger("bentoml.audio_studio")
 
 compat.install_all()  # library patches (compat/), e.g. batches that overlap (compat/bentoml_dispatcher.py)
 
 
 def load_engine(checkpoint: Checkpoint) -> tuple[AudioLDM2Engine, ModelThread]:
-    """The pipeline as the runner serves it, on the thread that owns it (also what bench/in_process.py measures)."""
+    """The pipeline as the runner serves it, on the thread that owns it (also what bench/in_process.py measures),
+    its UNet compiled for every pass shape before the first job when the settings ask for it."""
     placement, thread = prepare_model(AUDIOLDM2, checkpoint, torch.float16)
-    return thread.call(lambda: AudioLDM2Engine(load_placed_pipeline(str(checkpoint.path), placement))), thread
+    settings = AUDIOLDM2.settings
+    assert isinstance(settings, AudioLDM2Settings)
+    check_compile(settings.compile, placement)
+    if settings.compile != "none":
+        use_cache_folder(SETTINGS.compile_cache_dir)
+    engine = thread.call(
+        lambda: AudioLDM2Engine(load_placed_pipeline(str(checkpoint.path), placement), compile=settings.compile)
+    )
+    seconds = thread.call(engine.warm_up)
+    if settings.compile != "none":
+        logger.info(
+            "AudioLDM2 runner: UNet compiled (%s) for rows %s at lengths of both kinds in %.1f s, kernels cached in %s",
+            settings.compile,
+            ",".join(map(str, engine.row_buckets)),
+            seconds,
+            SETTINGS.compile_cache_dir,
+        )
+    return engine, thread
 
 
 # Every model API's intake: BentoML's adaptive batcher, sized by the registry's settings.

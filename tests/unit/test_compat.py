@@ -609,6 +609,34 @@ def test_audioldm2_pipeline_still_fails_with_a_gpt2model_language_model() -> Non
     assert AudioLDM2Pipeline.generate_language_model(fixed, inputs_embeds=prompt, max_new_tokens=2).shape == (1, 2, 8)
 
 
+def test_audioldm2_unet_still_logs_inside_its_forward_at_a_length_off_its_up_factor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What compat/diffusers_unet_logging.py has dynamo skip: the one call that split the compiled UNet."""
+    import torch
+    from diffusers import AudioLDM2UNet2DConditionModel
+    from diffusers.pipelines.audioldm2 import modeling_audioldm2
+
+    from compat.diffusers_unet_logging import ignore_unet_forward_logging
+    from models.tiny_audioldm2 import GPT2_DIM, T5_DIM, UNET_LAYOUT
+
+    unet = AudioLDM2UNet2DConditionModel(**UNET_LAYOUT, cross_attention_dim=([None, GPT2_DIM, T5_DIM],) * 3)
+    logged: list[str] = []
+    monkeypatch.setattr(modeling_audioldm2.logger, "info", logged.append)
+    frames = 2**unet.num_upsamplers + 1
+    with torch.no_grad():
+        unet(
+            torch.zeros(1, unet.config.in_channels, frames, 16),
+            torch.tensor([1]),
+            encoder_hidden_states=torch.zeros(1, 8, GPT2_DIM),
+            encoder_hidden_states_1=torch.zeros(1, 4, T5_DIM),
+        )
+    assert logged == ["Forward upsample size to force interpolation output size."]
+    monkeypatch.undo()
+    ignore_unet_forward_logging()
+    assert modeling_audioldm2.logger.info in torch._dynamo.config.ignore_logging_functions
+
+
 # ---- transformers_many_clips --------------------------------------------------------------------------------
 
 
