@@ -201,6 +201,13 @@ class Settings(Checked):
         shown="~/.local/share/audio-studio/jobs",
     )
     job_retention_s: int = knob(86_400, "Jobs: how long a result is kept after the job ends.", low=1, high=90 * 86_400)
+    job_stale_s: float = knob(
+        30.0,
+        "Jobs: an active job (or webhook delivery) whose process has not refreshed it for this long belongs to a "
+        "process that died: it is taken over (by another replica with Redis, at start-up with SQLite).",
+        low=10.0,
+        high=3600.0,
+    )
     job_max_attempts: int = knob(
         3,
         "Jobs: runs of one job at most. A job stopped by a restart of the service (a crash, a deploy) runs again "

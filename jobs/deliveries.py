@@ -23,14 +23,13 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel
 
-from jobs.records import JobStatus, WebhookAttempt, WebhookEvent, now
+from jobs.records import STALE_S, JobStatus, WebhookAttempt, WebhookEvent, now
 from jobs.webhooks import DestinationRefused, Destinations, Secrets, sign
 
 logger = logging.getLogger("bentoml.audio_studio")
 
 SEND_TIMEOUT_S = 10.0
 MAX_BACKOFF_S = 300.0
-STALE_S = 30.0
 TOUCH_EVERY_S = 5.0
 AT_ONCE = 8  # deliveries in flight per process
 USER_AGENT = "audio-studio-webhooks/1"

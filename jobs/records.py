@@ -9,12 +9,13 @@ from pydantic import BaseModel, Field
 
 from core.errors import STATUS_OF_KIND, ErrorKind, ErrorResponse
 from schemas import ProgressPhase, ProgressUnit
+from settings import SETTINGS
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobKind = Literal["generate", "transform", "edit", "critique"]
 ACTIVE: frozenset[str] = frozenset({"queued", "running"})
 FINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-STALE_S = 30.0  # an active job whose heartbeat is older belongs to a process that died
+STALE_S = SETTINGS.job_stale_s  # an active job whose heartbeat is older belongs to a process that died
 PURGE_AFTER = timedelta(days=7)  # after the result's retention the record says 410 this long, then 404
 Failure = tuple[ErrorResponse, int]  # a failed job's error: the body and status the synchronous API would answer
 

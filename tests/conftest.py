@@ -390,6 +390,7 @@ def remote(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
             "AUDIO_STUDIO_AUDIOLDM2_URL": runners["audioldm2"].url,
             "AUDIO_STUDIO_MUSIC_FLAMINGO_URL": runners["music_flamingo"].url,
             "AUDIO_STUDIO_JOB_STORE": redis.url,
+            "AUDIO_STUDIO_JOB_STALE_S": "15",  # a dead front's jobs are taken over sooner than the default 30 s
             "AUDIO_STUDIO_JOB_DATA_DIR": str(logs / "shared-volume"),
             "AUDIO_STUDIO_JOB_INLINE_RESULT_BYTES": str(REMOTE_INLINE_RESULT_BYTES),
         }
