@@ -37,7 +37,7 @@ DType = Literal["auto", "float32", "float16", "bfloat16"]  # auto: the GPU's hal
 Offload = Literal["none", "model", "sequential"]
 Attention = Literal["sdpa", "eager", "flash_attention_2"]
 Quantization = Literal["none", "int8", "bnb-int8", "nf4"]  # int8: torchao; bnb-int8, nf4: bitsandbytes
-Decoding = Literal["dynamic", "static", "compiled"]  # Music Flamingo's KV cache: grown per token, or preallocated
+Decoding = Literal["auto", "dynamic", "static", "compiled"]  # Music Flamingo's KV cache; auto: compiled on CUDA
 UNetCompile = Literal["none", "default", "reduce-overhead", "max-autotune"]  # torch.compile's modes for AudioLDM2
 
 
@@ -317,9 +317,10 @@ class MusicFlamingoSettings(RunnerSettings):
 
     attention: Attention = knob("sdpa", "The language model's attention kernel.")
     decoding: Decoding = knob(
-        "dynamic",
-        "The KV cache: dynamic (grown per token), static (preallocated) or "
-        "compiled (static, the decoding step compiled; CUDA).",
+        "auto",
+        "The KV cache: dynamic (grown per token), static (preallocated) or compiled (static, the decoding step "
+        "compiled at start-up; CUDA graphs on CUDA); auto: compiled on a CUDA GPU where the weights allow it "
+        "(whole on the GPU, not bitsandbytes), else dynamic.",
     )
     gpu_memory_gib: float = knob(
         0.0, "> 0: at most this much of the weights on the GPU, the rest in CPU memory.", low=0.0, high=4096.0

@@ -34,9 +34,9 @@ from torch._dynamo.utils import counters
 
 from bench.common import DEFAULT_OUT, fmt, header, header_markdown, write_report
 from models.audioldm2 import AudioLDM2Engine
-from models.compiled_unet import use_cache_folder
 from runners.audioldm2_in_process import InProcessScheduler
 from runners.model_thread import ModelThread
+from runners.startup import use_compile_cache
 from schemas import GenerationJob, TransformJob, samples_to_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ def load(size: str, device: str) -> Any:
 
 def one_start(args: argparse.Namespace) -> dict[str, Any]:
     """One runner start on the cache folder: compile and warm up, the workload, then the same on eager."""
-    use_cache_folder(args.cache_dir)
+    use_compile_cache(args.cache_dir)
     thread = ModelThread("audioldm2-compile")
     pipe = thread.call(lambda: load(args.size, args.device))
     before = graphs()

@@ -36,6 +36,7 @@ MODULES = (
     "compat.diffusers_language_model",
     "compat.diffusers_unet_logging",
     "compat.transformers_many_clips",
+    "compat.transformers_compile_config",
 )
 _installed = False
 

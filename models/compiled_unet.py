@@ -8,17 +8,15 @@ forwards upsample sizes), and ranges of rows where a kernel choice differs. `war
 bucket at a length of each kind before the runner takes requests, so no request waits for a compile; what a
 shape of a request could still cost, tests/test_compiled_unet.py and bench/compile.py count (recompilations).
 
-Compiled artifacts go to a cache folder (`TORCHINDUCTOR_CACHE_DIR`, Triton's inside it), so a restart loads
-them instead of compiling again. With `reduce-overhead` the UNet replays CUDA graphs, whose outputs live in
+Compiled artifacts go to a cache folder (runners/startup.py), so a restart loads them instead of compiling
+again. With `reduce-overhead` the UNet replays CUDA graphs, whose outputs live in
 memory the next replay overwrites: each call starts a new step and hands back a copy.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, get_args
 
 import torch
@@ -52,12 +50,6 @@ def check_compile(mode: UNetCompile, placement: Placement) -> None:
         raise UnsupportedMemoryOption(
             f"AudioLDM2: bitsandbytes weights ({options.quantization}) do not compile; use int8 or none"
         )
-
-
-def use_cache_folder(folder: Path) -> None:
-    """Compiled kernels are written to and read from `folder` (inductor reads the variable at each use)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
 
 
 class CompiledUNet:

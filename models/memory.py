@@ -21,7 +21,7 @@ or sensitive at their ends, where quantizing costs the most fidelity for the lea
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -43,7 +43,8 @@ class MemoryOptions:
     attention_slicing: bool = False
     attention: Attention = "sdpa"
     quantization: Quantization = "none"
-    decoding: Decoding = "dynamic"  # static / compiled: a preallocated KV cache, the decoding step compiled or not
+    decoding: Decoding = "dynamic"  # static / compiled: a preallocated KV cache, the decoding step compiled or not;
+    # auto (Music Flamingo's default): resolved by `place`
     gpu_memory_gib: float = 0.0  # > 0: at most this much of the weights on the GPU, the rest in CPU memory
 
     @classmethod
@@ -83,6 +84,9 @@ def place(
     """
     cuda = torch.cuda.is_available() if cuda is None else cuda
     device = torch.device("cuda" if cuda else "cpu")
+    if options.decoding == "auto":  # compiled where it pays and can run: the whole model on a CUDA GPU
+        whole_on_gpu = cuda and not options.gpu_memory_gib and options.quantization not in BITSANDBYTES
+        options = replace(options, decoding="compiled" if whole_on_gpu else "dynamic")
     if options.dtype == "auto":
         dtype = gpu_dtype if cuda else torch.float32
     elif options.dtype in DTYPES:
@@ -138,11 +142,6 @@ def place(
     elif options.quantization != "none":
         raise UnsupportedMemoryOption(
             f"{runner}: quantization {options.quantization!r} is not one of none, int8, {', '.join(BITSANDBYTES)}"
-        )
-    if options.decoding == "compiled" and not cuda:
-        raise UnsupportedMemoryOption(
-            f"{runner}: compiled decoding runs on CUDA GPUs only (transformers compiles the decoding step there); "
-            "use decoding=static or dynamic on a CPU"
         )
     if options.gpu_memory_gib:
         if not cuda:

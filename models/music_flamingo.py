@@ -25,7 +25,7 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -50,6 +50,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
+from compat.transformers_compile_config import decoding_compile_config
 from compat.transformers_many_clips import many_clips_processor_class
 from models.constrained import ConstrainedRows, GrammarBook, SchemaError, row_constraints
 from models.memory import bitsandbytes_options, quantize_linear_weights
@@ -72,6 +73,10 @@ MIN_CLIP_SECONDS = 0.1  # under 30 ms a clip encodes to zero audio tokens and br
 #   do the same but cost a whole prefill each (minutes for a 20-minute clip).
 # With both, hidden states, logits and tokens of a job do not depend on its batch.
 CPU_PROMPT_MULTIPLE = 512
+# A static KV cache holds a power of two of tokens, at least this many: the compiled decoding step then meets a
+# handful of cache lengths (each one CUDA graph per batch size), for at most twice the attention reads.
+STATIC_CACHE_MIN_TOKENS = 256
+WARM_UP_STEPS = 3  # decoding steps per warm-up call: the compile happens at the first
 CPU_ROW_MULTIPLE = 4
 
 
@@ -299,6 +304,11 @@ def pad_linear_rows(model: nn.Module, multiple: int) -> None:
 # ---- engine ------------------------------------------------------------------
 
 
+def static_cache_tokens(tokens: int) -> int:
+    """The length of a static KV cache that holds `tokens`: a power of two, at least STATIC_CACHE_MIN_TOKENS."""
+    return max(STATIC_CACHE_MIN_TOKENS, 1 << (tokens - 1).bit_length())
+
+
 class MusicFlamingoEngine:
     """Critique jobs through a loaded Music Flamingo model (either class) and its processor.
 
@@ -316,16 +326,25 @@ class MusicFlamingoEngine:
         processor: ProcessorMixin,
         batch_invariant: bool = True,
         decoding: str = "dynamic",
+        compile_backend: str = "inductor",
     ) -> None:
         """`decoding`: the KV cache grown token by token (`dynamic`), preallocated (`static`), or preallocated
-        with the decoding step compiled by transformers (`compiled`, CUDA; models/memory.py checks it)."""
+        with the decoding step compiled by transformers (`compiled`; CUDA graphs on CUDA, and `warm_up` compiles
+        it before the first job). `compile_backend`: inductor to serve; `eager` runs dynamo alone (tests)."""
         self.model = model
         self.decoding = decoding
         self.processor = processor
         self.device = model.device
         self.dtype = model.dtype
+        graphs = "reduce-overhead" if self.device.type == "cuda" else "default"
+        self.compile_config = (
+            decoding_compile_config(compile_backend, graphs if compile_backend == "inductor" else None)
+            if decoding == "compiled"
+            else None
+        )
         aligned = batch_invariant and self.device.type == "cpu"
         self.prompt_multiple: int | None = CPU_PROMPT_MULTIPLE if aligned else None
+        self.row_multiple = CPU_ROW_MULTIPLE if aligned else 1
         if aligned:
             pad_linear_rows(model, CPU_ROW_MULTIPLE)
         extractor = processor.feature_extractor
@@ -471,12 +490,16 @@ class MusicFlamingoEngine:
         if stopped is not None:
             stopping.append(ended)
         started = time.time_ns()
-        cache = {} if self.decoding == "dynamic" else {"cache_implementation": "static"}
+        cache: dict[str, Any] = {}
+        room = max(budgets)
+        if self.decoding != "dynamic":  # the cache's length is the prompt's and the new tokens' (generate's max_length)
+            cache = {"cache_implementation": "static", "compile_config": self.compile_config}
+            room = static_cache_tokens(prompt_length + room) - prompt_length  # rows still end at their budgets
         sequences = self.model.generate(
             **inputs,
             **cache,
-            disable_compile=self.decoding != "compiled",
-            max_new_tokens=max(budgets),
+            disable_compile=self.compile_config is None,
+            max_new_tokens=room,
             do_sample=False,
             logits_processor=logits_processor,
             stopping_criteria=stopping,
@@ -505,6 +528,28 @@ class MusicFlamingoEngine:
                 )
             )
         return outputs
+
+    def warm_up(self) -> float:
+        """Compile the decoding step before the first job (compiled decoding); the seconds it took (0 otherwise).
+
+        The step is compiled with dynamic shapes, so batch size and cache length are symbols; what dynamo still
+        specialises on is a batch of one row and, on a CPU, the rows missing to the row multiple of the batch
+        invariant linear layers. So: 1 to `row_multiple + 1` rows, at the two shortest cache lengths; after that
+        no batch compiles again (tests/test_compiled_decoding.py)."""
+        if self.compile_config is None:
+            return 0.0
+        started = time.perf_counter()
+        job = CritiqueJob("warm-up", [], max_new_tokens=1)
+        prompt = self.prepare([self.conversation(job)])["input_ids"].shape[1]
+        shortest = static_cache_tokens(prompt + 1)
+
+        def after_a_few_steps(tokens: torch.Tensor) -> list[bool]:
+            return [tokens.shape[1] >= WARM_UP_STEPS] * tokens.shape[0]
+
+        for cache in (shortest, 2 * shortest):
+            for rows in range(1, self.row_multiple + 2):
+                self.generate([replace(job, max_new_tokens=cache - prompt)] * rows, after_a_few_steps)
+        return time.perf_counter() - started
 
     def decode(self, tokens: list[int]) -> str:
         """A row's text: its own tokens, special tokens (the end of turn) left out."""

@@ -14,7 +14,7 @@ import torch
 import compat
 from compat.bentoml_dispatcher import concurrent_batches
 from models.audioldm2 import AudioLDM2Engine, Denoising, JobAudio, load_placed_pipeline, waveform_seeds
-from models.compiled_unet import check_compile, use_cache_folder
+from models.compiled_unet import check_compile
 from models.pieces import Pieces
 from models.profiles import Checkpoint, audioldm2_checkpoint, declare_weights
 from registry import AUDIOLDM2
@@ -25,7 +25,7 @@ from runners.observe import observe_batch
 from runners.outcomes import generation_outcome
 from runners.progress import ProgressBoard
 from runners.shutdown import stop_everything_after_the_grace
-from runners.startup import RUNNER_CONFIG, prepare_model
+from runners.startup import RUNNER_CONFIG, prepare_model, use_compile_cache
 from runners.step_scheduler import StepScheduler
 from schemas import (
     AUDIOLDM2_SAMPLE_RATE,
@@ -53,7 +53,7 @@ def load_engine(checkpoint: Checkpoint) -> tuple[AudioLDM2Engine, ModelThread]:
     assert isinstance(settings, AudioLDM2Settings)
     check_compile(settings.compile, placement)
     if settings.compile != "none":
-        use_cache_folder(SETTINGS.compile_cache_dir)
+        use_compile_cache(SETTINGS.compile_cache_dir)
     engine = thread.call(
         lambda: AudioLDM2Engine(load_placed_pipeline(str(checkpoint.path), placement), compile=settings.compile)
     )

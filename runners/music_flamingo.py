@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import bentoml
@@ -28,7 +29,7 @@ from runners.model_thread import ModelThread
 from runners.observe import observe_batch
 from runners.progress import DECODER_PHASES, ProgressBoard
 from runners.shutdown import stop_everything_after_the_grace
-from runners.startup import RUNNER_CONFIG, prepare_model
+from runners.startup import RUNNER_CONFIG, prepare_model, use_compile_cache
 from schemas import (
     MAX_PROMPT_TOKENS,
     MUSIC_FLAMINGO_SAMPLE_RATE,
@@ -43,6 +44,8 @@ from schemas import (
 from settings import SETTINGS
 
 compat.install_all()  # library patches (compat/)
+
+logger = logging.getLogger("bentoml.audio_studio")
 
 
 def engine_job(job: CritiqueJob) -> EngineJob:
@@ -67,6 +70,8 @@ def load_engine(checkpoint: Checkpoint) -> tuple[MusicFlamingoEngine, ModelThrea
         MUSIC_FLAMINGO, checkpoint, torch.bfloat16, bitsandbytes_on_cpu=BITSANDBYTES_ON_CPU
     )
     options = placement.options
+    if options.decoding == "compiled":
+        use_compile_cache(SETTINGS.compile_cache_dir)
     model, processor = thread.call(
         lambda: load_music_flamingo(
             str(checkpoint.path),
@@ -77,7 +82,17 @@ def load_engine(checkpoint: Checkpoint) -> tuple[MusicFlamingoEngine, ModelThrea
             options.gpu_memory_gib,
         )
     )
-    return MusicFlamingoEngine(model, processor, decoding=options.decoding), thread
+    engine = MusicFlamingoEngine(model, processor, decoding=options.decoding)
+    seconds = thread.call(engine.warm_up)
+    if options.decoding == "compiled":
+        logger.info(
+            "Music Flamingo runner: decoding step compiled (batch size and cache length dynamic, warmed up at 1 to "
+            "%d rows) in %.1f s, kernels cached in %s",
+            engine.row_multiple + 1,
+            seconds,
+            SETTINGS.compile_cache_dir,
+        )
+    return engine, thread
 
 
 def holds_stop(text: str | None, stop: tuple[str, ...]) -> bool:

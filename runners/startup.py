@@ -4,6 +4,8 @@ start-up line naming its weights."""
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,3 +53,10 @@ def prepare_model(
     log_model_choice(family.title, checkpoint, placement)
     keep_freed_memory()
     return placement, ModelThread(f"{family.name}-model", SETTINGS.model_threads)
+
+
+def use_compile_cache(folder: Path) -> None:
+    """Compiled kernels are written to and read from `folder` (TORCHINDUCTOR_CACHE_DIR, Triton's cache inside it;
+    inductor reads the variable at each use), so a restarted runner loads them instead of compiling again."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from models.audioldm2 import AudioLDM2Engine, load_placed_pipeline
 from models.memory import MemoryOptions, UnsupportedMemoryOption, place
@@ -34,7 +35,6 @@ ON_CPU = {"bitsandbytes_on_cpu": BITSANDBYTES_ON_CPU}
         (MemoryOptions(offload="sequential"), "there is no GPU"),
         (MemoryOptions(attention="flash_attention_2"), "flash_attention_2 runs on CUDA GPUs only"),
         (MemoryOptions(quantization="nf4"), "nf4 weights run on CUDA GPUs only"),
-        (MemoryOptions(decoding="compiled"), "compiled decoding runs on CUDA GPUs only"),
         (MemoryOptions(gpu_memory_gib=10), "splits the weights between GPU and CPU memory, and there is no GPU"),
         (MemoryOptions(quantization="bnb-int8"), "diffusers' bitsandbytes quantizer refuses a CPU"),
     ],
@@ -149,13 +149,32 @@ def test_bitsandbytes_weights_are_not_offloaded(quantization: str) -> None:
         place("AudioLDM2", options, torch.float16, cuda=True)
 
 
-def test_a_static_kv_cache_gives_the_tokens_of_the_dynamic_one(caplog: pytest.LogCaptureFixture) -> None:
-    """Greedy, float32: the same tokens alone and in a batch with another job (text-only and with a clip)."""
+@pytest.mark.parametrize(
+    ("options", "cuda", "decoding"),
+    [
+        (MemoryOptions(decoding="auto"), True, "compiled"),
+        (MemoryOptions(decoding="auto"), False, "dynamic"),
+        (MemoryOptions(decoding="auto", gpu_memory_gib=10), True, "dynamic"),
+        (MemoryOptions(decoding="auto", quantization="bnb-int8"), True, "dynamic"),
+        (MemoryOptions(decoding="static"), True, "static"),
+    ],
+)
+def test_auto_decoding_is_compiled_where_the_whole_model_is_on_a_cuda_gpu(
+    options: MemoryOptions, cuda: bool, decoding: str
+) -> None:
+    assert place("Music Flamingo", options, torch.bfloat16, cuda=cuda).options.decoding == decoding
+
+
+def test_static_and_compiled_kv_caches_give_the_tokens_of_the_dynamic_one(caplog: pytest.LogCaptureFixture) -> None:
+    """Greedy, float32: the same tokens alone and in a batch with other jobs (text-only and with a clip). Compiled:
+    dynamo alone (backend eager; inductor's code generation is minutes on 2 cores), and after the warm-up no batch
+    compiles the decoding step again."""
     path = str(music_flamingo_checkpoint(SETTINGS, None).path)
     clip = np.sin(np.linspace(0, 2000, 16_000 * 3)).astype(np.float32)
     jobs = [
         CritiqueJob(prompt="What is vibrato?", clips=[], max_new_tokens=8),
         CritiqueJob(prompt="Describe this take.", clips=[clip], max_new_tokens=6),
+        CritiqueJob(prompt="And its tempo? " * 40, clips=[], max_new_tokens=9),
     ]
     placement = place("Music Flamingo", MemoryOptions(decoding="static"), torch.bfloat16, **CPU)
     with caplog.at_level(logging.INFO, logger="bentoml.audio_studio"):
@@ -163,13 +182,19 @@ def test_a_static_kv_cache_gives_the_tokens_of_the_dynamic_one(caplog: pytest.Lo
     assert "weights=none decoding=static" in caplog.text
     model, processor = load_music_flamingo(path, placement.device, torch.float32)
     tokens = {}
-    for decoding in ("dynamic", "static"):
-        engine = MusicFlamingoEngine(model, processor, decoding=decoding)
+    torch._dynamo.reset()
+    for decoding in ("dynamic", "static", "compiled"):
+        engine = MusicFlamingoEngine(model, processor, decoding=decoding, compile_backend="eager")
+        assert (engine.warm_up() > 0) == (decoding == "compiled")
+        warmed = counters["stats"]["unique_graphs"]
         alone = [engine.generate([job])[0].token_ids for job in jobs]
         together = [output.token_ids for output in engine.generate(jobs)]
-        assert together == alone
+        pairs = [output.token_ids for output in engine.generate(jobs[1:])]
+        assert counters["stats"]["unique_graphs"] == warmed, f"{decoding}: a batch compiled the decoding step again"
+        assert together == alone and pairs == alone[1:]
         tokens[decoding] = alone
-    assert tokens["static"] == tokens["dynamic"] and all(tokens["static"])
+    torch._dynamo.reset()
+    assert tokens["static"] == tokens["dynamic"] == tokens["compiled"] and all(tokens["static"])
 
 
 def test_a_split_placement_is_named_in_the_start_up_line_and_runs_unquantized() -> None:

@@ -637,6 +637,29 @@ def test_audioldm2_unet_still_logs_inside_its_forward_at_a_length_off_its_up_fac
     assert modeling_audioldm2.logger.info in torch._dynamo.config.ignore_logging_functions
 
 
+def test_transformers_still_compiles_the_decoding_step_on_a_cpu_only_with_the_private_flag() -> None:
+    """What compat/transformers_compile_config.py sets: without it, `decoding=compiled` would not compile on a CPU."""
+    from transformers import CompileConfig, GenerationConfig, Qwen2Config, Qwen2ForCausalLM, StaticCache
+
+    from compat.transformers_compile_config import decoding_compile_config
+
+    config = Qwen2Config(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    model = Qwen2ForCausalLM(config)
+    cache = {"past_key_values": StaticCache(config=config, max_cache_len=8)}
+    stock = GenerationConfig(compile_config=CompileConfig(backend="eager"))
+    flagged = GenerationConfig(compile_config=decoding_compile_config("eager", None))
+    assert not model._valid_auto_compile_criteria(cache, stock)
+    assert model._valid_auto_compile_criteria(cache, flagged)
+    assert flagged.compile_config.dynamic is True
+
+
 # ---- transformers_many_clips --------------------------------------------------------------------------------
 
 
