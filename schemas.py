@@ -531,7 +531,9 @@ class JobError(BaseModel):
 
 class Provenance(BaseModel):
     model_id: str = Field(description="Checkpoint that produced the audio.")
-    profile: Literal["full", "tiny"] = Field(description="`tiny` means random weights: not real audio.")
+    profile: Literal["full", "tiny", "random"] = Field(
+        description="`tiny` and `random` mean random weights: not real audio."
+    )
     scheduler: Scheduler | None = None
     steps: int | None = None
 
@@ -791,7 +793,9 @@ class ModelFamily(BaseModel):
     title: str
     checkpoint: str = Field(description="The published checkpoint this deployment serves.")
     checkpoints: list[str] = Field(description="The published checkpoints the family can serve.")
-    profile: Literal["full", "tiny"] = Field(description="`tiny` means random weights: not real audio.")
+    profile: Literal["full", "tiny", "random"] = Field(
+        description="`tiny` and `random` mean random weights: not real audio."
+    )
     features: list[str] = Field(description="generate, transform, long_form (over 30 s), clap_ranking, critique.")
     max_seconds: float | None = Field(
         description="The longest clip it makes or takes, in seconds; null where the checkpoint decides (Music "

@@ -24,6 +24,7 @@ class Profile(str, enum.Enum):
 
     FULL = "full"  # the published checkpoints (what users run)
     TINY = "tiny"  # random-weight models of the same classes, built locally (tests, CI, offline demos)
+    RANDOM = "random"  # random-weight models written to a folder beforehand (full-size benchmarks: bench/gpu.sh)
 
 
 # The time budget of a request (docs/security.md, "Time budget"): every service answers within REQUEST_TIMEOUT_S, and a
@@ -123,13 +124,20 @@ class Settings(Checked):
 
     profile: Profile = knob(
         Profile.FULL,
-        "Which weights the runners load: `full` (the published checkpoints) or "
-        "`tiny` (random-weight models of the same classes, built locally; tests and demos).",
+        "Which weights the runners load: `full` (the published checkpoints), "
+        "`tiny` (random-weight models of the same classes, built locally; tests and demos) or `random` "
+        "(random-weight models read from `AUDIO_STUDIO_RANDOM_MODEL_DIR`; full-size benchmarks).",
     )
     tiny_model_dir: Path = knob(
         lambda: _cache_home() / "audio-studio" / "tiny-models",
         "Where the tiny profile's models are built.",
         shown="~/.cache/audio-studio/tiny-models",
+    )
+    random_model_dir: Path = knob(
+        lambda: _cache_home() / "audio-studio" / "random-models",
+        "Profile `random`: one model folder per checkpoint, under the checkpoint's name (`<dir>/cvssp/audioldm2`), "
+        "written beforehand by `bench/fullsize.py --write-random` (full size) or `--write-random --smoke` (tiny).",
+        shown="~/.cache/audio-studio/random-models",
     )
     batching: bool = knob(True, "Adaptive batching on the runners (off: every request is its own batch).")
     shutdown_grace_s: int = knob(

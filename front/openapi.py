@@ -165,7 +165,7 @@ FILE_HEADERS = (
         "GenerateRequest.seed",
     ),
     ("X-Model-Id", "Checkpoint that produced the audio.", True, "Provenance.model_id"),
-    ("X-Profile", "`tiny` means random weights: not real audio.", True, "Provenance.profile"),
+    ("X-Profile", "`tiny` and `random` mean random weights: not real audio.", True, "Provenance.profile"),
     ("X-Sample-Rate", "Sample rate of the audio in Hz.", True, "GenerateResponse.sample_rate"),
     (
         "X-Clap-Score",

@@ -4,8 +4,11 @@
 on the runner class: `bentoml build` on a connected machine then copies the
 weights into the Bento, and `bentoml serve` resolves them from the Hugging Face
 cache. `tiny` builds random-weight models of the same classes into a local
-folder once (seconds, no network) and hands back that folder. Either way the
-runner gets a directory and loads it with `from_pretrained`.
+folder once (seconds, no network) and hands back that folder. `random` hands
+back a folder of random weights written beforehand under the checkpoint's name
+(bench/fullsize.py --write-random: the published architectures at full size, so
+a GPU benchmark serves what the real weights cost). Whichever, the runner gets
+a directory and loads it with `from_pretrained`.
 """
 
 from __future__ import annotations
@@ -82,27 +85,59 @@ def full_checkpoint(weights: HuggingFaceModel | None, model_id: str) -> Checkpoi
     return Checkpoint(path=Path(weights.resolve()), model_id=model_id, profile=Profile.FULL)
 
 
+def random_weights_folder(root: Path, model_id: str) -> Path:
+    """Where profile `random` reads `model_id`'s folder (and bench/fullsize.py --write-random writes it)."""
+    return root / model_id
+
+
+def random_checkpoint(settings: Settings, model_id: str) -> Checkpoint:
+    """Profile `random`: `model_id`'s random-weight folder, written beforehand; a missing one stops start-up."""
+    path = random_weights_folder(settings.random_model_dir, model_id)
+    if not path.is_dir():
+        raise WeightsUnavailable(
+            f"audio-studio cannot start: profile 'random' has no model folder {path}.\n"
+            f"  Write one first: python bench/fullsize.py --write-random {settings.random_model_dir} "
+            "(full size; add --smoke for tiny models)"
+        )
+    return Checkpoint(path=path, model_id=model_id, profile=Profile.RANDOM)
+
+
+def profile_checkpoint(
+    settings: Settings, weights: HuggingFaceModel | None, model_id: str, tiny: Callable[[], Checkpoint]
+) -> Checkpoint:
+    """`model_id`'s folder for the configured profile: published, `tiny` (built on first use) or `random`."""
+    if settings.profile is Profile.TINY:
+        return tiny()
+    if settings.profile is Profile.RANDOM:
+        return random_checkpoint(settings, model_id)
+    return full_checkpoint(weights, model_id)
+
+
 def audioldm2_checkpoint(
     settings: Settings, weights: HuggingFaceModel | None, checkpoint: str | None = None
 ) -> Checkpoint:
-    """The AudioLDM2 folder for the configured profile (built on first use for `tiny`); `checkpoint`: the
-    published one, by default the runner's setting."""
-    if settings.profile is Profile.TINY:
+    """The AudioLDM2 folder for the configured profile; `checkpoint`: the published one, by default the runner's
+    setting."""
+
+    def tiny() -> Checkpoint:
         from models import local_tokenizers, tiny_audioldm2
 
         fingerprint = builder_fingerprint(tiny_audioldm2, local_tokenizers)
         return ensure_tiny(settings, "audioldm2", fingerprint, tiny_audioldm2.save_tiny_audioldm2)
-    return full_checkpoint(weights, checkpoint or AUDIOLDM2.settings.checkpoint)
+
+    return profile_checkpoint(settings, weights, checkpoint or AUDIOLDM2.settings.checkpoint, tiny)
 
 
 def audioldm_checkpoint(settings: Settings, weights: HuggingFaceModel | None) -> Checkpoint:
-    """The AudioLDM (v1) folder for the configured profile (built on first use for `tiny`)."""
-    if settings.profile is Profile.TINY:
+    """The AudioLDM (v1) folder for the configured profile."""
+
+    def tiny() -> Checkpoint:
         from models import local_tokenizers, tiny_audioldm, tiny_audioldm2
 
         fingerprint = builder_fingerprint(tiny_audioldm, tiny_audioldm2, local_tokenizers)
         return ensure_tiny(settings, "audioldm", fingerprint, tiny_audioldm.save_tiny_audioldm)
-    return full_checkpoint(weights, AUDIOLDM.settings.checkpoint)
+
+    return profile_checkpoint(settings, weights, AUDIOLDM.settings.checkpoint, tiny)
 
 
 def music_flamingo_checkpoint(
@@ -111,7 +146,8 @@ def music_flamingo_checkpoint(
     """The Music Flamingo folder for the configured profile and checkpoint (tiny: same class and limits);
     `checkpoint`: the published one, by default the runner's setting."""
     checkpoint = checkpoint or MUSIC_FLAMINGO.settings.checkpoint
-    if settings.profile is Profile.TINY:
+
+    def tiny() -> Checkpoint:
         from models import local_tokenizers, tiny_music_flamingo
 
         variant = tiny_music_flamingo.TINY_LAYOUT_OF[checkpoint]
@@ -119,7 +155,8 @@ def music_flamingo_checkpoint(
         return ensure_tiny(
             settings, variant, fingerprint, lambda path: tiny_music_flamingo.save_tiny_music_flamingo(path, variant)
         )
-    return full_checkpoint(weights, checkpoint)
+
+    return profile_checkpoint(settings, weights, checkpoint, tiny)
 
 
 def builder_fingerprint(*modules: ModuleType) -> str:

@@ -37,7 +37,7 @@ def log_model_choice(runner: str, checkpoint: Checkpoint, placement: Placement) 
         checkpoint.profile.value,
         checkpoint.model_id,
         placement.describe(),
-        " (RANDOM WEIGHTS: for tests and demos only)" if checkpoint.profile is Profile.TINY else "",
+        "" if checkpoint.profile is Profile.FULL else " (RANDOM WEIGHTS: for tests, demos and benchmarks only)",
     )
 
 

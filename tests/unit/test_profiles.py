@@ -13,6 +13,7 @@ import torch
 from diffusers import AudioLDM2Pipeline
 
 from models.audioldm2 import load_pipeline
+from models.memory import MemoryOptions, place
 from models.music_flamingo import load_music_flamingo
 from models.profiles import (
     Checkpoint,
@@ -24,6 +25,7 @@ from models.profiles import (
 )
 from models.tiny_audioldm2 import build_tiny_audioldm2
 from registry import AUDIOLDM2, FAMILIES, MUSIC_FLAMINGO
+from runners.startup import log_model_choice
 from settings import Profile, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -110,10 +112,34 @@ def test_weights_out_of_reach_stop_the_process_with_a_few_lines_not_a_hub_traceb
     assert len(lines) == 4 and "offline" in lines[1].lower() and "AUDIO_STUDIO_PROFILE=tiny" in lines[3], lines
 
 
+def test_random_profile_serves_folders_written_beforehand_under_the_checkpoint_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDIO_STUDIO_PROFILE", "random")
+    monkeypatch.setenv("AUDIO_STUDIO_RANDOM_MODEL_DIR", str(tmp_path))
+    settings = load_settings()
+    with pytest.raises(WeightsUnavailable, match=f"no model folder {tmp_path}/cvssp/audioldm2\\.\n.*--write-random"):
+        audioldm2_checkpoint(settings, None)
+    (tmp_path / "cvssp" / "audioldm2-large").mkdir(parents=True)
+    checkpoint = audioldm2_checkpoint(settings, None, "cvssp/audioldm2-large")
+    assert checkpoint == Checkpoint(tmp_path / "cvssp" / "audioldm2-large", "cvssp/audioldm2-large", Profile.RANDOM)
+
+
+@pytest.mark.parametrize(("profile", "said"), [(Profile.FULL, False), (Profile.TINY, True), (Profile.RANDOM, True)])
+def test_the_start_up_line_says_random_weights_unless_they_are_the_published_ones(
+    caplog: pytest.LogCaptureFixture, profile: Profile, said: bool
+) -> None:
+    placement = place("AudioLDM2", MemoryOptions.of(AUDIOLDM2.read_settings()), torch.float16, cuda=False)
+    with caplog.at_level("INFO", logger="bentoml.audio_studio"):
+        log_model_choice("AudioLDM2", Checkpoint(Path("weights"), "cvssp/audioldm2", profile), placement)
+    assert f"profile={profile.value} model=cvssp/audioldm2" in caplog.text
+    assert ("RANDOM WEIGHTS" in caplog.text) is said
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("AUDIO_STUDIO_PROFILE", "huge", "must be one of full, tiny"),
+        ("AUDIO_STUDIO_PROFILE", "huge", "must be one of full, tiny, random"),
         ("AUDIO_STUDIO_AUDIOLDM2_CHECKPOINT", "someone/else", "must be one of cvssp/audioldm2"),
         ("AUDIO_STUDIO_AUDIOLDM2_MAX_BATCH_SIZE", "1", "between 2 and 64"),
         ("AUDIO_STUDIO_AUDIOLDM2_ATTENTION_SLICING", "maybe", "expected true/false"),
