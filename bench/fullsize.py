@@ -15,11 +15,12 @@ real models' speed without downloading them. Every architecture is built in code
 
 Tokenizers, processor and scheduler come from the tiny profile (models/tiny_*.py): token ids only index
 the full-size embeddings, and prompt lengths stay realistic. Each model runs through its runner's own loop:
-AudioLDM2 through the step scheduler on a model thread (runners/audioldm2_in_process.py), Music Flamingo
-through run_in_groups.
+AudioLDM2 through the step scheduler on a model thread (runners/audioldm2_in_process.py), with the time of
+each model phase of a batch; Music Flamingo through run_in_groups.
 
     .venv/bin/python bench/fullsize.py            # on a GPU: every measurement, ~5 min on an H100/H200
     .venv/bin/python bench/fullsize.py --smoke    # on a CPU in seconds: same code, tiny models, few steps
+    .venv/bin/python bench/fullsize.py --write-random DIR   # the `random` profile's folders (models/profiles.py)
 
 The report is rewritten after every measured row, so a run stopped by a time limit keeps what it measured;
 `--budget-s` stops starting new cases once that many seconds have passed (they are listed as skipped).
@@ -31,10 +32,11 @@ import argparse
 import copy
 import gc
 import resource
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,10 +89,12 @@ from models.audioldm2 import AudioLDM2Engine, load_pipeline  # noqa: E402
 from models.local_tokenizers import CORPUS  # noqa: E402
 from models.memory import quantize_linear_weights  # noqa: E402
 from models.music_flamingo import CritiqueJob, MusicFlamingoEngine  # noqa: E402
-from models.tiny_audioldm2 import build_tiny_audioldm2  # noqa: E402
+from models.profiles import random_weights_folder  # noqa: E402
+from models.tiny_audioldm2 import build_tiny_audioldm2, save_tiny_audioldm2  # noqa: E402
 from presets import PRESET_PROMPTS, Preset  # noqa: E402
+from registry import AUDIOLDM2, MUSIC_FLAMINGO  # noqa: E402
 from runners.audioldm2_in_process import InProcessScheduler  # noqa: E402
-from runners.batching import run_in_groups  # noqa: E402
+from runners.batching import GroupRun, run_in_groups  # noqa: E402
 from runners.model_thread import ModelThread  # noqa: E402
 from schemas import GenerationJob, Scheduler  # noqa: E402
 from tests.audio_files import stereo_tone  # noqa: E402
@@ -333,39 +337,49 @@ def free(device: torch.device) -> None:
 SOUND_PROMPTS = [line for line in CORPUS if not line.startswith(("Describe", "Give", "Compare", "What", "Low"))]
 
 
+# How the UNet runs: the values of the AudioLDM2 compile setting (issue 26) as they land; `none` is eager.
+COMPILE_MODES = ("none",)
+WARMUP_STEPS = 2  # a warm-up batch runs every shape of the timed one (encode, passes, decode) at a fraction of its cost
+
+
 @dataclass(frozen=True)
 class DiffusionCase:
     dtype: torch.dtype
     scheduler: Scheduler
     steps: int
-    compiled: bool
+    compile: str  # one of COMPILE_MODES
     batches: tuple[int, ...]
     durations: tuple[float, ...]
 
 
-def audioldm2_cases(smoke: bool, device: torch.device, long_clip_s: float) -> list[DiffusionCase]:
-    """fp32 vs half, DDIM 200 vs DPM++ 25, eager vs compiled UNet, batch 1/4/8 (smoke: few steps, batch 1/2).
+def audioldm2_cases(
+    smoke: bool, device: torch.device, long_clip_s: float, compile_modes: Sequence[str], serving_only: bool
+) -> list[DiffusionCase]:
+    """The serving configuration (half, DPM++ 25) per compile mode at batch 1/4/8, then unless `serving_only`
+    fp32 and DDIM 200 beside it (smoke: few steps, batch 1/2).
 
-    The serving configuration (half, DPM++ 25, eager) also renders `long_clip_s` clips (long-form windows and
-    tiled decoding) when it is above 0; the smoke form keeps 1 s clips.
+    The serving configuration also renders `long_clip_s` clips (long-form windows and tiled decoding) when it is
+    above 0; the smoke form keeps 1 s clips.
     """
     half = torch.float16 if device.type == "cuda" else torch.bfloat16  # CPU: bf16 kernels exist, fp16 convs not all
     dpm, ddim = (2, 2) if smoke else (25, 200)
     batches = (1, 2) if smoke else (1, 4, 8)
     short = (1.0,) if smoke else (10.0,)
     serving = short if smoke or long_clip_s <= 0 else (*short, long_clip_s)
+    cases = [DiffusionCase(half, Scheduler.DPMPP, dpm, mode, batches, serving) for mode in compile_modes]
+    if serving_only:
+        return cases
     return [
-        DiffusionCase(torch.float32, Scheduler.DPMPP, dpm, False, (1,) if smoke else (1, 8), short),
-        DiffusionCase(half, Scheduler.DPMPP, dpm, False, batches, serving),
-        DiffusionCase(half, Scheduler.DDIM, ddim, False, (1,), short),
-        DiffusionCase(half, Scheduler.DPMPP, dpm, True, (1,) if smoke else (1, 8), short),
+        *cases,
+        DiffusionCase(torch.float32, Scheduler.DPMPP, dpm, "none", (1,) if smoke else (1, 8), short),
+        DiffusionCase(half, Scheduler.DDIM, ddim, "none", (1,), short),
     ]
 
 
 def run_audioldm2(
     scheduled: InProcessScheduler, case: DiffusionCase, batch: int, duration: float, device: torch.device
 ) -> dict[str, Any]:
-    """One warm-up batch (compilation happens here), then one timed batch, each as one runner batch."""
+    """One warm-up batch of WARMUP_STEPS steps, then one timed batch, each as one runner batch."""
     jobs = [
         GenerationJob(
             prompt=SOUND_PROMPTS[i % len(SOUND_PROMPTS)],
@@ -376,26 +390,50 @@ def run_audioldm2(
         )
         for i in range(batch)
     ]
-    with timed(device) as first:
-        scheduled.generate(jobs)
+    with timed(device) as warmup:
+        scheduled.generate([job.model_copy(update={"steps": min(case.steps, WARMUP_STEPS)}) for job in jobs])
     with timed(device) as t:
         runs = scheduled.generate(jobs)
     errors = [r.error.message for r in runs if r.error is not None]
+    phases = phase_seconds(runs)
     return {
         "dtype": str(case.dtype).removeprefix("torch."),
         "scheduler": case.scheduler.value,
         "steps": case.steps,
-        "compiled": case.compiled,
+        "compile": case.compile,
         "batch": batch,
         "duration_s": duration,
-        "first_call_s": first["s"],
+        "warmup_s": warmup["s"],
         "wall_s": t["s"],
         "s_per_clip": t["s"] / batch,
         "clips_per_s": batch / t["s"],
+        "phases_s": phases,
+        "denoise_step_ms": 1000 * phases.get("denoise", 0.0) / case.steps,
         "peak_gib": t["peak_gib"],
         "finite": all(r.output is not None and r.output.finite for r in runs),
         "errors": errors,
     }
+
+
+def phase_seconds(runs: Sequence[GroupRun[Any]]) -> dict[str, float]:
+    """Seconds of one batch in each model phase (encode, denoise, decode, rank): the union of its jobs' intervals,
+    so passes the jobs shared count once. Host clock: the GPU may finish a phase's queued work in the next."""
+    intervals: dict[str, list[tuple[int, int]]] = {}
+    for run in runs:
+        for phase in run.phases:
+            intervals.setdefault(phase.name, []).append((phase.start_ns, phase.end_ns))
+    return {name: covered_ns(spans) / 1e9 for name, spans in intervals.items()}
+
+
+def covered_ns(spans: list[tuple[int, int]]) -> int:
+    """Nanoseconds covered by at least one of `spans`."""
+    total, reached = 0, None
+    for start, end in sorted(spans):
+        if reached is None or start > reached:
+            total, reached = total + end - start, end
+        elif end > reached:
+            total, reached = total + end - reached, end
+    return total
 
 
 @dataclass
@@ -422,20 +460,19 @@ class Progress:
 
 
 def bench_audioldm2(
-    sizes: list[str], smoke: bool, device: torch.device, workdir: Path, long_clip_s: float, progress: Progress
+    sizes: list[str], smoke: bool, device: torch.device, workdir: Path, progress: Progress, cases: list[DiffusionCase]
 ) -> None:
     thread = ModelThread("audioldm2-model")  # serves each case's engine in turn, as the runner's serves its one
     for size in sizes:
-        for case in audioldm2_cases(smoke, device, long_clip_s):
+        for case in cases:
             if size == "large" and (case.dtype == torch.float32 or case.scheduler is Scheduler.DDIM):
-                continue  # large: the serving configuration only (half precision, DPM++), eager and compiled
-            name = f"AudioLDM2 {size} {case.dtype} {case.scheduler.value} {case.steps} compiled={case.compiled}"
+                continue  # large: the serving configuration only (half precision, DPM++), per compile mode
+            name = f"AudioLDM2 {size} {case.dtype} {case.scheduler.value} {case.steps} compile={case.compile}"
             if not progress.within_budget(name):
                 continue
             pipe = smoke_audioldm2(device, case.dtype, workdir) if smoke else full_audioldm2(size, device, case.dtype)
-            if case.compiled:
-                # In place: the engine keeps calling pipe.unet. CPU smoke traces with dynamo only (no C++ build).
-                pipe.unet.compile(dynamic=False, **({"backend": "eager"} if device.type == "cpu" else {}))
+            # Where a compiled row comes in: case.compile (only `none` so far) is handed to the engine here, as the
+            # runner hands it AUDIO_STUDIO_AUDIOLDM2_COMPILE once that setting lands.
             scheduled = InProcessScheduler(AudioLDM2Engine(pipe), thread)
             for duration in case.durations:
                 for batch in case.batches:
@@ -446,8 +483,8 @@ def bench_audioldm2(
                     progress.add(
                         row,
                         f"AudioLDM2 {row['model']} {row['dtype']} {row['scheduler']} {row['steps']} "
-                        f"{'compiled' if case.compiled else 'eager'} batch {batch} {duration:g} s: "
-                        f"{row['s_per_clip']:.3f} s/clip, peak {fmt(row['peak_gib'])} GiB",
+                        f"compile={case.compile} batch {batch} {duration:g} s: {row['s_per_clip']:.3f} s/clip, "
+                        f"{row['denoise_step_ms']:.1f} ms per step, peak {fmt(row['peak_gib'])} GiB",
                     )
             scheduled.close()  # the thread lets go of the engine: its memory is freed before the next case
             del scheduled, pipe
@@ -503,6 +540,7 @@ class FlamingoOptions:
     decodings: tuple[str, ...] = ("dynamic",)
     quantization: str = "none"  # or int8: torchao weight-only on the language model, as the runner applies it
     batches: tuple[int, ...] | None = None  # None: 1/4/8 (smoke: 1/2)
+    new_tokens: int = 256  # per decoding row (smoke: 8)
 
 
 def bench_music_flamingo(
@@ -521,7 +559,7 @@ def bench_music_flamingo(
         quantize_linear_weights(model.model.language_model)
     engine = MusicFlamingoEngine(model, processor)
     clip = stereo_tone(30.0, rate=engine.sample_rate)[:, 0].copy()
-    new_tokens = 8 if smoke else 256
+    new_tokens = 8 if smoke else options.new_tokens
     batches = options.batches or ((1, 2) if smoke else (1, 4, 8))
     language_model = [model.model.language_model, model.lm_head]
     weight_bytes = sum(tensor_bytes(p) for m in language_model for p in m.parameters())
@@ -634,6 +672,46 @@ def preflight(device: torch.device, log: Callable[[str], None]) -> dict[str, Any
     return result
 
 
+# ---- the `random` profile's folders ------------------------------------------------------------
+
+
+def write_random(root: Path, smoke: bool, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
+    """AudioLDM2 base and Music Flamingo as the `random` profile serves them (models/profiles.py): full size in
+    the dtypes the runners use on a GPU (smoke: the tiny builds), each written under its checkpoint name through
+    a staging folder, so a reader never finds half a model. Returns the seconds and bytes of each."""
+    half = torch.float16 if device.type == "cuda" else torch.float32
+
+    def audioldm2(path: Path) -> None:
+        if smoke:
+            save_tiny_audioldm2(path)
+            return
+        full_audioldm2("base", device, half).save_pretrained(path)
+
+    def music_flamingo(path: Path) -> None:
+        if smoke:
+            tiny_music_flamingo.save_tiny_music_flamingo(path, tiny_music_flamingo.AF3_VARIANT)
+            return
+        model, processor = full_music_flamingo(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+        model.save_pretrained(path)
+        processor.save_pretrained(path)
+
+    written: dict[str, Any] = {}
+    for model_id, save in ((AUDIOLDM2.checkpoints[0], audioldm2), (MUSIC_FLAMINGO.checkpoints[0], music_flamingo)):
+        target = random_weights_folder(root, model_id)
+        staging = target.with_name(f".{target.name}-staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        started = time.perf_counter()
+        save(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+        written[model_id] = {"path": str(target), "s": time.perf_counter() - started, "bytes": size}
+        log(f"wrote {model_id} ({size / 2**30:.2f} GiB) to {target} in {written[model_id]['s']:.1f} s")
+        free(device)
+    return written
+
+
 # ---- report --------------------------------------------------------------------------------
 
 
@@ -650,16 +728,21 @@ def markdown(report: dict[str, Any]) -> str:
     if report["audioldm2"]:
         lines += [
             "",
-            "| AudioLDM2 | dtype | scheduler | steps | UNet | batch | clip s | s/clip | clips/s | first call s "
-            "| peak GiB |",
-            "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+            "Each row: one batch through the step scheduler after a warm-up batch of "
+            f"{WARMUP_STEPS} steps; phases in seconds of the batch (host clock), step = denoise / steps.",
+            "",
+            "| AudioLDM2 | dtype | scheduler | steps | compile | batch | clip s | s/clip | clips/s | encode s "
+            "| denoise s | step ms | decode s | rank s | warm-up s | peak GiB |",
+            "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in report["audioldm2"]:
+            phases = r["phases_s"]
             lines.append(
-                f"| {r['model']} | {r['dtype']} | {r['scheduler']} | {r['steps']} "
-                f"| {'compiled' if r['compiled'] else 'eager'} | {r['batch']} | {r['duration_s']:g} "
-                f"| {r['s_per_clip']:.3f} "
-                f"| {r['clips_per_s']:.2f} | {r['first_call_s']:.1f} | {fmt(r['peak_gib'])} |"
+                f"| {r['model']} | {r['dtype']} | {r['scheduler']} | {r['steps']} | {r['compile']} | {r['batch']} "
+                f"| {r['duration_s']:g} | {r['s_per_clip']:.3f} | {r['clips_per_s']:.2f} "
+                f"| {fmt(phases.get('encode'), 3)} | {fmt(phases.get('denoise'), 3)} | {r['denoise_step_ms']:.1f} "
+                f"| {fmt(phases.get('decode'), 3)} | {fmt(phases.get('rank'), 3)} | {r['warmup_s']:.1f} "
+                f"| {fmt(r['peak_gib'])} |"
             )
     mf = report["music_flamingo"]
     if mf:
@@ -707,10 +790,28 @@ def main(argv: list[str] | None = None) -> int:
         default="dynamic",
         help="Music Flamingo KV-cache modes to time, comma-separated: dynamic, static, compiled (CUDA)",
     )
+    parser.add_argument("--mf-new-tokens", type=int, default=256, help="Music Flamingo tokens per decoding row")
+    parser.add_argument(
+        "--compile",
+        type=lambda text: tuple(text.split(",")),
+        default=COMPILE_MODES[:1],
+        help=f"AudioLDM2 UNet compile modes to time in the serving configuration, comma-separated: {COMPILE_MODES}",
+    )
+    parser.add_argument(
+        "--serving-only", action="store_true", help="AudioLDM2: the serving configuration only (half, DPM++ 25)"
+    )
     parser.add_argument(
         "--preflight", action="store_true", help="only run the full-size builders for one step (wiring check)"
     )
+    parser.add_argument(
+        "--write-random",
+        type=Path,
+        metavar="DIR",
+        help="only write the `random` profile's folders into DIR (full size; tiny with --smoke)",
+    )
     args = parser.parse_args(argv)
+    if unknown := set(args.compile) - set(COMPILE_MODES):
+        parser.error(f"--compile: {', '.join(sorted(unknown))} not among {', '.join(COMPILE_MODES)}")
     auto = args.device == "auto"
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else args.device)
     only = set(args.only or ["params", "audioldm2", "music-flamingo"])
@@ -724,6 +825,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     if args.preflight:
         write_json(args.out / "fullsize-preflight.json", header() | {"preflight": preflight(device, log)})
+        return 0
+    if args.write_random:
+        written = write_random(args.write_random, args.smoke, device, log)
+        write_json(args.out / f"{args.name or 'random-weights'}.json", header() | {"smoke": args.smoke, **written})
         return 0
     deadline = time.monotonic() + (args.budget_s if args.budget_s is not None else float("inf"))
     report: dict[str, Any] = header(None if argv is None else ["bench/fullsize.py", *argv])
@@ -756,6 +861,7 @@ def main(argv: list[str] | None = None) -> int:
             decodings=tuple(args.mf_decoding.split(",")),
             quantization=args.mf_quantization,
             batches=tuple(int(b) for b in args.mf_batches.split(",")) if args.mf_batches else None,
+            new_tokens=args.mf_new_tokens,
         )
         bench_music_flamingo(args.smoke, device, report, progress, options)
         free(device)
@@ -764,7 +870,8 @@ def main(argv: list[str] | None = None) -> int:
             [] if "audioldm2" not in only else [s for s in args.sizes.split(",") if s] if not args.smoke else ["tiny"]
         )
         progress = Progress(report["audioldm2"], report["skipped"], save, log, deadline)
-        bench_audioldm2(sizes, args.smoke, device, Path(tmp), args.long_clip_s, progress)
+        cases = audioldm2_cases(args.smoke, device, args.long_clip_s, args.compile, args.serving_only)
+        bench_audioldm2(sizes, args.smoke, device, Path(tmp), progress, cases)
     free(device)
     save()
     log(f"wrote {args.out / (name + '.json')} and {args.out / (name + '.md')}")
