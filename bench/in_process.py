@@ -12,6 +12,7 @@ batches, so it would inflate the ceiling batching is judged against (bench/READM
 from __future__ import annotations
 
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
@@ -28,9 +29,16 @@ if TYPE_CHECKING:
     from runners.model_thread import ModelThread
 
 
-def alone() -> ProcessPoolExecutor:
-    """A fresh spawned process (no model, no torch state inherited) for one family's measurements."""
-    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+def alone(environ: dict[str, str] | None = None) -> ProcessPoolExecutor:
+    """A fresh spawned process (no model, no torch state inherited) for one family's measurements; `environ`
+    is added to its environment before its first task, so settings read at import see it."""
+    return ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=add_environ, initargs=(environ or {},)
+    )
+
+
+def add_environ(environ: dict[str, str]) -> None:
+    os.environ.update(environ)
 
 
 def load_audioldm2() -> InProcessScheduler:

@@ -1,5 +1,6 @@
-"""A real `bentoml serve service:AudioStudio` for the benchmarks: tiny profile, its own BENTOML_HOME, a free
-port (retried when another process takes it first), and the whole process tree stopped on exit."""
+"""A real `bentoml serve service:AudioStudio` for the benchmarks: the benchmarks' profile (bench/tiny_profile.py:
+tiny, or random-weight folders when chosen), its own BENTOML_HOME, a free port (retried when another process takes
+it first), and the whole process tree stopped on exit."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import psutil
+
+from bench.tiny_profile import PROFILE
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT_S = 180
@@ -39,15 +43,21 @@ class Server:
     workers: list[psutil.Process] = field(default_factory=list)  # psutil refuses to signal a reused pid
 
 
+RUNNING: list[Server] = []  # what a signal to this process stops first (exit_on_signal)
+
+
 @contextmanager
 def serve(workdir: Path, extra_env: dict[str, str] | None = None, glibc_default: bool = False) -> Iterator[Server]:
-    """`bentoml serve service:AudioStudio`, tiny profile, its own BENTOML_HOME; the whole tree stopped on exit.
+    """`bentoml serve service:AudioStudio`, the benchmarks' profile, its own BENTOML_HOME; the whole tree stopped on
+    exit, also when this process is told to stop (SIGTERM, e.g. from bench/gpu.sh's time limits).
 
     glibc's allocator is tuned as the Bento's image tunes it (bentofile.yaml), unless `glibc_default`.
     """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, exit_on_signal)
     env = {
         **os.environ,
-        "AUDIO_STUDIO_PROFILE": "tiny",
+        "AUDIO_STUDIO_PROFILE": PROFILE,
         "BENTOML_HOME": str(workdir / "bentoml-home"),
         "HF_HUB_OFFLINE": "1",
         **({} if glibc_default else {"MALLOC_MMAP_THRESHOLD_": "65536"}),
@@ -86,11 +96,21 @@ def serve(workdir: Path, extra_env: dict[str, str] | None = None, glibc_default:
             raise
     else:
         raise RuntimeError(f"bentoml serve could not bind a port:\n{log_path.read_text()[-4000:]}")
+    RUNNING.append(server)
     try:
         note_workers(server)
         yield server
     finally:
         stop(server)
+        RUNNING.remove(server)
+
+
+def exit_on_signal(signum: int, frame: object) -> None:
+    """Stop the servers now (each runs in a session of its own and would outlive this process), then exit: the
+    unwinding may wait on client threads, and a time limit's SIGKILL can come first."""
+    for server in list(RUNNING):
+        stop(server)
+    raise SystemExit(128 + signum)
 
 
 def note_workers(server: Server) -> None:

@@ -9,11 +9,13 @@ its model thread (bench/in_process.py; AudioLDM2: its step scheduler; Music Flam
 run_in_groups).
 
 Tiny-profile numbers measure the serving path (HTTP, validation, transport, batching), not model speed:
-see bench/fullsize.py for that.
+see bench/fullsize.py for that. With AUDIO_STUDIO_PROFILE=random (bench/tiny_profile.py) the server and the
+in-process runs load random-weight folders instead, e.g. full-size ones on a GPU (bench/gpu.sh).
 
     .venv/bin/python bench/serving.py            # full run, ~15 min on 2 CPU cores
     .venv/bin/python bench/serving.py --quick    # ~3 min, concurrency 1 and 8
     .venv/bin/python bench/serving.py --smoke    # the same code in about a minute: concurrency 1 and 2 (CI)
+    .venv/bin/python bench/serving.py --gpu --one-server   # what bench/gpu.sh runs on full-size random weights
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository
-import bench.tiny_profile  # noqa: F401  # the tiny profile, before any project import
+from bench.tiny_profile import PROFILE  # the tiny profile (or random folders), before any project import
 
 # isort: split
 
@@ -117,7 +119,7 @@ class Mix:
 
 @dataclass(frozen=True)
 class Plan:
-    size: str  # full, quick or smoke
+    size: str  # full, quick, smoke or gpu
     concurrency: tuple[int, ...]
     mix: Mix
     warmup_mix: Mix
@@ -125,12 +127,19 @@ class Plan:
     # Open loop: Poisson arrivals at these fractions of the closed loop's throughput at the highest concurrency
     # with batching on (measured first, then the same rates with batching off).
     open_fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25)
-    ceiling_repeats: int = 5  # in-process batch vs one by one, repeated: the median and the spread
+    ceiling_repeats: int = 5  # in-process batch vs one by one, repeated: the median and the spread (0: none)
+    batching_modes: tuple[bool, ...] = (True, False)  # one server each
+    traced: bool = True  # a third server traces every request: where one request's time goes
 
     def requests_at(self, concurrency: int) -> int:
         """A fixed number of requests per level, so a level's length is bounded and comparable on/off."""
-        per_client, least = {"smoke": (2, 2), "quick": (2, 8), "full": (4, 16)}[self.size]
+        per_client, least = {"smoke": (2, 2), "quick": (2, 8), "full": (4, 16), "gpu": (1, 4)}[self.size]
         return max(least, per_client * concurrency)
+
+    def one_server(self) -> Plan:
+        """Batching on only: the HTTP path against in-process, with no batching-off server, open loop, traced
+        server or ceilings (what a GPU part of bench/gpu.sh has time for)."""
+        return replace(self, batching_modes=(True,), open_fractions=(), traced=False, ceiling_repeats=0)
 
 
 def make_plan(size: str) -> Plan:
@@ -139,6 +148,8 @@ def make_plan(size: str) -> Plan:
         return Plan(size, (1, 2), warmup, warmup, 60.0, (1.0,), 1)
     if size == "quick":
         return Plan(size, (1, 8), Mix(steps=5, max_new_tokens=16), warmup, 120.0, (0.5, 1.0), 3)
+    if size == "gpu":  # full-size models: the serving configuration's steps, a short critique, few requests
+        return Plan(size, (1, 8), Mix(steps=25, max_new_tokens=32), warmup, 120.0)
     return Plan(size, (1, 4, 8, 16), Mix(steps=25, max_new_tokens=64), warmup, 600.0)
 
 
@@ -489,9 +500,9 @@ def measure_direct(plan: Plan, clip: bytes, requests: int) -> dict[str, Any]:
     process, on its model thread (bench/in_process.py). Same jobs and seeds as the HTTP level at concurrency 1."""
     cpu = CpuShare()
     with alone() as child:
-        result = {"generate": child.submit(direct_generate, plan.size, requests).result()}
+        result = {"generate": child.submit(direct_generate, plan, requests).result()}
     with alone() as child:
-        result["critique"] = child.submit(direct_critique, plan.size, clip, requests).result()
+        result["critique"] = child.submit(direct_critique, plan, clip, requests).result()
     scaling = {**result["generate"].pop("batch_scaling"), **result["critique"].pop("batch_scaling")}
     return {**result, "batch_scaling": scaling, "foreign_cpu": cpu.foreign()}
 
@@ -506,29 +517,32 @@ def generation_job(body: dict[str, Any]) -> GenerationJob:
 BATCH = 8  # jobs in each in-process ceiling
 
 
-def direct_generate(size: str, requests: int) -> dict[str, Any]:
+def direct_generate(plan: Plan, requests: int) -> dict[str, Any]:
     """In a process of its own: the mix's generate jobs one at a time, then the generate ceilings."""
-    plan = make_plan(size)
     audioldm2 = load_audioldm2()
     jobs = [generation_job(plan.mix.generate_body(i)) for i in range(max(requests, BATCH))]
     for job in jobs[:2]:  # warm-up, not recorded
         timed(lambda job=job: audioldm2.generate([job]))
     singles = [timed(lambda job=job: audioldm2.generate([job]))[0] for job in jobs[:requests]]
     five_seconds = [job.model_copy(update={"duration": 5.0}) for job in jobs[:BATCH]]
-    scaling = {
-        "generate mix (8 jobs, 2/5/10 s)": batch_scaling(jobs[:BATCH], audioldm2.generate, plan.ceiling_repeats),
-        "generate, all 5 s (8 jobs)": batch_scaling(five_seconds, audioldm2.generate, plan.ceiling_repeats),
-    }
+    repeats = plan.ceiling_repeats
+    scaling = (
+        {
+            "generate mix (8 jobs, 2/5/10 s)": batch_scaling(jobs[:BATCH], audioldm2.generate, repeats),
+            "generate, all 5 s (8 jobs)": batch_scaling(five_seconds, audioldm2.generate, repeats),
+        }
+        if repeats
+        else {}
+    )
     audioldm2.close()
     import torch
 
     return {"in_process_s": singles, "batch_scaling": scaling, "torch_threads": torch.get_num_threads()}
 
 
-def direct_critique(size: str, clip: bytes, requests: int) -> dict[str, Any]:
+def direct_critique(plan: Plan, clip: bytes, requests: int) -> dict[str, Any]:
     """In a process of its own: the mix's critique jobs one at a time, what the front does per critique besides
     the model, then the critique ceilings."""
-    plan = make_plan(size)
     flamingo = Flamingo()
     decoded = [flamingo.decoded(clip)]
 
@@ -551,11 +565,15 @@ def direct_critique(size: str, clip: bytes, requests: int) -> dict[str, Any]:
     front = [front_work(i) for i in range(requests)]
     critiques = [job(i) for i in range(2 * BATCH)]
     repeats = plan.ceiling_repeats
-    scaling = {
-        "critique mix (8 jobs)": batch_scaling(critiques[:BATCH], flamingo.run, repeats),
-        "critique, all 30 s clips (8 jobs)": batch_scaling(critiques[0::2], flamingo.run, repeats),
-        "critique, all text-only (8 jobs)": batch_scaling(critiques[1::2], flamingo.run, repeats),
-    }
+    scaling = (
+        {
+            "critique mix (8 jobs)": batch_scaling(critiques[:BATCH], flamingo.run, repeats),
+            "critique, all 30 s clips (8 jobs)": batch_scaling(critiques[0::2], flamingo.run, repeats),
+            "critique, all text-only (8 jobs)": batch_scaling(critiques[1::2], flamingo.run, repeats),
+        }
+        if repeats
+        else {}
+    )
     return {"in_process_s": singles, "front_and_checks_s": front, "batch_scaling": scaling}
 
 
@@ -614,6 +632,8 @@ def ceiling_shares(ratios: dict[str, Any], direct: dict[str, Any], plan: Plan) -
     top = f"c={max(plan.concurrency)}"
     shares = {}
     for api, mix in CEILING_MIX.items():
+        if mix not in direct["batch_scaling"]:  # a plan without ceilings (one server)
+            continue
         ceiling = direct["batch_scaling"][mix]["speedup"]
         on_off = ratios[api].get(top)
         shares[api] = {
@@ -626,7 +646,7 @@ def ceiling_shares(ratios: dict[str, Any], direct: dict[str, Any], plan: Plan) -
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = ["# Serving benchmark (tiny profile)", "", *header_markdown(report), ""]
+    lines = [f"# Serving benchmark ({report['profile']} profile)", "", *header_markdown(report), ""]
     lines += [f"- {api} mix: {text}" for api, text in report["mix"].items()]
     lines += [
         f"- requests per closed level: {report['requests_per_level']}; closed loop: each client sends its next request "
@@ -675,27 +695,30 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {o['paired_median_overhead_ms']:.1f} "
             f"| {o['runner_inference_p50_ms']:.1f} | {o['http_minus_runner_inference_p50_ms']:.1f} |"
         )
-    lines += [
-        "",
-        "Where one request's time goes (concurrency 1, batching on, a separate server tracing every request; "
-        "medians over the requests of each span's summed duration in its trace):",
-        "",
-        "| api | span (service: name) | p50 ms | in requests |",
-        "|---|---|---:|---:|",
-    ]
+    if report["breakdown"]:
+        lines += [
+            "",
+            "Where one request's time goes (concurrency 1, batching on, a separate server tracing every request; "
+            "medians over the requests of each span's summed duration in its trace):",
+            "",
+            "| api | span (service: name) | p50 ms | in requests |",
+            "|---|---|---:|---:|",
+        ]
     for api, b in report["breakdown"].items():
         lines.append(f"| {api} | client: whole request | {fmt(b['client_p50_ms'], 1)} | {b['requests']} |")
         lines += [
             f"| {api} | {name} | {ms:.1f} | {b['spans_seen_in'][name]} |" for name, ms in b["spans_p50_ms"].items()
         ]
-    lines += [
-        "",
-        "The same jobs in-process, one by one vs as one runner batch (each runner's own loop), "
-        "the most batching can give on this machine:",
-        "",
-        "| jobs | groups | repeats | sum of singles s (median) | one batch s (median) | speedup: median (min-max) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
+    if report["direct"]["batch_scaling"]:
+        lines += [
+            "",
+            "The same jobs in-process, one by one vs as one runner batch (each runner's own loop), "
+            "the most batching can give on this machine:",
+            "",
+            "| jobs | groups | repeats | sum of singles s (median) | one batch s (median) "
+            "| speedup: median (min-max) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
     for name, b in report["direct"]["batch_scaling"].items():
         lines.append(
             f"| {name} | {b['groups']} | {b['repeats']} | {b['sum_of_singles_s']:.2f} | {b['one_batch_s']:.2f} "
@@ -721,20 +744,32 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for serving.json and serving.md")
-    parser.add_argument("--quick", action="store_true", help="concurrency 1 and 8, fewer and lighter requests")
-    parser.add_argument("--smoke", action="store_true", help="concurrency 1 and 2, the lightest requests (CI)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the report (.json and .md)")
+    parser.add_argument("--name", default="serving", help="the report's file name")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="concurrency 1 and 8, fewer and lighter requests")
+    size.add_argument("--smoke", action="store_true", help="concurrency 1 and 2, the lightest requests (CI)")
+    size.add_argument("--gpu", action="store_true", help="concurrency 1 and 8, 25 steps, 32 tokens, few requests")
+    parser.add_argument("--one-server", action="store_true", help="batching on only: HTTP against in-process")
     args = parser.parse_args(argv)
-    plan = make_plan("smoke" if args.smoke else "quick" if args.quick else "full")
-    for size in ("smoke", "quick", "full"):  # every size's mix, whichever runs: one that rots fails at once
-        validate_plan(make_plan(size))
+    plan = make_plan("smoke" if args.smoke else "quick" if args.quick else "gpu" if args.gpu else "full")
+    if args.one_server:
+        plan = plan.one_server()
+    for name in ("smoke", "quick", "gpu", "full"):  # every size's mix, whichever runs: one that rots fails at once
+        validate_plan(make_plan(name))
     requests = {str(c): plan.requests_at(c) for c in plan.concurrency}
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     report: dict[str, Any] = header(None if argv is None else ["bench/serving.py", *argv])
-    report |= {"size": plan.size, "mix": plan.mix.describe(), "requests_per_level": requests}
+    report |= {
+        "profile": PROFILE,
+        "size": plan.size,
+        "one_server": args.one_server,
+        "mix": plan.mix.describe(),
+        "requests_per_level": requests,
+    }
     clip = audio_file("wav", CRITIQUE_CLIP_SECONDS)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         workdir = Path(tmp)
@@ -743,9 +778,9 @@ def main(argv: list[str] | None = None) -> int:
         direct = measure_direct(plan, clip, plan.requests_at(1))
         rows: list[dict] = []
         open_rates: dict[str, list[float]] = {}
-        for batching in (True, False):
+        for batching in plan.batching_modes:
             rows += run_server(batching, plan, clip, workdir, log, open_rates)
-        report["breakdown"] = breakdown(plan, clip, workdir, log)
+        report["breakdown"] = breakdown(plan, clip, workdir, log) if plan.traced else {}
     report["open_loop_rates_rps"] = open_rates
     report["levels"] = rows
     report["direct"] = direct
@@ -766,8 +801,8 @@ def main(argv: list[str] | None = None) -> int:
             for api, o in report["overhead"].items()
         },
     }
-    write_report(args.out, "serving", report, markdown(report))
-    log(f"wrote {args.out / 'serving.json'} and {args.out / 'serving.md'}")
+    write_report(args.out, args.name, report, markdown(report))
+    log(f"wrote {args.out / (args.name + '.json')} and {args.out / (args.name + '.md')}")
     print(markdown(report))
     return 0
 

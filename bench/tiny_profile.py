@@ -1,5 +1,9 @@
 """The tiny profile for the benchmarks that run it, set before any project import (settings are read once, at
-import), and the repository on sys.path. Each such benchmark imports it first."""
+import), and the repository on sys.path. Each such benchmark imports it first.
+
+A benchmark never loads the published weights: the profile is tiny unless the caller chose `random` (random-weight
+folders written beforehand, e.g. full-size ones by bench/gpu.sh), which is kept, with its folder setting.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-os.environ["AUDIO_STUDIO_PROFILE"] = "tiny"
+if os.environ.get("AUDIO_STUDIO_PROFILE") != "random":
+    os.environ["AUDIO_STUDIO_PROFILE"] = "tiny"
+PROFILE = os.environ["AUDIO_STUDIO_PROFILE"]
 os.environ.setdefault("AUDIO_STUDIO_TINY_MODEL_DIR", str(ROOT / ".cache" / "tiny-models"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if str(ROOT) not in sys.path:
