@@ -2,7 +2,8 @@
 tiny profile, so a benchmark that no longer runs fails the build as a failing test would (CI runs this after
 the test suite).
 
-Each runnable script in bench/ must have a row in SMOKE; one without a row fails the run, so a new benchmark
+Each runnable script in bench/ (a Python script with a `__main__` block, or a shell script) must have a row in
+SMOKE, or in COVERED when another script's smoke form runs its own; one without fails the run, so a new benchmark
 cannot be added without its smoke form. A script passes when it exits 0 and writes at least one report (.json
 that parses) into the folder it is given.
 
@@ -24,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-TIMEOUT_S = 600  # per script: a smoke form runs in about a minute; a hang fails instead of stalling CI
+TIMEOUT_S = 600  # per script: a smoke form runs in about a minute (gpu.sh's, six parts, in a few); a hang fails
 
 # script -> its smoke arguments (besides --out). The full runs and their figures: bench/README.md.
 SMOKE: dict[str, list[str]] = {
@@ -40,6 +41,8 @@ SMOKE: dict[str, list[str]] = {
     "edge_load.py": ["--requests", "40", "--concurrency", "8", "--warmup", "2", "--memory-tolerance", "0.25"],
     "formats.py": ["--seconds", "1", "--repeats", "1"],
     "fullsize.py": ["--smoke", "--device", "cpu"],
+    "gpu.sh": ["--dry-run"],  # every part of the GPU run on tiny models, so the script cannot rot without a GPU
+    "gpu_wheels.py": ["--dry-run"],
     "host_work.py": ["--smoke"],
     "job_overhead.py": ["--pairs", "3"],
     "long_form.py": ["--smoke"],
@@ -52,21 +55,26 @@ SMOKE: dict[str, list[str]] = {
     "studio.py": ["--quick"],
 }
 
+# script -> the script whose smoke form runs its smoke form (not run twice: each costs minutes on 2 cores)
+COVERED = {"preset_memory.py": "gpu.sh"}  # gpu.sh --dry-run's presets part: preset_memory.py --smoke
+
 
 def runnable_scripts() -> list[str]:
-    """The scripts of bench/ that run on their own (a `__main__` block), this one aside."""
-    return sorted(
+    """The scripts of bench/ that run on their own (a `__main__` block, or a shell script), this one aside."""
+    python = (
         path.name
         for path in BENCH.glob("*.py")
         if path.name != "smoke.py" and 'if __name__ == "__main__":' in path.read_text()
     )
+    return sorted([*python, *(path.name for path in BENCH.glob("*.sh"))])
 
 
 def run_one(script: str, out: Path) -> tuple[bool, float, str]:
     """Run one smoke form in a session of its own; (passed, seconds, why not). On a timeout the whole session
     is killed: a benchmark's servers would outlive it otherwise."""
     started = time.monotonic()
-    command = [sys.executable, str(BENCH / script), *SMOKE[script], "--out", str(out)]
+    interpreter = "bash" if script.endswith(".sh") else sys.executable
+    command = [interpreter, str(BENCH / script), *SMOKE[script], "--out", str(out)]
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -92,14 +100,15 @@ def run_one(script: str, out: Path) -> tuple[bool, float, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scripts", nargs="*", help="script names without .py (default: all)")
+    parser.add_argument("scripts", nargs="*", help="script names without .py, shell scripts with .sh (default: all)")
     args = parser.parse_args(argv)
     scripts = runnable_scripts()
-    missing = [script for script in scripts if script not in SMOKE]
+    missing = [script for script in scripts if script not in SMOKE and script not in COVERED]
     if missing:
         print(f"bench scripts without a smoke form in bench/smoke.py: {', '.join(missing)}", file=sys.stderr)
         return 1
-    chosen = [f"{name}.py" for name in args.scripts] or scripts
+    named = [name if name.endswith(".sh") else f"{name}.py" for name in args.scripts]
+    chosen = list(dict.fromkeys(COVERED.get(script, script) for script in named or scripts))
     failures = 0
     with tempfile.TemporaryDirectory(prefix="bench-smoke-") as tmp:
         for script in chosen:
