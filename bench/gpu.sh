@@ -12,7 +12,7 @@
 #   presets                          peak GPU memory of each deploy/presets/*.env, one batch per runner
 #                                    (bench/preset_memory.py)
 # serving and presets first write the `random` profile's folders (bench/fullsize.py --write-random) unless there.
-# Reports: bench/results/gpu-*.json and .md (or --out DIR); with $OUT set (the device machine) also
+# Reports: bench/results/gpu-*.json and .md (a dry run: bench/out/gpu-dry-run/; or --out DIR); with $OUT set also
 # $OUT/gpu-results.tar (every report so far, rewritten after each part) and the whole log, $OUT/gpu.log.
 #
 #   bash bench/gpu.sh                                # on the GPU machine (device call: carry .whl)
@@ -25,7 +25,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY_RUN=false
-RESULTS=bench/results
+RESULTS=
 while [ $# -gt 0 ]; do
     case $1 in
         --dry-run) DRY_RUN=true ;;
@@ -34,6 +34,8 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+# A dry run's reports have the real run's names: by default they go where nothing is committed.
+RESULTS=${RESULTS:-$($DRY_RUN && echo bench/out/gpu-dry-run || echo bench/results)}
 PYTHON=${GPU_PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 PARTS=${GPU_PARTS:-audioldm2-base audioldm2-large music-flamingo serving presets}
 COMPILE=${COMPILE:-none}
