@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import gc
 import resource
 import shutil
@@ -40,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -97,6 +98,7 @@ from runners.audioldm2_in_process import InProcessScheduler  # noqa: E402
 from runners.batching import GroupRun, run_in_groups  # noqa: E402
 from runners.model_thread import ModelThread  # noqa: E402
 from schemas import GenerationJob, Scheduler  # noqa: E402
+from settings import UNetCompile  # noqa: E402
 from tests.audio_files import stereo_tone  # noqa: E402
 
 # ---- published architectures -------------------------------------------------------------
@@ -337,8 +339,7 @@ def free(device: torch.device) -> None:
 SOUND_PROMPTS = [line for line in CORPUS if not line.startswith(("Describe", "Give", "Compare", "What", "Low"))]
 
 
-# How the UNet runs: the values of the AudioLDM2 compile setting (issue 26) as they land; `none` is eager.
-COMPILE_MODES = ("none",)
+COMPILE_MODES: tuple[str, ...] = get_args(UNetCompile)  # AUDIO_STUDIO_AUDIOLDM2_COMPILE's values; none: eager
 WARMUP_STEPS = 2  # a warm-up batch runs every shape of the timed one (encode, passes, decode) at a fraction of its cost
 
 
@@ -471,15 +472,16 @@ def bench_audioldm2(
             if not progress.within_budget(name):
                 continue
             pipe = smoke_audioldm2(device, case.dtype, workdir) if smoke else full_audioldm2(size, device, case.dtype)
-            # Where a compiled row comes in: case.compile (only `none` so far) is handed to the engine here, as the
-            # runner hands it AUDIO_STUDIO_AUDIOLDM2_COMPILE once that setting lands.
-            scheduled = InProcessScheduler(AudioLDM2Engine(pipe), thread)
+            # As runners/audioldm2.py builds it: compiled for every pass shape on the model thread before any job.
+            engine = thread.call(functools.partial(AudioLDM2Engine, pipe, compile=case.compile))
+            compile_warm_up_s = thread.call(engine.warm_up)
+            scheduled = InProcessScheduler(engine, thread)
             for duration in case.durations:
                 for batch in case.batches:
                     if not progress.within_budget(f"{name} batch {batch} {duration:g} s"):
                         continue
                     row = run_audioldm2(scheduled, case, batch, duration, device)
-                    row |= {"model": "tiny" if smoke else size}
+                    row |= {"model": "tiny" if smoke else size, "compile_warm_up_s": compile_warm_up_s}
                     progress.add(
                         row,
                         f"AudioLDM2 {row['model']} {row['dtype']} {row['scheduler']} {row['steps']} "
@@ -487,7 +489,7 @@ def bench_audioldm2(
                         f"{row['denoise_step_ms']:.1f} ms per step, peak {fmt(row['peak_gib'])} GiB",
                     )
             scheduled.close()  # the thread lets go of the engine: its memory is freed before the next case
-            del scheduled, pipe
+            del scheduled, engine, pipe
             free(device)
 
 
@@ -737,8 +739,9 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         for r in report["audioldm2"]:
             phases = r["phases_s"]
+            compiled = f"{r['compile']} (warm-up {r['compile_warm_up_s']:.0f} s)" if r["compile_warm_up_s"] else "none"
             lines.append(
-                f"| {r['model']} | {r['dtype']} | {r['scheduler']} | {r['steps']} | {r['compile']} | {r['batch']} "
+                f"| {r['model']} | {r['dtype']} | {r['scheduler']} | {r['steps']} | {compiled} | {r['batch']} "
                 f"| {r['duration_s']:g} | {r['s_per_clip']:.3f} | {r['clips_per_s']:.2f} "
                 f"| {fmt(phases.get('encode'), 3)} | {fmt(phases.get('denoise'), 3)} | {r['denoise_step_ms']:.1f} "
                 f"| {fmt(phases.get('decode'), 3)} | {fmt(phases.get('rank'), 3)} | {r['warmup_s']:.1f} "
@@ -794,8 +797,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compile",
         type=lambda text: tuple(text.split(",")),
-        default=COMPILE_MODES[:1],
-        help=f"AudioLDM2 UNet compile modes to time in the serving configuration, comma-separated: {COMPILE_MODES}",
+        default=("none",),
+        help="AudioLDM2 UNet compile modes to time in the serving configuration, comma-separated: "
+        f"{', '.join(COMPILE_MODES)} (each warmed up first, as the runner does at start-up)",
     )
     parser.add_argument(
         "--serving-only", action="store_true", help="AudioLDM2: the serving configuration only (half, DPM++ 25)"
