@@ -4,11 +4,14 @@
 # failure or overrun keeps the others' figures (a part that runs out of budget lists the rows it skipped):
 #   audioldm2-base, audioldm2-large  fp16, DPM++ 25, batch 1/4/8, 10 s and 60 s clips, through the runner's step
 #                                    scheduler, with the time of each phase (bench/fullsize.py --serving-only;
-#                                    COMPILE=none,... passes UNet compile modes on as --compile)
+#                                    COMPILE=none,reduce-overhead,... times AUDIO_STUDIO_AUDIOLDM2_COMPILE's modes
+#                                    too, each after its start-up warm-up: minutes, more than these limits hold)
 #   music-flamingo                   dynamic against compiled decoding at batch 1 and 8, prefill of a 30 s clip
 #   serving                          one `bentoml serve` of AudioLDM2 base and Music Flamingo at full size, random
 #                                    weights (profile `random`), at concurrency 1 and 8: HTTP against the same jobs
-#                                    in-process on the same GPU (bench/serving.py --gpu --one-server)
+#                                    in-process on the same GPU (bench/serving.py --gpu --one-server); Music
+#                                    Flamingo decodes `dynamic` here and in presets: the CUDA default, compiled,
+#                                    warms up for minutes at each start (music-flamingo times it)
 #   presets                          peak GPU memory of each deploy/presets/*.env, one batch per runner
 #                                    (bench/preset_memory.py)
 # serving and presets first write the `random` profile's folders (bench/fullsize.py --write-random) unless there.
@@ -104,7 +107,7 @@ served_part() {  # name, hard limit, then the script and its arguments: on the `
             --out "$RESULTS" --name gpu-random-weights || return 1
     fi
     run "$name" "$limit" env AUDIO_STUDIO_PROFILE=random AUDIO_STUDIO_RANDOM_MODEL_DIR="$RANDOM_DIR" \
-        "$PYTHON" "$@" --out "$RESULTS" --name "gpu-$name"
+        AUDIO_STUDIO_MUSIC_FLAMINGO_DECODING=dynamic "$PYTHON" "$@" --out "$RESULTS" --name "gpu-$name"
 }
 
 AUDIOLDM2=(--only audioldm2 --serving-only --compile "$COMPILE" --long-clip-s 60)
