@@ -139,7 +139,7 @@ def test_every_post_route_declares_its_errors_and_media_types(document: dict[str
             for media in ok["content"].values():
                 assert media["schema"] == {"type": "string", "format": "binary"}
             assert set(ok["headers"]) >= FILE_HEADERS, path
-            assert ok["headers"]["X-Profile"]["schema"]["enum"] == ["full", "tiny"]
+            assert ok["headers"]["X-Profile"]["schema"]["enum"] == ["full", "tiny", "random"]
             assert ok["headers"]["X-Clap-Score"]["required"] is False
             assert ok["headers"]["X-Critic-Score"]["required"] is False
         elif path == "/critique":  # JSON, or streamed as Server-Sent Events
