@@ -79,15 +79,12 @@ def graphs() -> int:
 
 def forward_ms(engine: AudioLDM2Engine, rows: int, repeats: int) -> float:
     """Median time of one UNet forward of `rows` rows at the window length (after one untimed call)."""
-    cond = engine.stack([engine.encode("", "", guidance=False)], [1])
-    channels, bins = engine.pipe.unet.config.in_channels, engine.mel_bins // engine.pipe.vae_scale_factor
-    sample = torch.randn(rows, channels, engine.window_frames, bins, device=engine.device, dtype=engine.dtype)
-    timesteps = torch.tensor([500] * rows).to(engine.device)
+    inputs = engine.blank_pass(engine.stack([engine.encode("", "", guidance=False)], [1]), rows, engine.window_frames)
     times = []
     with torch.no_grad():
         for _ in range(repeats + 1):
             started = time.perf_counter()
-            engine.unet(sample, timesteps, cond.prompt_embeds, cond.attention_mask, cond.generated_embeds)
+            engine.unet(*inputs)
             if engine.device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - started)

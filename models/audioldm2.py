@@ -497,15 +497,21 @@ class AudioLDM2Engine:
         """Compile the UNet for every row bucket and both kinds of length; the seconds it took (0 when eager)."""
         if self.compiled is None:
             return 0.0
-        cond = self.stack([self.encode("", "", guidance=False)], [1])  # T5 tokens padded as every pass's are
+        cond = self.stack([self.encode("", "", guidance=False)], [1])
+        return self.compiled.warm_up(
+            lambda rows, frames: self.unet(*self.blank_pass(cond, rows, frames)), self.row_buckets, self.window_frames
+        )
+
+    def blank_pass(
+        self, cond: Conditioning, rows: int, frames: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`unet`'s arguments for `rows` rows of zero latents `frames` long under one stacked conditioning (T5
+        tokens padded as every pass's are), with the types a pass has: what warms a compiled UNet up, and what a
+        benchmark times it on."""
         channels, bins = self.pipe.unet.config.in_channels, self.mel_bins // self.pipe.vae_scale_factor
-
-        def run(rows: int, frames: int) -> None:
-            sample = torch.zeros(rows, channels, frames, bins, device=self.device, dtype=self.dtype)
-            timesteps = torch.tensor([1] * rows).to(self.device)  # int64, as a pass's host timesteps are
-            self.unet(sample, timesteps, cond.prompt_embeds, cond.attention_mask, cond.generated_embeds)
-
-        return self.compiled.warm_up(run, self.row_buckets, self.window_frames)
+        sample = torch.zeros(rows, channels, frames, bins, device=self.device, dtype=self.dtype)
+        timesteps = torch.tensor([1] * rows).to(self.device)  # int64, as a pass's host timesteps are
+        return sample, timesteps, cond.prompt_embeds, cond.attention_mask, cond.generated_embeds
 
     # ---- decode -----------------------------------------------------------------
 
