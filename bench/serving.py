@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -128,12 +128,15 @@ class Plan:
     # with batching on (measured first, then the same rates with batching off).
     open_fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25)
     ceiling_repeats: int = 5  # in-process batch vs one by one, repeated: the median and the spread (0: none)
+    # Each level is run this many times, on and off in turn on two servers up together, so drift on a shared
+    # machine hits both alike; a level's throughput is the median, on/off the median of the paired ratios.
+    level_repeats: int = 1
     batching_modes: tuple[bool, ...] = (True, False)  # one server each
     traced: bool = True  # a third server traces every request: where one request's time goes
 
     def requests_at(self, concurrency: int) -> int:
         """A fixed number of requests per level, so a level's length is bounded and comparable on/off."""
-        per_client, least = {"smoke": (2, 2), "quick": (2, 8), "full": (4, 16), "gpu": (1, 4)}[self.size]
+        per_client, least = {"smoke": (2, 2), "quick": (4, 8), "full": (4, 16), "gpu": (1, 4)}[self.size]
         return max(least, per_client * concurrency)
 
     def one_server(self) -> Plan:
@@ -147,10 +150,10 @@ def make_plan(size: str) -> Plan:
     if size == "smoke":
         return Plan(size, (1, 2), warmup, warmup, 60.0, (1.0,), 1)
     if size == "quick":
-        return Plan(size, (1, 8), Mix(steps=5, max_new_tokens=16), warmup, 120.0, (0.5, 1.0), 3)
+        return Plan(size, (1, 8), Mix(steps=5, max_new_tokens=16), warmup, 120.0, (0.5, 1.0), 3, level_repeats=3)
     if size == "gpu":  # full-size models: the serving configuration's steps, a short critique, few requests
         return Plan(size, (1, 8), Mix(steps=25, max_new_tokens=32), warmup, 120.0)
-    return Plan(size, (1, 4, 8, 16), Mix(steps=25, max_new_tokens=64), warmup, 600.0)
+    return Plan(size, (1, 4, 8, 16), Mix(steps=25, max_new_tokens=64), warmup, 600.0, level_repeats=2)
 
 
 def validate_plan(plan: Plan) -> None:
@@ -407,46 +410,104 @@ def warm_up(client: Client, warmup_mix: Mix) -> float:
     return read_histogram(client.url, RUNNER_METHOD[client.api]).count
 
 
-def run_server(
-    batching: bool,
-    plan: Plan,
-    clip: bytes,
-    workdir: Path,
-    log: Callable[[str], None],
-    open_rates: dict[str, list[float]],
-) -> list[dict]:
-    """One fresh `bentoml serve`: per API, warm up, the closed-loop levels, then the open-loop rates. With
-    batching on, the rates are first set from this server's closed-loop throughput at the highest concurrency
-    (`open_rates`, filled in place), so the server with batching off sees the same arrivals."""
-    rows = []
-    with serve(batching, workdir) as url:
+def run_servers(
+    plan: Plan, clip: bytes, workdir: Path, direct: Direct, log: Callable[[str], None]
+) -> tuple[list[dict], dict]:
+    """One `bentoml serve` per batching mode, up together. Per API: warm each up, then the closed-loop levels,
+    then the open-loop rates, every level repeated with the modes in turn (and at concurrency 1, the same jobs
+    in-process after each repeat). The open rates are fractions of the first mode's (batching on) median
+    throughput at the highest concurrency, so every mode sees the same arrivals. Returns the levels' rows and the
+    open rates."""
+    rows: list[dict] = []
+    open_rates: dict[str, list[float]] = {}
+    with ExitStack() as servers:
+        urls = {batching: servers.enter_context(serve(batching, workdir)) for batching in plan.batching_modes}
         for api in ("generate", "critique"):
-            client = Client(url, api, plan.mix, clip)
-            batches = warm_up(client, plan.warmup_mix)
-            if batching and batches < DISPATCHER_TRAINING_CALLS:
-                log(f"WARNING: only {batches:.0f} runner batches after warm-up; the dispatcher may still be training")
-            log(f"batching={batching} {api}: warmed up ({batches:.0f} runner batches so far)")
+            clients = {batching: Client(url, api, plan.mix, clip) for batching, url in urls.items()}
+            for batching, client in clients.items():
+                batches = warm_up(client, plan.warmup_mix)
+                if batching and batches < DISPATCHER_TRAINING_CALLS:
+                    log(f"WARNING: only {batches:.0f} runner batches after warm-up; the dispatcher may be training")
+                log(f"batching={batching} {api}: warmed up ({batches:.0f} runner batches so far)")
             for load in (Load("closed", c) for c in plan.concurrency):
-                rows.append(measure_load(client, load, plan, api, batching, log))
-            if api not in open_rates and rows[-1]["throughput_rps"]:  # the highest concurrency's throughput
-                open_rates[api] = [round(f * rows[-1]["throughput_rps"], 3) for f in plan.open_fractions]
-            for rate in open_rates.get(api, []):
-                rows.append(measure_load(client, Load("open", rate), plan, api, batching, log))
-    return rows
+                rows += measure_load(clients, load, plan, api, log, direct if load.value == 1 else None)
+            first = rows[-len(clients)]["throughput_rps"]  # the first mode's, at the highest concurrency
+            open_rates[api] = [round(f * first, 3) for f in plan.open_fractions] if first else []
+            for rate in open_rates[api]:
+                rows += measure_load(clients, Load("open", rate), plan, api, log)
+    return rows, open_rates
 
 
 def measure_load(
-    client: Client, load: Load, plan: Plan, api: str, batching: bool, log: Callable[[str], None]
-) -> dict[str, Any]:
+    clients: dict[bool, Client],
+    load: Load,
+    plan: Plan,
+    api: str,
+    log: Callable[[str], None],
+    direct: Direct | None = None,
+) -> list[dict]:
+    """One level on every server, `plan.level_repeats` times with the servers in turn (then the same jobs
+    in-process, given `direct`); one merged row per server."""
     requests = plan.requests_at(max(plan.concurrency) if load.loop == "open" else int(load.value))
-    row = measure_level(client, load, requests, plan.level_deadline_s) | {"api": api, "batching": batching}
-    log(
-        f"batching={batching} {api} {load.loop} {fmt(load.value)}: {row['ok']}/{row['requests']} ok, "
-        f"{fmt(row['throughput_rps'])} req/s, p50 {fmt(row['latency_ms']['p50'], 0)} ms, "
-        f"mean batch {fmt(row['batches']['metrics_mean_size'])}, "
-        f"others' CPU {row['foreign_cpu']['cores']:.2f} cores"
-    )
-    return row
+    repeats: dict[bool, list[dict]] = {batching: [] for batching in clients}
+    in_process: list[list[float]] = []
+    for _ in range(plan.level_repeats):
+        for batching, client in clients.items():
+            repeats[batching].append(measure_level(client, load, requests, plan.level_deadline_s))
+        if direct is not None:
+            in_process.append(direct.singles(api, requests))
+    rows = [
+        merge_repeats(runs) | {"api": api, "batching": batching, "in_process_repeats_s": in_process}
+        for batching, runs in repeats.items()
+    ]
+    for row in rows:
+        log(
+            f"batching={row['batching']} {api} {load.loop} {fmt(load.value)}: {row['ok']}/{row['requests']} ok, "
+            f"{fmt(row['throughput_rps'])} req/s (repeats {[fmt(t) for t in row['throughput_repeats_rps']]}), "
+            f"p50 {fmt(row['latency_ms']['p50'], 0)} ms, mean batch {fmt(row['batches']['metrics_mean_size'])}, "
+            f"others' CPU {row['foreign_cpu']['cores']:.2f} cores"
+        )
+    return rows
+
+
+def merge_repeats(runs: list[dict]) -> dict[str, Any]:
+    """The repeats of one level on one server as one row: the median throughput (each repeat's kept for the
+    paired on/off ratios), latencies and batches over every request of every repeat."""
+    merged = dict(runs[0])
+    latencies = [s for run in runs for s in run["latencies_s"]]
+    batches = [run["batches"] for run in runs]
+    count = sum(b["metrics_batches"] for b in batches)
+    total = sum(b["metrics_batches"] * (b["metrics_mean_size"] or 0) for b in batches)
+    merged |= {
+        "requests": sum(run["requests"] for run in runs),
+        "ok": sum(run["ok"] for run in runs),
+        "errors": [e for run in runs for e in run["errors"]][:5],
+        "error_statuses": dict(sum((Counter(run["error_statuses"]) for run in runs), Counter())),
+        "cut_by_deadline": any(run["cut_by_deadline"] for run in runs),
+        "wall_s": sum(run["wall_s"] for run in runs),
+        "foreign_cpu": max((run["foreign_cpu"] for run in runs), key=lambda f: f["cores"]),
+        "throughput_repeats_rps": [run["throughput_rps"] for run in runs],
+        "throughput_rps": median_or_none([run["throughput_rps"] for run in runs]),
+        "latency_ms": {k: None if v is None else 1000 * v for k, v in percentiles(latencies).items()},
+        "latencies_s": latencies,
+        "latencies_by_repeat_s": [run["latencies_s"] for run in runs],
+        "runner_inference_s": [s for run in runs for s in run["runner_inference_s"]],
+        "tokens_generated": None if runs[0]["tokens_generated"] is None else sum(r["tokens_generated"] for r in runs),
+        "batches": {
+            "metrics_batches": count,
+            "metrics_mean_size": total / count if count > 0 else None,
+            "metrics_max_bucket": max((b["metrics_max_bucket"] or 0 for b in batches), default=None) or None,
+            "request_weighted_mean_size": median_or_none([b["request_weighted_mean_size"] for b in batches]),
+            "max_size_seen": max((b["max_size_seen"] or 0 for b in batches), default=None) or None,
+            "mean_group_size": median_or_none([b["mean_group_size"] for b in batches]),
+        },
+    }
+    return merged
+
+
+def median_or_none(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 # ---- where the time of one request goes ----------------------------------------------------
@@ -495,16 +556,53 @@ def span_durations_ms(spans: list[Any]) -> dict[str, float]:
 # ---- the same jobs in-process ----------------------------------------------------------
 
 
-def measure_direct(plan: Plan, clip: bytes, requests: int) -> dict[str, Any]:
-    """Concurrency-1 jobs of the mix through the runners' model code, no HTTP: each family alone in a spawned
-    process, on its model thread (bench/in_process.py). Same jobs and seeds as the HTTP level at concurrency 1."""
-    cpu = CpuShare()
-    with alone() as child:
-        result = {"generate": child.submit(direct_generate, plan, requests).result()}
-    with alone() as child:
-        result["critique"] = child.submit(direct_critique, plan, clip, requests).result()
-    scaling = {**result["generate"].pop("batch_scaling"), **result["critique"].pop("batch_scaling")}
-    return {**result, "batch_scaling": scaling, "foreign_cpu": cpu.foreign()}
+class Direct:
+    """The in-process baselines: each family alone in a spawned process on its model thread (bench/in_process.py),
+    kept loaded while the servers run, so the concurrency-1 jobs can run again between the HTTP runs of the same
+    level: an overhead compares runs minutes apart otherwise, and single medians drift by 10-15 ms in that time."""
+
+    def __init__(self, plan: Plan, clip: bytes) -> None:
+        self.plan, self.clip = plan, clip
+        self.children = {api: alone() for api in ("generate", "critique")}
+
+    def measure(self, requests: int) -> dict[str, Any]:
+        """The mix's concurrency-1 jobs one at a time, and the ceilings (same jobs and seeds as over HTTP)."""
+        cpu = CpuShare()
+        result = {"generate": self.children["generate"].submit(direct_generate, self.plan, requests).result()}
+        result["critique"] = self.children["critique"].submit(direct_critique, self.plan, self.clip, requests).result()
+        scaling = {**result["generate"].pop("batch_scaling"), **result["critique"].pop("batch_scaling")}
+        return {**result, "batch_scaling": scaling, "foreign_cpu": cpu.foreign()}
+
+    def singles(self, api: str, requests: int) -> list[float]:
+        """The same concurrency-1 jobs again, one at a time."""
+        return self.children[api].submit(direct_singles, api, requests).result()
+
+    def close(self) -> None:
+        for child in self.children.values():
+            child.submit(close_direct).result()
+            child.shutdown()
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """In a direct child: its family's batch runner, the level's jobs, and what stops its model thread."""
+
+    run: Callable[[list[Any]], Any]
+    jobs: list[Any]
+    close: Callable[[], None] = lambda: None
+
+
+LOADED: dict[str, Loaded] = {}
+
+
+def direct_singles(api: str, requests: int) -> list[float]:
+    loaded = LOADED[api]
+    return [timed(lambda job=job: loaded.run([job]))[0] for job in loaded.jobs[:requests]]
+
+
+def close_direct() -> None:
+    for loaded in LOADED.values():
+        loaded.close()
 
 
 def generation_job(body: dict[str, Any]) -> GenerationJob:
@@ -523,7 +621,8 @@ def direct_generate(plan: Plan, requests: int) -> dict[str, Any]:
     jobs = [generation_job(plan.mix.generate_body(i)) for i in range(max(requests, BATCH))]
     for job in jobs[:2]:  # warm-up, not recorded
         timed(lambda job=job: audioldm2.generate([job]))
-    singles = [timed(lambda job=job: audioldm2.generate([job]))[0] for job in jobs[:requests]]
+    LOADED["generate"] = Loaded(audioldm2.generate, jobs, audioldm2.close)
+    singles = direct_singles("generate", requests)
     five_seconds = [job.model_copy(update={"duration": 5.0}) for job in jobs[:BATCH]]
     repeats = plan.ceiling_repeats
     scaling = (
@@ -534,7 +633,6 @@ def direct_generate(plan: Plan, requests: int) -> dict[str, Any]:
         if repeats
         else {}
     )
-    audioldm2.close()
     import torch
 
     return {"in_process_s": singles, "batch_scaling": scaling, "torch_threads": torch.get_num_threads()}
@@ -551,7 +649,8 @@ def direct_critique(plan: Plan, clip: bytes, requests: int) -> dict[str, Any]:
 
     for i in range(2):  # warm-up, not recorded
         timed(lambda i=i: flamingo.run([job(i)]))
-    singles = [timed(lambda i=i: flamingo.run([job(i)]))[0] for i in range(requests)]
+    LOADED["critique"] = Loaded(flamingo.run, [job(i) for i in range(requests)])
+    singles = direct_singles("critique", requests)
 
     def front_work(i: int) -> float:
         """What the HTTP path does per critique besides the model: decode the upload, the runner's checks."""
@@ -577,16 +676,27 @@ def direct_critique(plan: Plan, clip: bytes, requests: int) -> dict[str, Any]:
     return {"in_process_s": singles, "front_and_checks_s": front, "batch_scaling": scaling}
 
 
+def by_index(repeats: list[list[float]]) -> list[float]:
+    """Each request's median latency over the repeats (each sent the same requests 0, 1, ... in order); the first
+    repeat's alone when one lost requests and the indices no longer line up."""
+    if len({len(run) for run in repeats}) != 1:
+        return repeats[0]
+    return [statistics.median(run[i] for run in repeats) for i in range(len(repeats[0]))]
+
+
 def overhead(rows: list[dict], direct: dict[str, Any], api: str) -> dict[str, Any]:
-    """HTTP at concurrency 1 (batching on, the default) against the same jobs in-process."""
+    """HTTP at concurrency 1 (batching on, the default) against the same jobs in-process, run between its repeats
+    (the in-process run before the servers stays in the report as `direct`, for comparison only)."""
     [http] = [r for r in rows if r["api"] == api and r["batching"] and r["concurrency"] == 1]
     http_s, runner_s = http["latencies_s"], http["runner_inference_s"]
-    main_s = direct[api]["in_process_s"]
-    n = min(len(http_s), len(main_s))
+    in_process = http["in_process_repeats_s"]
+    main_s = [s for run in in_process for s in run]
+    http_by_index, main_by_index = by_index(http["latencies_by_repeat_s"]), by_index(in_process)
+    n = min(len(http_by_index), len(main_by_index))
     p50 = {name: 1000 * percentiles(values)["p50"] for name, values in (("http", http_s), ("direct", main_s))}
     over_ms = p50["http"] - p50["direct"]
     budget_ms = max(15.0, 0.03 * p50["direct"])
-    paired = sorted(1000 * (h - d) for h, d in zip(http_s[:n], main_s[:n], strict=True))
+    paired = sorted(1000 * (h - d) for h, d in zip(http_by_index[:n], main_by_index[:n], strict=True))
     return {
         "http_p50_ms": p50["http"],
         "direct_p50_ms": p50["direct"],
@@ -615,15 +725,27 @@ def load_label(row: dict[str, Any]) -> str:
 
 
 def summarise(rows: list[dict]) -> dict[str, Any]:
-    """Throughput with batching on over off, per closed-loop concurrency and per open-loop rate."""
-    ratios: dict[str, dict[str, float | None]] = {}
+    """Throughput with batching on over off, per closed-loop concurrency and per open-loop rate: the median of
+    the ratios of repeats run back to back, with their spread."""
+    ratios: dict[str, dict[str, dict[str, float]]] = {}
     for api in ("generate", "critique"):
         ratios[api] = {}
         for row in (r for r in rows if r["api"] == api and r["batching"]):
             key = "concurrency" if row["loop"] == "closed" else "rate_rps"
             off = [r for r in rows if r["api"] == api and not r["batching"] and r[key] == row[key]]
-            if off and row["throughput_rps"] and off[0]["throughput_rps"]:
-                ratios[api][load_label(row)] = row["throughput_rps"] / off[0]["throughput_rps"]
+            if not off:
+                continue
+            paired = [
+                on / off_rps
+                for on, off_rps in zip(row["throughput_repeats_rps"], off[0]["throughput_repeats_rps"], strict=True)
+                if on and off_rps
+            ]
+            if paired:
+                ratios[api][load_label(row)] = {
+                    "median": statistics.median(paired),
+                    "min": min(paired),
+                    "max": max(paired),
+                }
     return ratios
 
 
@@ -635,7 +757,7 @@ def ceiling_shares(ratios: dict[str, Any], direct: dict[str, Any], plan: Plan) -
         if mix not in direct["batch_scaling"]:  # a plan without ceilings (one server)
             continue
         ceiling = direct["batch_scaling"][mix]["speedup"]
-        on_off = ratios[api].get(top)
+        on_off = ratios[api][top]["median"] if top in ratios[api] else None
         shares[api] = {
             "on_off": on_off,
             "ceiling": ceiling,
@@ -649,7 +771,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Serving benchmark ({report['profile']} profile)", "", *header_markdown(report), ""]
     lines += [f"- {api} mix: {text}" for api, text in report["mix"].items()]
     lines += [
-        f"- requests per closed level: {report['requests_per_level']}; closed loop: each client sends its next request "
+        f"- requests per closed level: {report['requests_per_level']}, each level run {report['level_repeats']} "
+        "times with the servers (batching on, off: both up together) in turn; throughput: the median run's; "
+        "latencies and batches: over all runs; closed loop: each client sends its next request "
         "when the previous one answered; open loop: Poisson arrivals at a fixed rate (req/s), "
         f"{report['open_loop_rates_rps']}, fractions of the closed loop's throughput at the highest concurrency "
         "with batching on; latency = client send to full response",
@@ -677,12 +801,16 @@ def markdown(report: dict[str, Any]) -> str:
             f"{r['requests'] - r['ok']} failed; {r['errors'][0][:160]}"
             for r in failed
         ]
-    lines += ["", "Batching on / off throughput:", ""]
+    lines += ["", "Batching on / off throughput (median of the back-to-back pairs of runs, min-max):", ""]
     for api, by_c in report["throughput_ratio_on_off"].items():
-        lines.append(f"- {api}: " + ", ".join(f"{load}: {v:.2f}x" for load, v in by_c.items()))
+        lines.append(
+            f"- {api}: "
+            + ", ".join(f"{load}: {v['median']:.2f}x ({v['min']:.2f}-{v['max']:.2f})" for load, v in by_c.items())
+        )
     lines += [
         "",
-        "HTTP path vs the same jobs in-process (concurrency 1, batching on):",
+        "HTTP path vs the same jobs in-process (concurrency 1, batching on; in-process run again after each HTTP "
+        "run of the level, in its own process holding one model on its model thread):",
         "",
         "| api | HTTP p50 ms | direct p50 ms | overhead ms | overhead % | target ms | met | paired median ms "
         "| runner inference p50 ms | HTTP - runner inference p50 ms |",
@@ -769,17 +897,16 @@ def main(argv: list[str] | None = None) -> int:
         "one_server": args.one_server,
         "mix": plan.mix.describe(),
         "requests_per_level": requests,
+        "level_repeats": plan.level_repeats,
     }
     clip = audio_file("wav", CRITIQUE_CLIP_SECONDS)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         workdir = Path(tmp)
         # In-process first, while no server competes for the CPU cores.
         log("in-process runs of the concurrency-1 jobs")
-        direct = measure_direct(plan, clip, plan.requests_at(1))
-        rows: list[dict] = []
-        open_rates: dict[str, list[float]] = {}
-        for batching in plan.batching_modes:
-            rows += run_server(batching, plan, clip, workdir, log, open_rates)
+        with closing(Direct(plan, clip)) as in_process:
+            direct = in_process.measure(plan.requests_at(1))
+            rows, open_rates = run_servers(plan, clip, workdir, in_process, log)
         report["breakdown"] = breakdown(plan, clip, workdir, log) if plan.traced else {}
     report["open_loop_rates_rps"] = open_rates
     report["levels"] = rows
