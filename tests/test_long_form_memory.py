@@ -1,5 +1,5 @@
 """Long-form AudioLDM2's memory: decoding a longer clip costs its output, not more activations. Serverless but
-slow (a fresh process decoding 3 minutes of latent, ~50 s), so it sits outside the unit tier."""
+slow (a fresh process decoding 2.5 minutes of latent, ~45 s), so it sits outside the unit tier."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def decode_peaks(*seconds: int) -> list[dict[str, float]]:
 
 def test_decoding_memory_does_not_grow_with_the_duration_beyond_the_audio() -> None:
     """How far the RSS rises while decoding, both lengths in one fresh process after a warm-up (bench/long_form.py):
-    from 60 s to 120 s it grows by the audio and mel that come out, not by activations (which stay one
+    from 60 s to 90 s it grows by the audio and mel that come out, not by activations (which stay one
     batch of tiles: both lengths have full batches of `TILES_PER_CALL` tiles from 60 s on)."""
-    short, long = decode_peaks(60, 120)
+    short, long = decode_peaks(60, 90)
     output_growth = (long["audio_mib"] - short["audio_mib"]) * 1.4  # the audio, and the mel (40% of it)
     assert long["peak_growth_mib"] - short["peak_growth_mib"] < output_growth + 16
