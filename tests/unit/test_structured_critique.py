@@ -64,20 +64,20 @@ def valid(text: str) -> StructuredCritique:
 
 
 CASES = [(preset, 2 if preset in NEEDS_REFERENCE else 1) for preset in Preset] + [(None, 0), (None, 1), (None, 2)]
+SAMPLED: dict[str, Any] = {"do_sample": True, "temperature": 1.5, "top_p": 1.0, "seed": 11}
 
 
-@pytest.mark.parametrize(("preset", "clips"), CASES, ids=lambda v: str(getattr(v, "value", v)))
-def test_every_preset_parses_greedy_and_sampled(engine: MusicFlamingoEngine, preset: Preset | None, clips: int) -> None:
-    jobs = [
-        structured_job(engine, preset, clips),
-        structured_job(engine, preset, clips, do_sample=True, temperature=1.5, top_p=1.0, seed=11),
-    ]
-    for output in engine.generate(jobs):
+def test_every_preset_parses_greedy_and_sampled(engine: MusicFlamingoEngine) -> None:
+    """Every case greedy and sampled, all in one batch (rows are batch-invariant: the mixed batch below)."""
+    cases = [(preset, clips, sampling) for preset, clips in CASES for sampling in ({}, SAMPLED)]
+    outputs = engine.generate([structured_job(engine, preset, clips, **sampling) for preset, clips, sampling in cases])
+    for (preset, clips, sampling), output in zip(cases, outputs, strict=True):
+        case = (preset, clips, bool(sampling))
         critique = valid(output.text)
-        assert (critique.reference_differences is not None) == (clips == 2)
+        assert (critique.reference_differences is not None) == (clips == 2), case
         if clips == 0:
-            assert critique.findings == []
-        assert not output.grammar_broken
+            assert critique.findings == [], case
+        assert not output.grammar_broken, case
 
 
 def test_mixed_batch_greedy_rows_match_alone(engine: MusicFlamingoEngine) -> None:
@@ -96,15 +96,16 @@ def test_mixed_batch_greedy_rows_match_alone(engine: MusicFlamingoEngine) -> Non
     assert not batched[1].text.startswith("{")  # the free-text row was left alone
 
 
-@pytest.mark.parametrize("over_reserve", [1, 2, 7])
-def test_the_smallest_budgets_close_the_object(engine: MusicFlamingoEngine, over_reserve: int) -> None:
+def test_the_smallest_budgets_close_the_object(engine: MusicFlamingoEngine) -> None:
+    """Budgets 1, 2 and 7 tokens over the reserve, four seeds each, in one batch."""
     jobs = [
-        structured_job(engine, Preset.COMPARE, 2, over_reserve, do_sample=True, temperature=2.0, top_p=1.0, seed=s)
+        structured_job(engine, Preset.COMPARE, 2, over, do_sample=True, temperature=2.0, top_p=1.0, seed=s)
+        for over in (1, 2, 7)
         for s in range(4)
     ]
-    for output in engine.generate(jobs):
+    for job, output in zip(jobs, engine.generate(jobs), strict=True):
         valid(output.text)
-        assert output.closed_early and output.tokens_generated <= jobs[0].max_new_tokens
+        assert output.closed_early and output.tokens_generated <= job.max_new_tokens
 
 
 def test_a_budget_under_the_reserve_is_refused_naming_the_field(engine: MusicFlamingoEngine) -> None:
