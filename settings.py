@@ -155,7 +155,11 @@ class Settings(Checked):
         high=3600,
     )
     model_threads: int = knob(
-        0, "CPU threads of each runner's model thread (0: torch's default, one per core).", low=0, high=1024
+        0,
+        "CPU threads of each runner's model thread (0: torch's default, one per core). AudioLDM2's batch invariance"
+        " on a CPU holds bit for bit at 2 and 4, not at 1, 3 or 8 (docs/architecture.md).",
+        low=0,
+        high=1024,
     )
     compile_cache_dir: Path = knob(
         lambda: _cache_home() / "audio-studio" / "compile",
