@@ -1,6 +1,7 @@
 """An edit of a long clip, in-process on the tiny AudioLDM2 as the runner serves it: only the windows near the range
 are denoised, and the rest of the clip is its round trip bit for bit. Serverless but slow (a 90 s clip encoded
-and decoded twice, ~35 s), so it sits outside the unit tier (tests/unit/test_edit_engine.py has the rest)."""
+and decoded twice, 76 s alone on 2 cores), so it sits outside the unit tier (tests/unit/test_edit_engine.py has
+the rest)."""
 
 from __future__ import annotations
 

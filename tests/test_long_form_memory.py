@@ -1,5 +1,5 @@
 """Long-form AudioLDM2's memory: decoding a longer clip costs its output, not more activations. Serverless but
-slow (a fresh process decoding 2.5 minutes of latent, ~45 s), so it sits outside the unit tier."""
+slow (a fresh process decoding 2.5 minutes of latent, 69 s alone on 2 cores), so it sits outside the unit tier."""
 
 from __future__ import annotations
 
