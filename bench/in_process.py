@@ -16,10 +16,13 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import psutil
 
 if TYPE_CHECKING:
     from models.music_flamingo import CritiqueJob as EngineJob
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from runners.audioldm2_in_process import InProcessScheduler
     from runners.batching import GroupRun
     from runners.model_thread import ModelThread
+    from schemas import JobError
 
 
 def alone(environ: dict[str, str] | None = None) -> ProcessPoolExecutor:
@@ -71,6 +75,12 @@ class Flamingo:
 
         return self.thread.call(lambda: run_in_groups(list(jobs), self.engine.group_key, self.engine.generate))
 
+    def refusal(self, job: EngineJob) -> JobError | None:
+        """The runner's per-job checks, on the model thread as the runner runs them."""
+        from runners.music_flamingo import refusal
+
+        return self.thread.call(lambda: refusal(self.engine, job))
+
     def decoded(self, upload: bytes) -> bytes:
         """An uploaded file as the front hands it on: decoded, down-mixed and resampled, as float32 bytes."""
         from audio_io import decode_upload
@@ -99,6 +109,18 @@ def critique_job(fields: dict[str, Any], clips_f32le: list[bytes]) -> EngineJob:
             seed=int(fields["seed"]),
         )
     )
+
+
+@contextmanager
+def no_second_openmp_team() -> Iterator[None]:
+    """Fails when the work inside starts threads in this process. Torch work on any thread but the model's starts
+    a second OpenMP team, and every later model run slows, single jobs more than batches (runners/model_thread.py):
+    a ceiling measured after it would be inflated. The runner's checks once did this (as `count_prompt_tokens` on
+    the main thread), unseen, before the critique ceilings."""
+    before = psutil.Process().num_threads()
+    yield
+    if (after := psutil.Process().num_threads()) > before:
+        raise RuntimeError(f"{after - before} thread(s) started outside the model thread: torch work ran elsewhere")
 
 
 def timed(run: Callable[[], Sequence[GroupRun[Any]]]) -> tuple[float, Sequence[GroupRun[Any]]]:

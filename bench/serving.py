@@ -48,7 +48,15 @@ import psutil
 
 from bench import served
 from bench.common import DEFAULT_OUT, fmt, header, header_markdown, percentiles, write_report
-from bench.in_process import Flamingo, alone, batch_scaling, critique_job, load_audioldm2, timed
+from bench.in_process import (
+    Flamingo,
+    alone,
+    batch_scaling,
+    critique_job,
+    load_audioldm2,
+    no_second_openmp_team,
+    timed,
+)
 from models.local_tokenizers import CORPUS
 from presets import Preset
 from schemas import CritiqueRequest, GenerateRequest, GenerationJob
@@ -657,11 +665,11 @@ def direct_critique(plan: Plan, clip: bytes, requests: int) -> dict[str, Any]:
         started = time.perf_counter()
         if plan.mix.critique_has_audio(i):
             flamingo.decoded(clip)
-        flamingo.engine.check(job(i))
-        flamingo.engine.count_prompt_tokens(job(i))
+        assert flamingo.refusal(job(i)) is None
         return time.perf_counter() - started
 
-    front = [front_work(i) for i in range(requests)]
+    with no_second_openmp_team():
+        front = [front_work(i) for i in range(requests)]
     critiques = [job(i) for i in range(2 * BATCH)]
     repeats = plan.ceiling_repeats
     scaling = (

@@ -99,6 +99,28 @@ def holds_stop(text: str | None, stop: tuple[str, ...]) -> bool:
     return bool(text) and any(s in text for s in stop)  # type: ignore[operator]
 
 
+def refusal(engine: MusicFlamingoEngine, job: EngineJob) -> JobError | None:
+    """Per-job input checks the front cannot make (they need the tokenizer); one bad job never runs. On the model
+    thread: the tokenizer's audio features are torch work (runners/model_thread.py)."""
+    try:
+        engine.check(job)
+    except FieldError as exc:
+        return JobError(kind="invalid_input", field=exc.field, message=str(exc))
+    except ValueError as exc:
+        return JobError(kind="invalid_input", message=str(exc))
+    if engine.prompt_tokens_at_most(job) <= MAX_PROMPT_TOKENS:  # the exact count only near the limit
+        return None
+    tokens = engine.count_prompt_tokens(job)
+    if tokens > MAX_PROMPT_TOKENS:
+        return JobError(
+            kind="invalid_input",
+            field="prompt",
+            message=f"the prompt is {tokens} tokens with its audio (about 25 per second of audio); "
+            f"the limit is {MAX_PROMPT_TOKENS}",
+        )
+    return None
+
+
 # How often a decoding row's text so far is read for the progress board (and so for streamed critiques): every
 # this many tokens, and after this long at most when tokens come slowly.
 TEXT_EVERY_TOKENS = 4
@@ -197,7 +219,7 @@ class MusicFlamingoRunner:
         accepted: list[int] = []
         engine_jobs: list[EngineJob] = []
         for index, job in enumerate(map(engine_job, jobs)):
-            error = None if jobs[index].job_id in self.cancelled else self._refusal(job)
+            error = None if jobs[index].job_id in self.cancelled else refusal(self.engine, job)
             if error is None:
                 accepted.append(index)
                 engine_jobs.append(job)
@@ -231,26 +253,6 @@ class MusicFlamingoRunner:
 
     def _provenance(self) -> Provenance:
         return Provenance(model_id=self.checkpoint.model_id, profile=self.checkpoint.profile.value)
-
-    def _refusal(self, job: EngineJob) -> JobError | None:
-        """Per-job input checks the front cannot make (they need the tokenizer); one bad job never runs."""
-        try:
-            self.engine.check(job)
-        except FieldError as exc:
-            return JobError(kind="invalid_input", field=exc.field, message=str(exc))
-        except ValueError as exc:
-            return JobError(kind="invalid_input", message=str(exc))
-        if self.engine.prompt_tokens_at_most(job) <= MAX_PROMPT_TOKENS:  # the exact count only near the limit
-            return None
-        tokens = self.engine.count_prompt_tokens(job)
-        if tokens > MAX_PROMPT_TOKENS:
-            return JobError(
-                kind="invalid_input",
-                field="prompt",
-                message=f"the prompt is {tokens} tokens with its audio (about 25 per second of audio); "
-                f"the limit is {MAX_PROMPT_TOKENS}",
-            )
-        return None
 
     def _outcome(self, run: GroupRun[CritiqueOutput], batch_size: int, job_id: str) -> CritiqueOutcome:
         outcome = CritiqueOutcome(
