@@ -178,13 +178,42 @@ def validate_plan(plan: Plan) -> None:
 
 
 @contextmanager
-def serve(batching: bool, workdir: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+def serve(batching: bool, workdir: Path, extra_env: dict[str, str] | None = None) -> Iterator[served.Server]:
     """A real `bentoml serve` of the front and both runners, tiny profile, batching on or off; always stopped."""
     folder = workdir / f"batching-{'on' if batching else 'off'}{'-traced' if extra_env else ''}"
     folder.mkdir(parents=True, exist_ok=True)
     env = {"AUDIO_STUDIO_BATCHING": "true" if batching else "false", **(extra_env or {})}
     with served.serve(folder, env) as server:
-        yield server.url
+        yield server
+
+
+# ---- CPU by process ------------------------------------------------------------------
+
+FRONT_SERVICE = "audio-studio"
+RUNNER_SERVICE = {"generate": "audioldm2-runner", "critique": "music-flamingo-runner"}
+
+
+def cpu_seconds(server: served.Server | None) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this benchmark's own process (the clients) and by each of
+    the server's workers, by BentoML service name."""
+    own = psutil.Process().cpu_times()
+    seconds = {"client": own.user + own.system}
+    for process in server.workers if server is not None else []:
+        try:
+            command, times = process.cmdline(), process.cpu_times()
+        except psutil.Error:
+            continue
+        name = command[command.index("--service-name") + 1] if "--service-name" in command else "arbiter"
+        seconds[name] = seconds.get(name, 0.0) + times.user + times.system
+    return seconds
+
+
+def cpu_by_role(before: dict[str, float], after: dict[str, float], api: str) -> dict[str, float]:
+    """What a level used: the clients, the front, the API's runner, and the other processes together."""
+    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    roles = {"client": used.pop("client"), "front": used.pop(FRONT_SERVICE, 0.0)}
+    roles["runner"] = used.pop(RUNNER_SERVICE[api], 0.0)
+    return roles | {"other": sum(used.values())}
 
 
 # ---- /metrics ------------------------------------------------------------------------
@@ -245,8 +274,9 @@ class Sample:
 class Client:
     """Sends request i of the mix for one API; one httpx.Client per thread."""
 
-    def __init__(self, url: str, api: str, mix: Mix, clip: bytes) -> None:
-        self.url, self.api, self.mix, self.clip = url, api, mix, clip
+    def __init__(self, url: str, api: str, mix: Mix, clip: bytes, server: served.Server | None = None) -> None:
+        """`server`: the one at `url`, whose processes' CPU each level records."""
+        self.url, self.api, self.mix, self.clip, self.server = url, api, mix, clip, server
         self.local = threading.local()
 
     def _http(self) -> httpx.Client:
@@ -372,9 +402,9 @@ class CpuShare:
 
 def measure_level(client: Client, load: Load, requests: int, deadline_s: float) -> dict[str, Any]:
     before = read_histogram(client.url, RUNNER_METHOD[client.api])
-    cpu = CpuShare()
+    cpu, used_before = CpuShare(), cpu_seconds(client.server)
     samples, wall, cut = load.drive(client, requests, deadline_s)
-    contention = cpu.foreign()
+    contention, used = cpu.foreign(), cpu_by_role(used_before, cpu_seconds(client.server), client.api)
     delta = read_histogram(client.url, RUNNER_METHOD[client.api]).minus(before)
     ok = [s for s in samples if s.status == 200]
     seen_batches = [s.timings["batch_size"] for s in ok]
@@ -390,6 +420,7 @@ def measure_level(client: Client, load: Load, requests: int, deadline_s: float) 
         "cut_by_deadline": cut,
         "wall_s": wall,
         "foreign_cpu": contention,
+        "cpu_s": used,
         "throughput_rps": len(ok) / wall if wall > 0 else None,
         "latency_ms": {k: None if v is None else 1000 * v for k, v in percentiles([s.latency_s for s in ok]).items()},
         "latencies_s": [round(s.latency_s, 4) for s in ok],
@@ -429,9 +460,9 @@ def run_servers(
     rows: list[dict] = []
     open_rates: dict[str, list[float]] = {}
     with ExitStack() as servers:
-        urls = {batching: servers.enter_context(serve(batching, workdir)) for batching in plan.batching_modes}
+        started = {batching: servers.enter_context(serve(batching, workdir)) for batching in plan.batching_modes}
         for api in ("generate", "critique"):
-            clients = {batching: Client(url, api, plan.mix, clip) for batching, url in urls.items()}
+            clients = {batching: Client(s.url, api, plan.mix, clip, s) for batching, s in started.items()}
             for batching, client in clients.items():
                 batches = warm_up(client, plan.warmup_mix)
                 if batching and batches < DISPATCHER_TRAINING_CALLS:
@@ -494,6 +525,7 @@ def merge_repeats(runs: list[dict]) -> dict[str, Any]:
         "cut_by_deadline": any(run["cut_by_deadline"] for run in runs),
         "wall_s": sum(run["wall_s"] for run in runs),
         "foreign_cpu": max((run["foreign_cpu"] for run in runs), key=lambda f: f["cores"]),
+        "cpu_s": {role: sum(run["cpu_s"][role] for run in runs) for role in runs[0]["cpu_s"]},
         "throughput_repeats_rps": [run["throughput_rps"] for run in runs],
         "throughput_rps": median_or_none([run["throughput_rps"] for run in runs]),
         "latency_ms": {k: None if v is None else 1000 * v for k, v in percentiles(latencies).items()},
@@ -531,9 +563,9 @@ def breakdown(plan: Plan, clip: bytes, workdir: Path, log: Callable[[str], None]
     result: dict[str, Any] = {}
     with OTLPReceiver() as receiver:
         env = {"AUDIO_STUDIO_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"}
-        with serve(True, workdir, env) as url:
+        with serve(True, workdir, env) as traced:
             for api in ("generate", "critique"):
-                client = Client(url, api, plan.mix, clip)
+                client = Client(traced.url, api, plan.mix, clip, traced)
                 warm_up(client, plan.warmup_mix)
                 samples, _, _ = drive(client, plan.requests_at(1), 1, plan.level_deadline_s)
                 ok = [s for s in samples if s.status == 200 and s.trace_id]
@@ -809,6 +841,23 @@ def markdown(report: dict[str, Any]) -> str:
             f"{r['requests'] - r['ok']} failed; {r['errors'][0][:160]}"
             for r in failed
         ]
+    lines += [
+        "",
+        "CPU per answered request, ms (user + system over all runs of the level): the clients (this benchmark's "
+        "process), the front, the API's runner, the other processes of the server; on 2 cores all of it comes out "
+        "of the same cores the model runs on, while the in-process ceiling below counts the runner alone:",
+        "",
+        "| api | batching | load | clients | front | runner | others | runner's share |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["levels"]:
+        per = {role: 1000 * used / r["ok"] for role, used in r["cpu_s"].items()} if r["ok"] else {}
+        if per:
+            lines.append(
+                f"| {r['api']} | {'on' if r['batching'] else 'off'} | {load_label(r)} | {per['client']:.1f} "
+                f"| {per['front']:.1f} | {per['runner']:.1f} | {per['other']:.1f} "
+                f"| {100 * per['runner'] / sum(per.values()):.0f}% |"
+            )
     lines += ["", "Batching on / off throughput (median of the back-to-back pairs of runs, min-max):", ""]
     for api, by_c in report["throughput_ratio_on_off"].items():
         lines.append(

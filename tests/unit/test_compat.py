@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -231,6 +232,65 @@ def test_bentoml_dispatcher_still_admits_one_batch_at_a_time_through_its_sema() 
     assert batches_admitted(dispatchers["one_at_a_time"]) == 1
     bentoml_dispatcher.install()
     assert batches_admitted(probe_dispatchers()["overlapping"]) == bentoml_dispatcher.BATCHES_IN_FLIGHT
+
+
+BENTOML_CONTROLLER_SHA256 = "dafc788663463402945244366bd96425e9a4151de1c6d78204d8b257b7c30751"  # 1.4.39, 1.4.40
+
+
+def batch_with_requests_queued_behind_it(dispatcher: Any) -> tuple[list[int], int]:
+    """Request 1 starts a 0.3 s batch; requests 2-4 arrive while it runs. The batches' sizes, and how often the
+    controller looked at its semaphore in the meantime (training skipped: its default latency model is kept)."""
+    looks = 0
+    is_locked = dispatcher._sema.is_locked
+
+    def counted() -> bool:
+        nonlocal looks
+        looks += 1
+        return is_locked()
+
+    async def no_training(*args: int) -> None:
+        pass
+
+    sizes: list[int] = []
+
+    async def batch(inputs: tuple[list[int], ...]) -> list[list[int]]:
+        sizes.append(len(inputs))
+        await asyncio.sleep(0.3)
+        return list(inputs)
+
+    dispatcher._sema.is_locked, dispatcher.train_optimizer = counted, no_training
+    call = dispatcher(batch)
+
+    async def requests() -> list[list[int]]:
+        first = asyncio.create_task(call([1]))
+        await asyncio.sleep(0.05)
+        return await asyncio.gather(first, *(call([i]) for i in (2, 3, 4)))
+
+    try:
+        assert asyncio.run(requests()) == [[1], [2], [3], [4]]
+    finally:
+        dispatcher.shutdown()
+    return sizes, looks
+
+
+def test_bentoml_controller_still_polls_every_millisecond_while_a_batch_runs() -> None:
+    """What the patch replaces, as BentoML has it: its controller's source, and its polling."""
+    from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+    source = inspect.getsource(CorkDispatcher.controller)
+    assert hashlib.sha256(source.encode()).hexdigest() == BENTOML_CONTROLLER_SHA256  # wait_for_the_batch_in_flight
+    stock = CorkDispatcher(60_000, 4, fallback=lambda: None, get_batch_size=len)
+    sizes, looks = batch_with_requests_queued_behind_it(stock)
+    assert sizes == [1, 3] and looks > 100
+
+
+def test_the_patched_controller_waits_for_the_batch_in_flight_and_forms_the_same_batches() -> None:
+    bentoml_dispatcher.install()
+    dispatchers = probe_dispatchers()
+    sizes, looks = batch_with_requests_queued_behind_it(dispatchers["one_at_a_time"])
+    assert sizes == [1, 3] and looks < 10
+    sizes, looks = batch_with_requests_queued_behind_it(dispatchers["overlapping"])  # no batch holds the others
+    assert sizes[0] == 1 and sum(sizes) == 4 and looks < 10
 
 
 # ---- bentoml_metrics_dir ------------------------------------------------------------------------------------
