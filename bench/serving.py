@@ -850,14 +850,13 @@ def markdown(report: dict[str, Any]) -> str:
         "| api | batching | load | clients | front | runner | others | runner's share |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in report["levels"]:
-        per = {role: 1000 * used / r["ok"] for role, used in r["cpu_s"].items()} if r["ok"] else {}
-        if per:
-            lines.append(
-                f"| {r['api']} | {'on' if r['batching'] else 'off'} | {load_label(r)} | {per['client']:.1f} "
-                f"| {per['front']:.1f} | {per['runner']:.1f} | {per['other']:.1f} "
-                f"| {100 * per['runner'] / sum(per.values()):.0f}% |"
-            )
+    for r in (r for r in report["levels"] if r["ok"]):
+        per = {role: 1000 * used / r["ok"] for role, used in r["cpu_s"].items()}
+        lines.append(
+            f"| {r['api']} | {'on' if r['batching'] else 'off'} | {load_label(r)} | {per['client']:.1f} "
+            f"| {per['front']:.1f} | {per['runner']:.1f} | {per['other']:.1f} "
+            f"| {100 * per['runner'] / sum(per.values()):.0f}% |"
+        )
     lines += ["", "Batching on / off throughput (median of the back-to-back pairs of runs, min-max):", ""]
     for api, by_c in report["throughput_ratio_on_off"].items():
         lines.append(

@@ -70,11 +70,10 @@ class SignallingSema(NonBlockSema):
         self.released.set()
 
     async def wait_released(self, timeout_s: float) -> None:
-        """Until a release, or `timeout_s`."""
+        """Until the next release, or `timeout_s`; called right after `is_locked()` said so, with no await between."""
         self.released.clear()
-        if self.is_locked():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.released.wait(), max(0.0, timeout_s))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.released.wait(), max(0.0, timeout_s))
 
 
 async def wait_for_the_batch_in_flight(self: Any) -> None:
