@@ -72,7 +72,7 @@ from jobs.records import JobStatus
 from jobs.requests import RequestFolder, StoredRequest
 from jobs.routes import JobRoutes, accepted, refusal_response
 from jobs.webhooks import webhook_settings
-from models.allocator import keep_freed_http_buffers
+from models.allocator import keep_freed_request_buffers
 from registry import AUDIOLDM, AUDIOLDM2, FAMILIES, MUSIC_FLAMINGO, Family
 from runners.audioldm import AudioLDMRunner
 from runners.audioldm2 import AudioLDM2Runner
@@ -168,7 +168,7 @@ class AudioStudio:
 
     def __init__(self) -> None:
         logger.info("audio-studio front: profile=%s", SETTINGS.profile.value)
-        keep_freed_http_buffers()
+        keep_freed_request_buffers()
         self._flamingo_limits_seen: RunnerLimits | None = None
         self.jobs = JobManager(
             open_store(SETTINGS),
