@@ -31,6 +31,7 @@ MODULES = (
     "compat.bentoml_route_metrics",
     "compat.bentoml_session_refresh",
     "compat.bentoml_tracer",
+    "compat.bentoml_message_spans",
     "compat.bentoml_mime_type",
     "compat.uvicorn_request_context",
     "compat.diffusers_language_model",

@@ -31,6 +31,7 @@ import compat
 from compat import (
     bentoml_access_log,
     bentoml_dispatcher,
+    bentoml_message_spans,
     bentoml_metrics_dir,
     bentoml_mime_type,
     bentoml_multipart,
@@ -79,6 +80,7 @@ def test_install_all_installs_each_patch_once() -> None:
     from bentoml._internal.configuration.containers import BentoMLContainer
     from bentoml._internal.server.http import instruments
     from bentoml._internal.server.http.traffic import TimeoutMiddleware
+    from opentelemetry.instrumentation import asgi
 
     compat.install_all()
     metrics_dir = BentoMLContainer.prometheus_multiproc_dir.get()
@@ -88,6 +90,7 @@ def test_install_all_installs_each_patch_once() -> None:
     assert request_logger.filters.count(bentoml_request_log.FILTER) == 1
     assert logging.getLogRecordFactory().escapes  # type: ignore[attr-defined]
     assert instruments.RunnerTrafficMetricsMiddleware is bentoml_route_metrics.RouteLabelledTrafficMetrics
+    assert asgi.OpenTelemetryMiddleware is bentoml_message_spans.ServerSpanOnly
     assert ALL_SERDE["multipart/form-data"] is ALL_SERDE["application/x-www-form-urlencoded"]
     assert ALL_SERDE["multipart/form-data"] is bentoml_multipart.StrictMultipartSerde
     assert TimeoutMiddleware.__call__ is bentoml_timeout.call_with_timer_cancelled
@@ -508,6 +511,61 @@ def test_request_metrics_are_labelled_by_route_template_and_the_app_sees_the_rea
         "/models",
     ]
     assert seen == ["/jobs/abc", "/jobs/def/events", "/ui/x.js", "/generate"]  # the app's own answers
+
+
+# ---- bentoml_message_spans ------------------------------------------------------------------------------------
+
+
+def spans_of_a_chunked_request(middleware: type) -> list[str]:
+    """The span names `middleware` records for one POST whose body arrives in 5 messages, answered in 2."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    messages = [{"type": "http.request", "body": b"x" * 1024, "more_body": i < 4} for i in range(5)]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/upload",
+        "headers": [],
+        "query_string": b"",
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 3000),
+        "client": ("127.0.0.1", 40000),
+    }
+    asyncio.run(middleware(app, tracer_provider=provider)(scope, receive, send))
+    return [span.name for span in exporter.get_finished_spans()]
+
+
+def test_the_stock_tracing_middleware_makes_a_span_per_message_and_bentoml_builds_it_without_options() -> None:
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    stock = spans_of_a_chunked_request(bentoml_message_spans.StockOpenTelemetryMiddleware)
+    assert stock.count("POST /upload http receive") == 5 and stock.count("POST /upload http send") == 2
+    built = " ".join(inspect.getsource(ServiceAppFactory.middlewares.fget).split())
+    assert "from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware" in built
+    assert "exclude_spans" not in built  # so the subclass's default is the one that applies
+
+
+def test_the_installed_tracing_middleware_keeps_the_server_span_alone() -> None:
+    assert spans_of_a_chunked_request(bentoml_message_spans.ServerSpanOnly) == ["POST /upload"]
 
 
 # ---- bentoml_session_refresh --------------------------------------------------------------------------------
