@@ -47,9 +47,12 @@ RUNNING: list[Server] = []  # what a signal to this process stops first (exit_on
 
 
 @contextmanager
-def serve(workdir: Path, extra_env: dict[str, str] | None = None, glibc_default: bool = False) -> Iterator[Server]:
-    """`bentoml serve service:AudioStudio`, the benchmarks' profile, its own BENTOML_HOME; the whole tree stopped on
-    exit, also when this process is told to stop (SIGTERM, e.g. from bench/gpu.sh's time limits).
+def serve(
+    workdir: Path, extra_env: dict[str, str] | None = None, glibc_default: bool = False, checkout: Path = ROOT
+) -> Iterator[Server]:
+    """`bentoml serve service:AudioStudio` from `checkout` (this one unless told), the benchmarks' profile, its own
+    BENTOML_HOME; the whole tree stopped on exit, also when this process is told to stop (SIGTERM, e.g. from
+    bench/gpu.sh's time limits).
 
     glibc's allocator is tuned as the Bento's image tunes it (bentofile.yaml), unless `glibc_default`.
     """
@@ -81,7 +84,7 @@ def serve(workdir: Path, extra_env: dict[str, str] | None = None, glibc_default:
                     "--port",
                     str(port),
                 ],
-                cwd=ROOT,
+                cwd=checkout,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

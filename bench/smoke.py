@@ -40,6 +40,7 @@ SMOKE: dict[str, list[str]] = {
     # the full run's 10%): the smoke allows what tests/test_edge_load.py allows a short run.
     "edge_load.py": ["--requests", "40", "--concurrency", "8", "--warmup", "2", "--memory-tolerance", "0.25"],
     "formats.py": ["--seconds", "1", "--repeats", "1"],
+    "front_ab.py": ["--before", "HEAD", "--rounds", "2", "--warmup", "1"],
     "fullsize.py": ["--smoke", "--device", "cpu"],
     "gpu.sh": ["--dry-run"],  # every part of the GPU run on tiny models, so the script cannot rot without a GPU
     "gpu_wheels.py": ["--dry-run"],
