@@ -128,7 +128,7 @@ class _FormReader:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self.part.file is not None:
-            self.part.file.pending += memoryview(data)[start:end]
+            self.part.file.pending += memoryview(data)[start:end]  # a view: one copy, not a slice's two
         elif not self.part.skipped:
             if len(self.part.text) + end - start > self.limits.max_text_bytes:
                 raise MalformedForm(f"Part exceeded maximum size of {self.limits.max_text_bytes // 1024}KB.")

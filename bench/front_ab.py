@@ -36,13 +36,13 @@ import httpx
 import psutil
 
 from bench.common import DEFAULT_OUT, ROOT, fmt, header, header_markdown, write_report
-from bench.critique_path import CLIP_SECONDS, KINDS, TIMEOUT_S, WARMUP, front_process
+from bench.critique_path import CLIP_SECONDS, KINDS, TIMEOUT_S, UPLOAD_ONLY, WARMUP, front_process
 from bench.served import serve
 from tests.audio_files import audio_file
 
 FORMS = {
     "clip": (KINDS["clip"], True, 200),
-    "upload": ({**KINDS["clip"], "max_new_tokens": "999999"}, True, 400),
+    "upload": (UPLOAD_ONLY, True, 400),
     "text": (KINDS["text"], False, 200),
 }
 SIDES = ("before", "after")
