@@ -52,6 +52,7 @@ SMOKE: dict[str, list[str]] = {
     "runner_cpu.py": ["--smoke"],
     "serving.py": ["--smoke"],
     "soak.py": ["--minutes", "0.2"],
+    "step_scheduler_load.py": ["--clients", "2", "--requests", "4", "--repeats", "1", "--steps", "2"],
     "stream_critique.py": ["--smoke"],
     "studio.py": ["--quick"],
 }

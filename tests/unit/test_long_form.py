@@ -248,3 +248,28 @@ def test_a_short_generate_sent_while_a_long_clip_is_encoded_or_decoded_is_answer
             long.result(timeout=600)
     [progress] = answered
     assert progress.phase == long_work.phase and progress.done < progress.total, progress
+
+
+def test_a_denoised_job_is_decoded_before_a_newer_job_starts(
+    engine: AudioLDM2Engine, scheduled: InProcessScheduler
+) -> None:
+    """A job sent during another's last denoising step waits for that one's decoding (its last piece), though
+    it has had less service: the denoised job is answered first, and its client's next request can join the
+    passes (runners/step_scheduler.py `_priority`)."""
+    first = GenerationJob(prompt="a bell", duration=1.0, steps=2, seed=1)
+    newer = GenerationJob(prompt="a gong", duration=1.0, steps=2, seed=2)
+    sent: Future[Future[GroupRun[JobAudio]]] = Future()
+    newer_at_the_answer: list[RunnerProgress] = []
+
+    def send_the_newer_at_the_last_pass(n: int) -> None:
+        if n == 2:
+            [future] = scheduled.scheduler.submit([newer], engine.start_generation)  # type: ignore[arg-type]
+            sent.set_result(future)
+
+    with on_each_call(engine.pipe.unet, send_the_newer_at_the_last_pass):
+        [answer] = scheduled.scheduler.submit([first], engine.start_generation)  # type: ignore[arg-type]
+        answer.add_done_callback(lambda _: newer_at_the_answer.append(scheduled.board.read([newer.job_id])[0]))
+        assert answer.result(timeout=600).error is None
+        assert sent.result(timeout=600).result(timeout=600).error is None
+    [progress] = newer_at_the_answer
+    assert progress.phase in ("queued", "encoding") and progress.done == 0, progress
