@@ -35,6 +35,7 @@ SMOKE: dict[str, list[str]] = {
     ],
     "compile.py": ["--smoke"],
     "critique_path.py": ["--requests", "3"],
+    "decode_threads.py": ["--repeats", "1"],
     "edit.py": ["--smoke"],
     # Two warm-up requests leave the Music Flamingo runner short of its plateau (+9-10% RSS at 6572922 and now, against
     # the full run's 10%): the smoke allows what tests/test_edge_load.py allows a short run.
