@@ -789,22 +789,28 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
     return ratios
 
 
-def cpu_per_request(rows: list[dict[str, Any]], api: str, batching: bool, load: str) -> dict[str, float] | None:
-    """CPU seconds per answered request by role (clients, front, runner, other) at one level, if it answered any,
-    and `cores`: the cores they kept busy (that CPU x the level's throughput)."""
-    for r in rows:
-        if r["api"] == api and r["batching"] == batching and load_label(r) == load and r["ok"]:
-            per = {role: used / r["ok"] for role, used in r["cpu_s"].items()}
-            return {**per, "cores": sum(per.values()) * r["throughput_rps"]}
-    return None
+def cpu_per_request(row: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds per answered request by role (clients, front, runner, other) at a level that answered some."""
+    return {role: used / row["ok"] for role, used in row["cpu_s"].items()}
+
+
+def answered_level(rows: list[dict[str, Any]], api: str, batching: bool, load: str) -> dict[str, Any] | None:
+    return next(
+        (r for r in rows if r["api"] == api and r["batching"] == batching and load_label(r) == load and r["ok"]),
+        None,
+    )
+
+
+def cores_busy(row: dict[str, Any]) -> float:
+    """The cores a level kept busy: its CPU per request x its throughput."""
+    return sum(cpu_per_request(row).values()) * row["throughput_rps"]
 
 
 def cpu_cap(off: dict[str, float], on: dict[str, float], ceiling: float) -> float:
     """The on/off ratio if the runner's CPU per request fell by the ceiling's factor while the rest of the path
     (clients, front, other processes) cost what it did: at a level that keeps every core busy, the most batching
     can show on a machine where all of it shares the model's cores."""
-    rest_on = sum(on.values()) - on["runner"] - on["cores"]
-    return (sum(off.values()) - off["cores"]) / (off["runner"] / ceiling + rest_on)
+    return sum(off.values()) / (off["runner"] / ceiling + sum(on.values()) - on["runner"])
 
 
 def ceiling_shares(
@@ -819,8 +825,8 @@ def ceiling_shares(
             continue
         ceiling = direct["batch_scaling"][mix]["speedup"]
         on_off = ratios[api][top]["median"] if top in ratios[api] else None
-        off, on = cpu_per_request(rows, api, False, top), cpu_per_request(rows, api, True, top)
-        cap = None if off is None or on is None else cpu_cap(off, on, ceiling)
+        off, on = answered_level(rows, api, False, top), answered_level(rows, api, True, top)
+        cap = None if off is None or on is None else cpu_cap(cpu_per_request(off), cpu_per_request(on), ceiling)
         shares[api] = {
             "on_off": on_off,
             "ceiling": ceiling,
@@ -828,7 +834,7 @@ def ceiling_shares(
             "met": on_off is not None and on_off / ceiling >= CEILING_SHARE_TARGET,
             "cpu_cap": cap,
             "cpu_cap_share": None if cap is None else min(cap, ceiling) / ceiling,
-            "cores_busy": None if off is None or on is None else {"on": on["cores"], "off": off["cores"]},
+            "cores_busy": None if off is None or on is None else {"on": cores_busy(on), "off": cores_busy(off)},
         }
     return shares
 
@@ -877,7 +883,7 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in (r for r in report["levels"] if r["ok"]):
-        per = {role: 1000 * used / r["ok"] for role, used in r["cpu_s"].items()}
+        per = {role: 1000 * seconds for role, seconds in cpu_per_request(r).items()}
         lines.append(
             f"| {r['api']} | {'on' if r['batching'] else 'off'} | {load_label(r)} | {per['client']:.1f} "
             f"| {per['front']:.1f} | {per['runner']:.1f} | {per['other']:.1f} "
